@@ -1,0 +1,5 @@
+"""``python -m kdanalysis`` runs the command-line interface."""
+
+from kdanalysis.cli import main
+
+main()

@@ -1,0 +1,65 @@
+"""Command-line interface: ``kdanalysis run-grid | report | collect | rescore | validate``.
+
+The commands are thin: each parses its arguments and delegates to a library function,
+imported lazily so that ``kdanalysis --help`` stays fast and torch-free. Any
+:class:`~kdanalysis.errors.KDAnalysisError` becomes one line on stderr and exit code 2
+(``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from kdanalysis.errors import KDAnalysisError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="kdanalysis",
+    help="Knowledge-distillation research toolkit: run KD grids, evaluate, and report honest statistics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="Results table (.parquet or .csv) to check against the contract.")],
+) -> None:
+    """Check a results table against the results contract and summarise it."""
+    from kdanalysis.results import read_results
+
+    df = read_results(path)
+    typer.echo(f"{path}: valid results table, {len(df)} rows, "
+               f"{df['student'].nunique()} students, {df['task'].nunique()} tasks, "
+               f"metrics: {', '.join(sorted(df['metric'].unique()))}")
+
+
+def main() -> None:
+    """Entry point of the ``kdanalysis`` console script."""
+    try:
+        app()
+    except KDAnalysisError as exc:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,46 @@
+"""Shared fixtures and automatic skipping of hardware/package-dependent markers."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "kd_generalization"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reasons = {
+        "slow": None if config.getoption("--runslow") else "slow test: use --runslow",
+        "vllm": None if importlib.util.find_spec("vllm") else "vLLM is not installed",
+        "browser": None if shutil.which("chromium") else "Debian chromium is not installed",
+    }
+    need_gpu = any("gpu" in item.keywords for item in items)
+    reasons["gpu"] = None if (not need_gpu or _cuda_available()) else "no CUDA GPU"
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The paper's released results and test sets (``../shared/data/kd_generalization``)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
