@@ -219,7 +219,7 @@ def _coerce_int(df: pd.DataFrame, col: str, what: str, nullable: bool) -> None:
 
 
 def _coerce_str(df: pd.DataFrame, col: str, what: str, required: bool) -> None:
-    values = df[col]
+    values = df[col].astype(object)
     null = values.isna()
     if required and null.any():
         raise SchemaError(f"{what}: missing value (NaN/None) in {_rows_repr(df, null, [col])}")
@@ -227,7 +227,7 @@ def _coerce_str(df: pd.DataFrame, col: str, what: str, required: bool) -> None:
     if not_str.any():
         raise SchemaError(f"{what}: non-string value {values[not_str].iloc[0]!r} in "
                           f"{_rows_repr(df, not_str, [col])}")
-    df[col] = values.fillna("").astype(object)
+    df[col] = values.where(~null, "")
 
 
 def _check_allowed(df: pd.DataFrame, col: str, allowed: Iterable[str], what: str) -> None:
