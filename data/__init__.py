@@ -1,0 +1,1 @@
+"""Bundled data shipped with kdanalysis (importable as ``kdanalysis._bundled``): the paper's results, the models table and example grids."""
