@@ -1,0 +1,282 @@
+"""Correlations with confidence intervals: :func:`corr` and :func:`partial_corr`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from kdanalysis.errors import ConfigError
+from kdanalysis.stats._checks import (
+    ALTERNATIVES,
+    MIN_N,
+    as_column_list,
+    check_ci,
+    check_columns,
+    check_option,
+    degenerate,
+    numeric_values,
+)
+from kdanalysis.stats._grouping import rows_by_group
+from kdanalysis.stats._rowwise import dense_codes, rowwise_kendall, rowwise_spearman
+from kdanalysis.stats.resampling import bootstrap_result, check_bootstrap_options
+
+__all__ = [
+    "CORR_COLUMNS",
+    "CORR_METHODS",
+    "PARTIAL_CORR_COLUMNS",
+    "PARTIAL_CORR_METHODS",
+    "corr",
+    "fisher_z_ci",
+    "partial_corr",
+]
+
+CORR_METHODS = ("pearson", "spearman", "kendall")
+PARTIAL_CORR_METHODS = ("pearson", "spearman")
+CORR_COLUMNS = ("x", "y", "method", "n", "statistic", "p_val", "ci_low", "ci_high", "note", "alternative")
+PARTIAL_CORR_COLUMNS = (
+    "x",
+    "y",
+    "covar",
+    "method",
+    "n",
+    "statistic",
+    "p_val",
+    "ci_low",
+    "ci_high",
+    "note",
+    "alternative",
+)
+
+_SCIPY_TESTS = {"pearson": sps.pearsonr, "spearman": sps.spearmanr, "kendall": sps.kendalltau}
+_ROWWISE_RANK_STATISTICS = {"spearman": rowwise_spearman, "kendall": rowwise_kendall}
+
+
+def corr(
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    method: str = "pearson",
+    *,
+    by: str | Sequence[str] | None = None,
+    ci: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    alternative: str = "two-sided",
+) -> pd.DataFrame:
+    """Correlation of two numeric columns, with test and confidence interval.
+
+    Rows with a missing ``x`` or ``y`` are dropped. The coefficient and p-value are
+    :func:`scipy.stats.pearsonr`, :func:`~scipy.stats.spearmanr` or
+    :func:`~scipy.stats.kendalltau` (tau-b). The interval is Fisher's z for Pearson
+    (scipy's ``confidence_interval``) and a seeded percentile bootstrap over (x, y)
+    pairs for the rank methods (``n_boot`` resamples, vectorised); a one-sided
+    ``alternative`` gives a one-sided interval bounded by -1 or 1.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Tidy input.
+    x, y : str
+        Numeric columns.
+    method : {"pearson", "spearman", "kendall"}
+    by : str or list of str, optional
+        Grouping columns; one row per group, equal to calling ``corr`` on each group.
+    ci : float
+        Confidence level in (0, 1).
+    n_boot, seed : int
+        Bootstrap resamples and seed (rank methods only).
+    alternative : {"two-sided", "greater", "less"}
+
+    Returns
+    -------
+    DataFrame
+        Columns ``[*by], x, y, method, n, statistic, p_val, ci_low, ci_high, note, alternative``:
+        ``x``/``y`` hold the column names, ``n`` the complete pairs, ``statistic`` the
+        coefficient, ``note`` is ``""`` or says why the row is NaN (n < 3, constant
+        input; a :class:`DegenerateDataWarning` is emitted too).
+    """
+    check_option("method", method, CORR_METHODS)
+    check_bootstrap_options(n_boot, ci, "percentile", alternative)
+    groups = as_column_list(by)
+    check_columns(data, [*groups], numeric=[x, y])
+
+    def compute(frame: pd.DataFrame) -> dict[str, Any]:
+        pairs = numeric_values(frame, [x, y])
+        row = _empty_row(CORR_COLUMNS, x=x, y=y, method=method, n=len(pairs), alternative=alternative)
+        note = _degenerate_pairs_note(pairs, ("x", "y"), MIN_N)
+        if note:
+            row["note"] = degenerate(f"corr({x!r}, {y!r}): {note}")
+            return row
+        xs, ys = pairs[:, 0], pairs[:, 1]
+        result = _SCIPY_TESTS[method](xs, ys, alternative=alternative)
+        row["statistic"], row["p_val"] = float(result.statistic), float(result.pvalue)
+        if method == "pearson":
+            low, high = result.confidence_interval(confidence_level=ci)
+        else:
+            low, high = _rank_bootstrap_ci(xs, ys, method, ci, n_boot, seed, alternative)
+            if np.isnan(low) or np.isnan(high):
+                row["note"] = degenerate(
+                    f"corr({x!r}, {y!r}): bootstrap CI undefined, some resamples have constant x or y"
+                )
+        row["ci_low"], row["ci_high"] = float(low), float(high)
+        return row
+
+    return rows_by_group(data, groups, compute, CORR_COLUMNS)
+
+
+def partial_corr(
+    data: pd.DataFrame,
+    x: str,
+    y: str,
+    covar: str | Sequence[str],
+    method: str = "pearson",
+    *,
+    by: str | Sequence[str] | None = None,
+    ci: float = 0.95,
+    alternative: str = "two-sided",
+) -> pd.DataFrame:
+    """Partial correlation of ``x`` and ``y`` controlling for ``covar``.
+
+    ``x`` and ``y`` (ranks of all columns first for ``"spearman"``) are each regressed on
+    the covariates with an intercept by least squares, and the residuals are correlated.
+    With k covariates the test has n - k - 2 degrees of freedom (t = r sqrt(dof / (1 - r^2)))
+    and the Fisher z interval uses n - k in place of n; this is pingouin's
+    ``partial_corr``, and for Pearson the p-value equals that of ``x`` in the OLS
+    ``y ~ x + covar``. Rows with any missing value among the columns are dropped.
+
+    Parameters
+    ----------
+    data : DataFrame
+    x, y : str
+        Numeric columns to correlate.
+    covar : str or list of str
+        Numeric covariates to partial out (at least one).
+    method : {"pearson", "spearman"}
+    by : str or list of str, optional
+        Grouping columns; one row per group.
+    ci : float
+        Confidence level in (0, 1).
+    alternative : {"two-sided", "greater", "less"}
+
+    Returns
+    -------
+    DataFrame
+        Columns ``[*by], x, y, covar, method, n, statistic, p_val, ci_low, ci_high, note,
+        alternative``; ``covar`` joins the covariate names with ``", "``. Degenerate
+        groups (n < k + 3, constant input, x or y fully explained by the covariates)
+        give NaNs, a ``note`` and a :class:`DegenerateDataWarning`.
+    """
+    check_option("method", method, PARTIAL_CORR_METHODS)
+    check_option("alternative", alternative, ALTERNATIVES)
+    check_ci(ci)
+    covars = as_column_list(covar)
+    if not covars:
+        raise ConfigError("partial_corr needs at least one covariate in covar=; use corr() for none")
+    overlap = sorted({x, y} & set(covars))
+    if overlap:
+        raise ConfigError(f"covar= must not contain x or y, got {overlap}")
+    groups = as_column_list(by)
+    check_columns(data, groups, numeric=[x, y, *covars])
+
+    def compute(frame: pd.DataFrame) -> dict[str, Any]:
+        values = numeric_values(frame, [x, y, *covars])
+        n, k = len(values), len(covars)
+        row = _empty_row(
+            PARTIAL_CORR_COLUMNS,
+            x=x,
+            y=y,
+            covar=", ".join(covars),
+            method=method,
+            n=n,
+            alternative=alternative,
+        )
+        note = _degenerate_pairs_note(values[:, :2], ("x", "y"), k + MIN_N)
+        if not note:
+            if method == "spearman":
+                values = sps.rankdata(values, axis=0)
+            design = np.column_stack([np.ones(n), values[:, 2:]])
+            coefs, *_ = np.linalg.lstsq(design, values[:, :2], rcond=None)
+            residuals = values[:, :2] - design @ coefs
+            scale = np.abs(values[:, :2]).max(axis=0) + 1.0
+            if np.any(np.abs(residuals).max(axis=0) <= 1e-12 * scale):
+                note = "x or y is fully explained by the covariates"
+        if note:
+            row["note"] = degenerate(f"partial_corr({x!r}, {y!r} | {', '.join(covars)}): {note}")
+            return row
+        r = float(np.clip(np.corrcoef(residuals, rowvar=False)[0, 1], -1.0, 1.0))
+        dof = n - k - 2
+        with np.errstate(divide="ignore"):
+            t = r * np.sqrt(dof / (1.0 - r * r)) if abs(r) < 1.0 else np.copysign(np.inf, r)
+        row["statistic"], row["p_val"] = r, _t_pvalue(t, dof, alternative)
+        row["ci_low"], row["ci_high"] = fisher_z_ci(r, n - k, ci, alternative)
+        return row
+
+    return rows_by_group(data, groups, compute, PARTIAL_CORR_COLUMNS)
+
+
+def fisher_z_ci(r: float, n_eff: int, ci: float, alternative: str = "two-sided") -> tuple[float, float]:
+    """Fisher z interval of a correlation ``r`` from ``n_eff`` observations (se = 1 / sqrt(n_eff - 3)).
+
+    One-sided alternatives give an interval bounded by 1 (``"greater"``) or -1 (``"less"``);
+    with ``n_eff <= 3`` the interval is the whole [-1, 1], as in scipy's ``pearsonr``.
+    """
+    if n_eff <= 3:
+        return -1.0, 1.0
+    with np.errstate(divide="ignore"):
+        z = np.arctanh(r)
+    se = 1.0 / np.sqrt(n_eff - 3)
+    if alternative == "two-sided":
+        half = sps.norm.ppf(0.5 + ci / 2.0) * se
+        return float(np.tanh(z - half)), float(np.tanh(z + half))
+    half = sps.norm.ppf(ci) * se
+    if alternative == "greater":
+        return float(np.tanh(z - half)), 1.0
+    return -1.0, float(np.tanh(z + half))
+
+
+def _t_pvalue(t: float, dof: int, alternative: str) -> float:
+    if alternative == "greater":
+        return float(sps.t.sf(t, dof))
+    if alternative == "less":
+        return float(sps.t.cdf(t, dof))
+    return float(min(1.0, 2.0 * sps.t.sf(abs(t), dof)))
+
+
+def _rank_bootstrap_ci(
+    xs: np.ndarray, ys: np.ndarray, method: str, ci: float, n_boot: int, seed: int, alternative: str
+) -> tuple[float, float]:
+    result = bootstrap_result(
+        (dense_codes(xs), dense_codes(ys)),
+        _ROWWISE_RANK_STATISTICS[method],
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+        paired=True,
+        method="percentile",
+        alternative=alternative,
+        axis=-1,
+    )
+    low, high = result.confidence_interval
+    return float(np.clip(low, -1.0, 1.0)), float(np.clip(high, -1.0, 1.0))
+
+
+def _degenerate_pairs_note(values: np.ndarray, names: tuple[str, str], min_n: int) -> str:
+    """Why a correlation on ``values`` (columns x, y) is undefined, or ``""``."""
+    n = len(values)
+    if n < min_n:
+        return f"n={n} complete observations, need at least {min_n}"
+    constant = [name for name, column in zip(names, values.T, strict=True) if np.ptp(column) == 0]
+    if constant:
+        return f"constant {' and '.join(constant)}"
+    return ""
+
+
+def _empty_row(columns: Sequence[str], **values: Any) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(columns, np.nan)
+    row["note"] = ""
+    row.update(values)
+    return row
