@@ -1,0 +1,142 @@
+"""Decoding settings shared by every evaluation backend.
+
+:class:`DecodingConfig` is backend-neutral: the HF backend turns it into a
+``transformers.GenerationConfig`` (:func:`runners.evaluate.hf_backend.hf_generation_config`)
+and the vLLM backend into ``SamplingParams`` keyword arguments
+(:func:`runners.evaluate.vllm_backend.sampling_params_kwargs`).
+
+Greedy decoding is the default (deterministic, comparable across backends). The
+published protocol of the study (PAPER.md) sampled once per question at temperature
+1.0 with top_p 1 and top_k 0 (no truncation) and at most 256 new tokens; it is the
+named preset ``"published"``. The paper used no seed; the preset keeps the seed field
+so that a rerun draws the same samples.
+
+In YAML a decoding block is either a preset name or a mapping, optionally starting
+from a preset and overriding fields::
+
+    decoding: published
+    decoding: {preset: published, seed: 3}
+    decoding: {max_new_tokens: 128, stop: ["### Instruction"]}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kdanalysis.errors import ConfigError
+
+__all__ = ["DecodingConfig", "DECODING_PRESETS", "decoding_preset", "truncate_at_stop"]
+
+#: Named decoding protocols; values are keyword arguments of :class:`DecodingConfig`.
+DECODING_PRESETS: dict[str, dict[str, Any]] = {
+    "greedy": {"do_sample": False, "max_new_tokens": 256},
+    "published": {
+        "do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "n": 1, "max_new_tokens": 256,
+    },
+}
+
+
+class DecodingConfig(BaseModel):
+    """How new tokens are chosen.
+
+    Attributes
+    ----------
+    do_sample : bool
+        False (default): greedy decoding. True: ancestral sampling with the settings below.
+    temperature : float
+        Softmax temperature (> 0) when sampling; ignored under greedy decoding.
+    top_p : float
+        Nucleus mass in (0, 1]; 1 disables nucleus truncation.
+    top_k : int
+        Keep the ``top_k`` most likely tokens; 0 disables top-k truncation.
+    n : int
+        Samples per item (> 1 needs ``do_sample``).
+    seed : int
+        Seed of the sampling random number generator.
+    max_new_tokens : int
+        Most tokens generated per sample.
+    stop : tuple of str
+        Generation of a sample ends at the first of these strings; the string itself
+        is removed from the output.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    n: int = Field(1, ge=1)
+    seed: int = 0
+    max_new_tokens: int = Field(256, ge=1)
+    stop: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return dict(_preset_values(data))
+        if isinstance(data, dict) and "preset" in data:
+            data = dict(data)
+            return {**_preset_values(data.pop("preset")), **data}
+        return data
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> DecodingConfig:
+        if self.n > 1 and not self.do_sample:
+            raise ValueError(f"n={self.n} samples per item needs do_sample=true (greedy gives one answer)")
+        if any(s == "" for s in self.stop):
+            raise ValueError("stop strings must be non-empty")
+        return self
+
+    @property
+    def is_greedy(self) -> bool:
+        """True when decoding is deterministic (no sampling)."""
+        return not self.do_sample
+
+
+def _preset_values(name: Any) -> dict[str, Any]:
+    if name not in DECODING_PRESETS:
+        raise ValueError(f"unknown decoding preset {name!r}; known presets: {', '.join(DECODING_PRESETS)}")
+    return DECODING_PRESETS[name]
+
+
+def decoding_preset(name: str, **overrides: Any) -> DecodingConfig:
+    """Return the named preset, with ``overrides`` applied.
+
+    Parameters
+    ----------
+    name : {"greedy", "published"}
+        A key of :data:`DECODING_PRESETS`.
+    **overrides
+        Fields of :class:`DecodingConfig` to change (e.g. ``seed=3``).
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not a known preset.
+    """
+    if name not in DECODING_PRESETS:
+        raise ConfigError(f"unknown decoding preset {name!r}; known presets: {', '.join(DECODING_PRESETS)}")
+    return DecodingConfig(**{**DECODING_PRESETS[name], **overrides})
+
+
+def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
+    """Cut ``text`` before the earliest occurrence of any stop string.
+
+    Parameters
+    ----------
+    text : str
+        A generated continuation.
+    stop : sequence of str
+        Stop strings (as in :attr:`DecodingConfig.stop`).
+
+    Returns
+    -------
+    str
+        ``text`` up to (not including) the first stop string, or ``text`` unchanged.
+    """
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
