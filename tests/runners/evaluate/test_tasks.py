@@ -1,0 +1,145 @@
+"""Task registry and the published test-set loader."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kdanalysis.errors import ConfigError, SchemaError
+from runners.evaluate import tasks as tasks_module
+from runners.evaluate.tasks import (
+    TASKS,
+    TaskSpec,
+    get_task,
+    list_tasks,
+    load_items,
+    register_json_task,
+    register_task,
+)
+
+STUDY_TASKS = {
+    "math": ["gsm8k", "svamp", "multiarith", "singleeq", "addsub", "aqua"],
+    "commonsense": ["boolq", "piqa", "siqa", "hellaswag", "winogrande", "arc_e", "arc_c", "obqa"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry() -> Iterator[None]:
+    saved = dict(tasks_module._REGISTRY)
+    yield
+    tasks_module._REGISTRY.clear()
+    tasks_module._REGISTRY.update(saved)
+
+
+def _write(path: Path, obj: object) -> Path:
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+def test_the_fourteen_study_tasks_are_registered() -> None:
+    for domain, ids in STUDY_TASKS.items():
+        assert set(ids) <= set(list_tasks(domain))
+    assert get_task("aqua").answer_type == "choice_letter"
+    assert get_task("gsm8k").answer_type == "number"
+    assert get_task("winogrande").labels == ("option1", "option2")
+    assert get_task("arc_c").labels == tuple(f"answer{i}" for i in range(1, 6))
+
+
+def test_unknown_task_lists_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown task 'gsm9k'.*gsm8k.*obqa"):
+        get_task("gsm9k")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"id": "Bad-Id", "domain": "math", "answer_type": "number"}, "lower-case"),
+        ({"id": "t", "domain": "math", "answer_type": "float"}, "answer_type"),
+        ({"id": "t", "domain": "math", "answer_type": "label"}, "label vocabulary"),
+        ({"id": "t", "domain": "math", "answer_type": "choice_letter", "labels": ("A", "Z")}, "A-E"),
+        ({"id": "t", "domain": "", "answer_type": "number"}, "domain"),
+    ],
+)
+def test_invalid_specs_are_rejected(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        TaskSpec(**kwargs)
+
+
+def test_register_refuses_silent_redefinition() -> None:
+    spec = TaskSpec("gsm8k", "math", "label", ("x",))
+    with pytest.raises(ConfigError, match="already registered"):
+        register_task(spec)
+    assert get_task("gsm8k").answer_type == "number"
+
+
+@pytest.mark.parametrize(
+    ("task", "file_name", "size"),
+    [("gsm8k", "gsm8k.json", 1319), ("aqua", "AQuA.json", 254), ("siqa", "social_i_qa.json", 1954)],
+)
+def test_shipped_test_sets_load_with_the_published_sizes(
+    shared_data: Path, task: str, file_name: str, size: int
+) -> None:
+    items = load_items(task, shared_data / "testsets")
+    assert get_task(task).file_name == file_name
+    assert len(items) == size == get_task(task).test_size
+    assert items[0].item_id == "0" and items[-1].item_id == str(size - 1)
+    assert all(it.input == "" for it in items)
+
+
+def test_missing_hellaswag_says_why_and_how_to_get_it(shared_data: Path) -> None:
+    with pytest.raises(ConfigError, match=r"hellaswag\.json.*not in the .* release.*LLM-Adapters"):
+        load_items("hellaswag", shared_data / "testsets")
+
+
+def test_json_task_registration_and_loading(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "Toy-Add.json",
+        [
+            {"instruction": "1+1?", "input": "", "output": "2", "answer": 2},
+            {"instruction": "2+3?", "answer": "5"},
+        ],
+    )
+    spec = register_json_task(path, domain="toy", answer_type="number", replace=True)
+    assert spec.id == "toy_add" and TASKS["toy_add"] is spec
+    items = load_items("toy_add")
+    assert [it.gold for it in items] == ["2", "5"]
+    assert items[1].input == "" and items[1].reference == ""
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        ([{"instruction": "q", "answer": "1"}, {"instruction": "q"}], r"item 1, field 'answer': missing"),
+        ([{"instruction": "", "answer": "1"}], r"item 0, field 'instruction'"),
+        (
+            [{"instruction": "q", "answer": "1"}, {"instruction": "q", "answer": "one"}],
+            r"item 1.*not a number",
+        ),
+        ([{"instruction": "q", "input": 3, "answer": "1"}], r"item 0, field 'input'"),
+        ([{"instruction": "q", "answer": True}], r"item 0, field 'answer'"),
+        (["just text"], r"item 0: expected an object"),
+        ({"instruction": "q"}, r"expected a JSON list"),
+        ([], r"empty"),
+    ],
+)
+def test_malformed_files_name_file_index_and_field(tmp_path: Path, payload: object, match: str) -> None:
+    path = _write(tmp_path / "bad.json", payload)
+    register_json_task(path, domain="toy", answer_type="number", id="bad_toy", replace=True)
+    with pytest.raises(SchemaError, match=match) as info:
+        load_items("bad_toy")
+    assert str(path) in str(info.value)
+
+
+def test_label_outside_vocabulary_and_broken_json(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "yn.json", [{"instruction": "q", "answer": "true"}, {"instruction": "q", "answer": "yes"}]
+    )
+    register_json_task(path, domain="toy", answer_type="label", labels=("true", "false"), replace=True)
+    with pytest.raises(SchemaError, match=r"yn\.json: item 1, field 'answer': 'yes' is not one of"):
+        load_items("yn")
+    path.write_text('[{"instruction": "q",\n "answer": }]', encoding="utf-8")
+    with pytest.raises(SchemaError, match=r"yn\.json: invalid JSON at line 2"):
+        load_items("yn")
