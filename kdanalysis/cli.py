@@ -54,6 +54,29 @@ def validate(
                f"metrics: {', '.join(sorted(df['metric'].unique()))}")
 
 
+@app.command()
+def rescore(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder with items.parquet and run_meta.json.")],
+    extractor: Annotated[
+        str, typer.Option("--extractor", "-e", help="Answer extractor: published or strict.")
+    ] = "published",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the results table here instead of updating the run folder."),
+    ] = None,
+) -> None:
+    """Re-score a run's saved outputs with another answer extractor (no model needed)."""
+    from runners.evaluate.rescore import rescore_run
+
+    _, results = rescore_run(run_dir, extractor, out=out)
+    acc = results[results["metric"] == "accuracy"]
+    where = out if out is not None else run_dir / "results.parquet"
+    summary = ", ".join(
+        f"{t} {v:.2f}% (n={n})" for t, v, n in zip(acc["task"], acc["value"], acc["n"], strict=True)
+    )
+    typer.echo(f"{run_dir}: re-scored with {extractor!r}: {summary}; wrote {where}")
+
+
 def main() -> None:
     """Entry point of the ``kdanalysis`` console script."""
     try:

@@ -310,7 +310,7 @@ def rescore_items(items_df: pd.DataFrame, extractor: str = "published") -> pd.Da
         correct.append(answers_match(spec, pred, gold))
     out["pred"] = preds
     out["correct"] = correct
-    return out
+    return validate_items(out)
 
 
 def accuracy_results(items_df: pd.DataFrame, run_meta: RunMeta) -> pd.DataFrame:
