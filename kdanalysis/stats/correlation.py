@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -249,17 +250,20 @@ def _t_pvalue(t: float, dof: int, alternative: str) -> float:
 def _rank_bootstrap_ci(
     xs: np.ndarray, ys: np.ndarray, method: str, ci: float, n_boot: int, seed: int, alternative: str
 ) -> tuple[float, float]:
-    result = bootstrap_result(
-        (dense_codes(xs), dense_codes(ys)),
-        _ROWWISE_RANK_STATISTICS[method],
-        n_boot=n_boot,
-        ci=ci,
-        seed=seed,
-        paired=True,
-        method="percentile",
-        alternative=alternative,
-        axis=-1,
-    )
+    with warnings.catch_warnings():
+        # A NaN interval is reported by corr() with its own note; scipy's message names BCa.
+        warnings.simplefilter("ignore", sps.DegenerateDataWarning)
+        result = bootstrap_result(
+            (dense_codes(xs), dense_codes(ys)),
+            _ROWWISE_RANK_STATISTICS[method],
+            n_boot=n_boot,
+            ci=ci,
+            seed=seed,
+            paired=True,
+            method="percentile",
+            alternative=alternative,
+            axis=-1,
+        )
     low, high = result.confidence_interval
     return float(np.clip(low, -1.0, 1.0)), float(np.clip(high, -1.0, 1.0))
 

@@ -15,24 +15,35 @@ from kdanalysis.stats.gains import GAIN_COLUMNS, gains
 
 
 def _row(student: str, method: str, value: float, teacher: str = "none", **extra: object) -> dict:
-    return {"study": "s", "domain": "math", "task": "gsm8k", "student": student, "teacher": teacher,
-            "method": method, "metric": "accuracy", "value": value, **extra}
+    return {
+        "study": "s",
+        "domain": "math",
+        "task": "gsm8k",
+        "student": student,
+        "teacher": teacher,
+        "method": method,
+        "metric": "accuracy",
+        "value": value,
+        **extra,
+    }
 
 
 @pytest.fixture
 def toy() -> pd.DataFrame:
-    return results_frame([
-        _row("A", "sft", 50.0),
-        _row("A", "base", 10.0),
-        _row("A", "fkl", 55.0, "T", temperature=1.0),
-        _row("A", "fkl", 58.0, "T", temperature=2.0),
-        _row("A", "fkl", 20.0, "T", temperature=5.0),
-        _row("A", "rkl", 49.0, "T", temperature=1.0),
-        _row("A", "fkl", 30.0, "T", temperature=1.0, teacher_kind="base"),
-        _row("A", "fkl", 54.0, "T", temperature=1.0, teacher_noise=0.5),
-        _row("A", "sft", 70.0, "T", metric="agreement"),
-        _row("A", "kd", 75.0, "T", metric="agreement"),
-    ])
+    return results_frame(
+        [
+            _row("A", "sft", 50.0),
+            _row("A", "base", 10.0),
+            _row("A", "fkl", 55.0, "T", temperature=1.0),
+            _row("A", "fkl", 58.0, "T", temperature=2.0),
+            _row("A", "fkl", 20.0, "T", temperature=5.0),
+            _row("A", "rkl", 49.0, "T", temperature=1.0),
+            _row("A", "fkl", 30.0, "T", temperature=1.0, teacher_kind="base"),
+            _row("A", "fkl", 54.0, "T", temperature=1.0, teacher_noise=0.5),
+            _row("A", "sft", 70.0, "T", metric="agreement"),
+            _row("A", "kd", 75.0, "T", metric="agreement"),
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +90,16 @@ def test_ambiguous_baseline_raises(toy: pd.DataFrame) -> None:
         gains(twice)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"baseline": "teacher"}, "unknown baseline 'teacher'; allowed: base, sft"),
-    ({"metric": "acc"}, "unknown metric 'acc'; allowed: accuracy, agreement"),
-    ({"methods": ["fkl", "kl"]}, "unknown method 'kl'; allowed: .*fkl.*rkl"),
-    ({"tasks": ["gsm9k"]}, "unknown task 'gsm9k'; allowed: gsm8k"),
-    ({"over_temperature": "mean"}, "unknown over_temperature 'mean'; allowed: max, each"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"baseline": "teacher"}, "unknown baseline 'teacher'; allowed: base, sft"),
+        ({"metric": "acc"}, "unknown metric 'acc'; allowed: accuracy, agreement"),
+        ({"methods": ["fkl", "kl"]}, "unknown method 'kl'; allowed: .*fkl.*rkl"),
+        ({"tasks": ["gsm9k"]}, "unknown task 'gsm9k'; allowed: gsm8k"),
+        ({"over_temperature": "mean"}, "unknown over_temperature 'mean'; allowed: max, each"),
+    ],
+)
 def test_unknown_ids_list_allowed(toy: pd.DataFrame, kwargs: dict, message: str) -> None:
     with pytest.raises(SchemaError, match=message):
         gains(toy, **kwargs)
@@ -124,7 +138,8 @@ def test_paper_headline_large_student(paper: pd.DataFrame) -> None:
 @given(st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=4), st.floats(0, 100))
 def test_max_equals_max_of_each(values: list[float], sft: float) -> None:
     rows = [_row("A", "sft", sft)] + [
-        _row("A", "gkd", v, "T", temperature=float(i + 1)) for i, v in enumerate(values)]
+        _row("A", "gkd", v, "T", temperature=float(i + 1)) for i, v in enumerate(values)
+    ]
     table = results_frame(rows)
     best = gains(table)
     each = gains(table, over_temperature="each")
