@@ -1,0 +1,159 @@
+"""Collect finished run folders into the results contract and the per-item table.
+
+A *run folder* is any folder under ``RUNS_DIR`` whose ``status.json`` says it is done
+(``{"state": "done"}`` or ``{"status": "done"}``) and that holds a ``results.parquet``
+(and usually an ``items.parquet``): a grid cell (``RUNS_DIR/cells/<id>``), or a run of
+``python -m runners.evaluate`` written directly under ``RUNS_DIR``. Folders whose names
+start with ``.`` (work in progress, trash) are skipped, and a run folder's sub-folders
+are not searched (a grid cell keeps the raw evaluation run inside it).
+
+This module is torch-free: ``kdanalysis report RUNS_DIR`` uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from kdanalysis.errors import SchemaError
+from kdanalysis.io import read_json
+from kdanalysis.results import (
+    ITEM_COLUMNS,
+    KEY_COLUMNS,
+    read_items,
+    read_results,
+    validate_items,
+    validate_results,
+    write_items,
+    write_results,
+)
+
+__all__ = ["DONE_STATES", "find_run_folders", "collect_runs", "write_collected"]
+
+logger = logging.getLogger(__name__)
+
+#: Values of ``state``/``status`` in ``status.json`` that mark a finished run.
+DONE_STATES: frozenset[str] = frozenset({"done"})
+_MAX_NAMED = 5
+
+
+def _is_done(folder: Path) -> bool:
+    try:
+        status = read_json(folder / "status.json")
+    except (OSError, ValueError):
+        return False
+    if not isinstance(status, dict):
+        return False
+    return status.get("state", status.get("status")) in DONE_STATES
+
+
+def find_run_folders(runs_dir: str | os.PathLike[str]) -> list[Path]:
+    """Finished run folders under ``runs_dir`` (see the module docstring), sorted.
+
+    Raises
+    ------
+    SchemaError
+        If ``runs_dir`` is not a folder.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise SchemaError(f"runs folder not found: {root}")
+    found: list[Path] = []
+    for current, dirs, files in os.walk(root):
+        here = Path(current)
+        if "results.parquet" in files and "status.json" in files and _is_done(here):
+            found.append(here)
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(found)
+
+
+def _fill_ids(df: pd.DataFrame, folder: Path, root: Path) -> pd.DataFrame:
+    rel = folder.relative_to(root).as_posix() or "."
+    out = df.copy()
+    for col, value in (("run_id", folder.name), ("source", rel)):
+        if col not in out.columns:
+            out[col] = value
+        else:
+            out[col] = out[col].astype(object).where(out[col].notna() & (out[col].astype(str) != ""), value)
+    out["_folder"] = rel
+    return out
+
+
+def _check_duplicates(results: pd.DataFrame) -> None:
+    dup = results.duplicated(subset=list(KEY_COLUMNS), keep=False)
+    if dup.any():
+        folders = sorted(results.loc[dup, "_folder"].unique())
+        first = results.loc[dup].iloc[0]
+        key = ", ".join(f"{c}={first[c]}" for c in ("domain", "task", "student", "teacher", "method",
+                                                     "temperature", "seed", "metric"))
+        shown = ", ".join(folders[:_MAX_NAMED]) + (f" (+{len(folders) - _MAX_NAMED} more)"
+                                                   if len(folders) > _MAX_NAMED else "")
+        raise SchemaError(f"duplicate results ({int(dup.sum())} rows, e.g. {key}) from run folders: {shown}")
+
+
+def collect_runs(runs_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Build the results table and the per-item table from the run folders under ``runs_dir``.
+
+    Rows get ``run_id`` (the folder name) and ``source`` (the folder relative to
+    ``runs_dir``) where the producer left them empty.
+
+    Returns
+    -------
+    results : pandas.DataFrame
+        The results contract (:data:`kdanalysis.results.RESULT_COLUMNS`), validated.
+    items : pandas.DataFrame
+        The per-item table (:data:`kdanalysis.results.ITEM_COLUMNS`: run_id, task, item_id,
+        prompt_hash, output, pred, gold, correct, n_tokens), validated; empty when no run
+        folder has an ``items.parquet``.
+
+    Raises
+    ------
+    SchemaError
+        If no finished run folder is found, a folder's table breaks the contract (the
+        message names the file), or two folders produce the same result key (the
+        message names the folders).
+    """
+    root = Path(runs_dir)
+    folders = find_run_folders(root)
+    if not folders:
+        raise SchemaError(f"no finished run folders (status.json done + results.parquet) under {root}")
+    results, items = [], []
+    for folder in folders:
+        results.append(_fill_ids(read_results(folder / "results.parquet"), folder, root))
+        if (folder / "items.parquet").is_file():
+            items.append(read_items(folder / "items.parquet"))
+    table = pd.concat(results, ignore_index=True)
+    _check_duplicates(table)
+    table = validate_results(table.drop(columns="_folder"), what=f"results collected from {root}")
+    if items:
+        item_table = validate_items(pd.concat(items, ignore_index=True), what=f"items collected from {root}")
+    else:
+        item_table = validate_items(pd.DataFrame({c: pd.Series(dtype=object) for c in ITEM_COLUMNS}))
+    logger.info("collected %d result rows and %d items from %d run folders under %s",
+                len(table), len(item_table), len(folders), root)
+    return table, item_table
+
+
+def write_collected(runs_dir: str | os.PathLike[str],
+                    out_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+    """Collect ``runs_dir`` and write ``results.parquet`` and ``items.parquet`` atomically.
+
+    Parameters
+    ----------
+    runs_dir : path
+    out_dir : path, optional
+        Destination folder (default: ``runs_dir``).
+
+    Returns
+    -------
+    (Path, Path)
+        The results and items files.
+    """
+    results, items = collect_runs(runs_dir)
+    out = Path(out_dir) if out_dir is not None else Path(runs_dir)
+    return write_results(results, out / "results.parquet"), write_items(items, out / "items.parquet")

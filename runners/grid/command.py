@@ -1,0 +1,105 @@
+"""The ``kdanalysis run-grid`` command (the CLI function in :mod:`kdanalysis.cli` delegates here)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from rich.console import Console
+
+from kdanalysis.errors import RunFailedError
+from runners.grid.estimate import estimate_plan
+from runners.grid.plan import build_plan
+from runners.grid.progress import GridProgress, estimate_table
+from runners.grid.runner import plan_states, resolve_grid, run_grid
+from runners.grid.spec import load_grid
+from runners.grid.state import CellState
+
+__all__ = ["run_grid_command", "default_runs_dir"]
+
+logger = logging.getLogger(__name__)
+
+
+def default_runs_dir(study: str) -> Path:
+    """``runs/<study>`` in the current folder."""
+    return Path("runs") / study
+
+
+def _build_report(runs_dir: Path, console: Console) -> None:
+    try:
+        from kdanalysis.report import build_report
+    except ImportError:
+        console.print(f"report: run `kdanalysis report {runs_dir}`")
+        return
+    out = build_report(runs_dir, out=runs_dir / "report")
+    console.print(f"report: {out}")
+
+
+def run_grid_command(grid: str | Path, runs_dir: Path | None = None, *, dry_run: bool = False,
+                     retry_failed: bool = False, list_cells: bool = False, progress: bool = True,
+                     report: bool | None = None) -> int:
+    """Plan, show or run a grid; returns the process exit code (1 when cells failed).
+
+    Parameters
+    ----------
+    grid : path or str
+        Grid YAML file or bundled grid name.
+    runs_dir : Path, optional
+        Default ``runs/<study>``.
+    dry_run : bool
+        Print stages, cell counts and states and the work estimate; write nothing.
+    retry_failed : bool
+        Recompute cells that failed before.
+    list_cells : bool
+        Also print one line per cell (id, stage, state, label).
+    progress : bool
+        Show the live progress bar.
+    report : bool, optional
+        Build the HTML report at the end (default: the grid's ``report`` setting).
+
+    Raises
+    ------
+    ConfigError
+        For a malformed grid (before anything is written).
+    RunFailedError
+        When another run-grid holds the runs folder.
+    """
+    path = resolve_grid(grid)
+    spec = load_grid(path)
+    plan = build_plan(spec, root=path.parent)
+    runs_dir = runs_dir or default_runs_dir(spec.study)
+    out = Console() if Console().is_terminal else Console(width=160)
+    if dry_run:
+        states = plan_states(plan, runs_dir, retry_failed=retry_failed)
+        title = f"grid {spec.study} ({path}) → {runs_dir}: {len(plan)} cells"
+        out.print(estimate_table(estimate_plan(plan, states), title))
+        if list_cells:
+            for cell in plan:
+                out.print(f"{cell.id}  {cell.stage:<18} {states[cell.id].state.value:<8} {cell.label}",
+                          highlight=False)
+        for cid, status in states.items():
+            if status.state is CellState.FAILED:
+                out.print(f"failed {cid} {plan.cells[cid].label}: {status.error}", highlight=False)
+        return 0
+    grid_text = path.read_text(encoding="utf-8")
+    if progress:
+        with GridProgress(plan) as bar:
+            result = run_grid(plan, runs_dir, retry_failed=retry_failed, progress=bar, grid_text=grid_text)
+    else:
+        result = run_grid(plan, runs_dir, retry_failed=retry_failed, grid_text=grid_text)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
+    out.print(f"grid {spec.study}: {len(plan)} cells ({counts}); computed {len(result.computed)} now",
+              highlight=False)
+    for cid, error in result.failed.items():
+        out.print(f"failed {cid} {plan.cells[cid].label}: {error} (see {runs_dir}/cells/{cid}/log.txt)",
+                  highlight=False)
+    if result.results_path is not None:
+        out.print(f"results: {result.results_path}\nitems: {result.items_path}", highlight=False)
+        if report if report is not None else spec.report:
+            _build_report(runs_dir, out)
+    if result.failed:
+        return 1
+    if result.counts.get(CellState.PENDING.value):
+        pending = result.counts[CellState.PENDING.value]
+        raise RunFailedError(f"{pending} cells are still pending in {runs_dir}")
+    return 0

@@ -1,0 +1,372 @@
+"""Expand a grid into a dependency graph of cells — the stages of the published study.
+
+Stages (in dependency order)::
+
+    prepare            toy models and the synthetic task's data (toy grids only)
+    teacher_sft        LoRA-SFT of each teacher on each domain        → teacher_eval
+    teacher_base_eval  zero-shot eval of a teacher used as a base teacher (ablation)
+    teacher_cache      one teacher-logit pass per (teacher, domain), shared by KD cells
+    student_base_eval  zero-shot eval of each student
+    student_sft        LoRA-SFT of each student                        → student_sft_eval
+    kd                 one cell per (pair, method, τ, seed[, ablation]) → kd_eval → kd_fidelity
+    sft_fidelity       agreement/BLEU of each SFT student with each of its teachers
+
+A :class:`Cell` is a frozen record: its stage, its resolved config (a JSON-ready dict
+that refers to its inputs by their cell ids) and its dependencies. The cell id is a
+short SHA-256 of the canonical JSON of ``(kind, config)``, so identical work is one cell
+(a model that is both a teacher and a student is fine-tuned once) and editing a grid
+keeps the ids of unchanged cells, whose outputs are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdanalysis.errors import ConfigError
+from runners.grid.spec import TOY_PREFIX, DomainSpec, GridSpec, ModelSpec, PairSpec
+
+__all__ = [
+    "STAGES",
+    "CACHEABLE_METHODS",
+    "Cell",
+    "Plan",
+    "cell_id",
+    "build_plan",
+    "training_steps",
+]
+
+#: Stage names in display (and dependency) order.
+STAGES: tuple[str, ...] = (
+    "prepare", "teacher_sft", "teacher_eval", "teacher_base_eval", "teacher_cache",
+    "student_base_eval", "student_sft", "student_sft_eval", "kd", "kd_eval", "kd_fidelity",
+    "sft_fidelity",
+)
+#: Cell kinds (what executes a cell) per stage.
+STAGE_KIND: dict[str, str] = {
+    "prepare": "prepare", "teacher_sft": "train", "teacher_eval": "eval", "teacher_base_eval": "eval",
+    "teacher_cache": "cache", "student_base_eval": "eval", "student_sft": "train",
+    "student_sft_eval": "eval", "kd": "train", "kd_eval": "eval", "kd_fidelity": "fidelity",
+    "sft_fidelity": "fidelity",
+}
+#: Token-level methods that can train from a precomputed teacher-logit cache (off-policy, teacher-forced
+#: on the ground-truth sequences); ``gkd`` (on-policy) and ``seqkd`` (teacher generations) need the live
+#: teacher.
+CACHEABLE_METHODS: frozenset[str] = frozenset({"fkl", "rkl", "jsd", "tvd", "skl", "srkl"})
+_ID_LEN = 12
+
+
+def cell_id(kind: str, config: Mapping[str, Any]) -> str:
+    """Stable id of a cell: the first 12 hex digits of SHA-256 of canonical JSON."""
+    payload = json.dumps({"kind": kind, "config": config}, sort_keys=True, separators=(",", ":"),
+                         ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(payload.encode("ascii")).hexdigest()[:_ID_LEN]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work of a grid.
+
+    Attributes
+    ----------
+    id : str
+        :func:`cell_id` of ``(kind, config)``.
+    stage : str
+        One of :data:`STAGES` (display and scheduling; not part of the id).
+    kind : str
+        ``prepare``, ``train``, ``cache``, ``eval`` or ``fidelity``: what executes it.
+    config : dict
+        The resolved, JSON-ready config; inputs are referenced by cell id.
+    deps : tuple of str
+        Ids of the cells whose outputs this cell reads.
+    label : str
+        Short human-readable description (``kd fkl τ=2 Qwen2.5-3B→Qwen2.5-0.5B math s6``).
+    """
+
+    id: str
+    stage: str
+    kind: str
+    config: Mapping[str, Any] = field(hash=False, compare=False)
+    deps: tuple[str, ...]
+    label: str = field(compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (what ``cell.json`` in a cell folder holds)."""
+        return {"id": self.id, "stage": self.stage, "kind": self.kind, "config": dict(self.config),
+                "deps": list(self.deps), "label": self.label}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Cell:
+        """Inverse of :meth:`to_json`."""
+        return cls(id=data["id"], stage=data["stage"], kind=data["kind"], config=data["config"],
+                   deps=tuple(data["deps"]), label=data["label"])
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The cells of a grid in a dependency (topological) order.
+
+    Attributes
+    ----------
+    grid : GridSpec
+    root : Path
+        Folder relative paths of the grid file are resolved against.
+    cells : dict of str to Cell
+        Insertion order is a topological order.
+    """
+
+    grid: GridSpec
+    root: Path
+    cells: dict[str, Cell]
+
+    def __iter__(self) -> Iterator[Cell]:
+        return iter(self.cells.values())
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def stage_counts(self) -> dict[str, int]:
+        """Number of cells per stage, in :data:`STAGES` order (stages with cells only)."""
+        counts = Counter(c.stage for c in self.cells.values())
+        return {s: counts[s] for s in STAGES if counts[s]}
+
+    def dependents(self, ids: set[str]) -> set[str]:
+        """All cells that depend, directly or not, on any of ``ids``."""
+        out: set[str] = set()
+        for cell in self.cells.values():  # topological order: one pass suffices
+            if any(d in ids or d in out for d in cell.deps):
+                out.add(cell.id)
+        return out
+
+
+def _deps_of(config: Any) -> set[str]:
+    """Cell ids referenced anywhere in ``config`` under a key ending in ``cell``."""
+    found: set[str] = set()
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            if key.endswith("cell") and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= _deps_of(value)
+    elif isinstance(config, list):
+        for value in config:
+            found |= _deps_of(value)
+    return found
+
+
+class _Builder:
+    """Accumulates cells while expanding a grid (merging identical cells)."""
+
+    def __init__(self, grid: GridSpec, root: Path) -> None:
+        self.grid = grid
+        self.root = root
+        self.cells: dict[str, Cell] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def add(self, stage: str, config: dict[str, Any], label: str) -> str:
+        kind = STAGE_KIND[stage]
+        cid = cell_id(kind, config)
+        if cid not in self.cells:
+            deps = tuple(sorted(_deps_of(config)))
+            missing = [d for d in deps if d not in self.cells]
+            if missing:  # programming error guard: dependencies are always added first
+                raise ConfigError(f"cell {label}: dependencies {missing} not planned before it")
+            self.cells[cid] = Cell(id=cid, stage=stage, kind=kind, config=config, deps=deps, label=label)
+        return cid
+
+    def resolve_path(self, value: str) -> str:
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return str(path)
+        local = self.root / path
+        # a relative path that exists next to the grid file is local; otherwise a hub id ("Qwen/Qwen2.5-3B")
+        return str(local.resolve()) if local.exists() or value.startswith(".") else value
+
+    def base_model(self, model_id: str) -> dict[str, Any]:
+        spec: ModelSpec = self.grid.models[model_id]
+        if spec.path.startswith(TOY_PREFIX):
+            _, family, size = spec.path.split(":")
+            cid = self.add("prepare", {"what": "toy_model", "family": family, "size": size, "seed": 0},
+                           f"toy model {family}:{size}")
+            return {"name": model_id, "base_cell": cid}
+        return {"name": model_id, "path": self.resolve_path(spec.path)}
+
+    def domain_data(self, domain: str) -> dict[str, Any]:
+        spec: DomainSpec = self.grid.domains[domain]
+        if spec.is_toy:
+            cid = self.add("prepare", {"what": "toy_data", "n_train": spec.toy_items,
+                                       "n_test": spec.toy_test_items, "seed": 0, "tasks": list(spec.tasks)},
+                           f"toy data {domain}")
+            return {"data_cell": cid, "tasks": list(spec.tasks)}
+        out: dict[str, Any] = {"train_path": self.resolve_path(spec.train), "tasks": list(spec.tasks)}
+        if spec.data_dir is not None:
+            out["data_dir"] = self.resolve_path(spec.data_dir)
+        return out
+
+    def training(self, domain: str) -> dict[str, Any]:
+        settings = dict(self.grid.training)
+        epochs = self.grid.domains[domain].epochs
+        if epochs is not None:
+            settings["optim"] = {**settings.get("optim", {}), "epochs": epochs}
+        return settings
+
+    # -- stages ----------------------------------------------------------------------------------
+    def train(self, stage: str, student: str, domain: str, seed: int, *, method: str = "sft",
+              teacher: dict[str, Any] | None = None, teacher_kind: str = "none",
+              temperature: float | None = None, noise: float = 0.0, params: Mapping[str, Any] | None = None,
+              cache: str | None = None) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "student": self.base_model(student), "domain": domain, "data": self.domain_data(domain),
+            "method": method, "seed": seed, "training": self.training(domain),
+            "teacher": teacher, "teacher_kind": teacher_kind, "temperature": temperature,
+            "teacher_noise": noise, "method_params": dict(params or {}),
+        }
+        if cache is not None:
+            config["cache_cell"] = cache
+        who = f"{teacher['name']}→{student}" if teacher else student
+        tau = f" τ={temperature:g}" if temperature is not None else ""
+        sigma = f" σ={noise:g}" if noise else ""
+        kind = " base-teacher" if teacher_kind == "base" else ""
+        cid = self.add(stage, config, f"{stage} {method}{tau}{sigma}{kind} {who} {domain} s{seed}")
+        return {**self.base_model(student), "train_cell": cid}
+
+    def evaluate(self, stage: str, model: dict[str, Any], domain: str, seed: int,
+                 labels: dict[str, Any]) -> str:
+        data = self.domain_data(domain)
+        config = {"model": model, "domain": domain, "data": data, "seed": seed,
+                  "evaluation": dict(self.grid.evaluation), "labels": {"study": self.grid.study, **labels}}
+        return self.add(stage, config, f"{stage} {_describe(labels)}")
+
+    def cache(self, teacher: dict[str, Any], domain: str) -> str:
+        config = {"teacher": teacher, "domain": domain, "data": self.domain_data(domain),
+                  "training": self.training(domain), "top_k": self.grid.teacher_cache.top_k}
+        return self.add("teacher_cache", config, f"teacher_cache {teacher['name']} {domain}")
+
+    def fidelity(self, stage: str, student_eval: str, teacher_eval: str, labels: dict[str, Any]) -> str:
+        config = {"student_eval_cell": student_eval, "teacher_eval_cell": teacher_eval,
+                  "kl": self.grid.fidelity_kl, "labels": {"study": self.grid.study, **labels}}
+        return self.add(stage, config, f"{stage} {_describe(labels)}")
+
+
+def _describe(labels: Mapping[str, Any]) -> str:
+    """``fkl τ=2 σ=0.5 base-teacher T→S math s6`` from result labels."""
+    tau = f" τ={labels['temperature']:g}" if labels["temperature"] is not None else ""
+    sigma = f" σ={labels['teacher_noise']:g}" if labels["teacher_noise"] else ""
+    kind = " base-teacher" if labels["teacher_kind"] == "base" else ""
+    who = labels["student"] if labels["teacher"] == "none" else f"{labels['teacher']}→{labels['student']}"
+    return f"{labels['method']}{tau}{sigma}{kind} {who} {labels['domain']} s{labels['seed']}"
+
+
+def _labels(domain: str, student: str, method: str, seed: int, teacher: str = "none",
+            teacher_kind: str = "none", temperature: float | None = None,
+            noise: float = 0.0) -> dict[str, Any]:
+    return {"domain": domain, "student": student, "teacher": teacher, "method": method,
+            "teacher_kind": teacher_kind, "temperature": temperature, "teacher_noise": noise, "seed": seed}
+
+
+def _kd_axes(grid: GridSpec, pair: PairSpec) -> list[tuple[str, float, float, str, dict[str, Any]]]:
+    """(method, τ, σ, teacher_kind, params) combinations for one pair, main grid then ablations."""
+    axes: list[tuple[str, float, float, str, dict[str, Any]]] = []
+    for spec in grid.methods:
+        if spec.teachers is None or pair.teacher in spec.teachers:
+            for tau in spec.temperatures or grid.temperatures:
+                axes.append((spec.method, float(tau), 0.0, "task_aware", dict(spec.params)))
+    params = {spec.method: dict(spec.params) for spec in grid.methods}
+    base = grid.ablations.base_teacher
+    if base is not None and (base.teachers is None or pair.teacher in base.teachers):
+        for method in base.methods:
+            for tau in base.temperatures:
+                axes.append((method, float(tau), 0.0, "base", params.get(method, {})))
+    noise = grid.ablations.teacher_noise
+    if noise is not None and (noise.teachers is None or pair.teacher in noise.teachers):
+        for method in noise.methods:
+            for tau in noise.temperatures:
+                for sigma in noise.sigmas:
+                    axes.append((method, float(tau), float(sigma), "task_aware", params.get(method, {})))
+    return axes
+
+
+def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
+    """Expand ``grid`` into its cells (see the module docstring for the stages).
+
+    Parameters
+    ----------
+    grid : GridSpec
+        The validated grid.
+    root : path
+        Folder that relative paths in the grid are resolved against (the grid file's folder).
+
+    Returns
+    -------
+    Plan
+        Cells in a topological order; identical cells merged.
+    """
+    b = _Builder(grid, Path(root).resolve())
+    pairs = grid.resolved_pairs()
+    first_seed = grid.seeds[0]
+    for domain in grid.domains:
+        teacher_eval: dict[tuple[str, str], str] = {}
+        teacher_ref: dict[tuple[str, str], dict[str, Any]] = {}
+        caches: dict[tuple[str, str], str] = {}
+        # teachers: SFT → eval (once, with the first seed)
+        for teacher in grid.teachers:
+            ref = b.train("teacher_sft", teacher, domain, first_seed)
+            teacher_ref[teacher, "task_aware"] = ref
+            teacher_eval[teacher, "task_aware"] = b.evaluate(
+                "teacher_eval", ref, domain, first_seed, _labels(domain, teacher, "sft", first_seed))
+        needs_base = {p.teacher for p in pairs if any(k == "base" for *_, k, _p in _kd_axes(grid, p))}
+        for teacher in needs_base:
+            ref = b.base_model(teacher)
+            teacher_ref[teacher, "base"] = ref
+            teacher_eval[teacher, "base"] = b.evaluate(
+                "teacher_base_eval", ref, domain, first_seed, _labels(domain, teacher, "base", first_seed))
+        if grid.teacher_cache.enabled:
+            for pair in pairs:
+                for method, _tau, _sigma, kind, _params in _kd_axes(grid, pair):
+                    if method in CACHEABLE_METHODS and (pair.teacher, kind) not in caches:
+                        caches[pair.teacher, kind] = b.cache(teacher_ref[pair.teacher, kind], domain)
+        for seed in grid.seeds:
+            sft_eval: dict[str, str] = {}
+            for student in grid.students:
+                b.evaluate("student_base_eval", b.base_model(student), domain, seed,
+                           _labels(domain, student, "base", seed))
+                ref = b.train("student_sft", student, domain, seed)
+                sft_eval[student] = b.evaluate("student_sft_eval", ref, domain, seed,
+                                               _labels(domain, student, "sft", seed))
+            for pair in pairs:
+                for method, tau, sigma, kind, params in _kd_axes(grid, pair):
+                    cache = caches.get((pair.teacher, kind)) if method in CACHEABLE_METHODS else None
+                    ref = b.train("kd", pair.student, domain, seed, method=method,
+                                  teacher=teacher_ref[pair.teacher, kind], teacher_kind=kind,
+                                  temperature=tau, noise=sigma, params=params, cache=cache)
+                    labels = _labels(domain, pair.student, method, seed, pair.teacher, kind, tau, sigma)
+                    student_eval = b.evaluate("kd_eval", ref, domain, seed, labels)
+                    b.fidelity("kd_fidelity", student_eval, teacher_eval[pair.teacher, kind], labels)
+                b.fidelity("sft_fidelity", sft_eval[pair.student], teacher_eval[pair.teacher, "task_aware"],
+                           _labels(domain, pair.student, "sft", seed, pair.teacher, "task_aware"))
+    return Plan(grid=grid, root=b.root, cells=b.cells)
+
+
+def training_steps(n_items: int | None, training: Mapping[str, Any]) -> int | None:
+    """Optimizer steps of a training cell: ``optim.max_steps`` if set, else ``ceil(n/batch) × epochs``.
+
+    ``n_items`` is the number of training items before the validation split; the split
+    (``data.val_size``) and ``data.max_train_items`` are applied here as the trainer does.
+    """
+    optim = training.get("optim", {})
+    if optim.get("max_steps"):
+        return int(optim["max_steps"])
+    if n_items is None:
+        return None
+    data = training.get("data", {})
+    n = max(n_items - int(data.get("val_size", 500)), 0)
+    if data.get("max_train_items"):
+        n = min(n, int(data["max_train_items"]))
+    batch = int(optim.get("batch_size", 16))
+    return int(math.ceil(n / batch) * int(optim.get("epochs", 1)))

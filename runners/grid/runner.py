@@ -1,0 +1,183 @@
+"""Drive a grid: plan → (resume) → execute cells as their dependencies finish → collect.
+
+:func:`run_grid` takes the run lock, saves the plan, discards partial work of
+interrupted cells, then repeatedly submits every pending cell whose dependencies are
+done to the executor and waits for cells to end. A failed cell is recorded by
+:func:`~runners.grid.state.execute_cell`; cells that depend on it are *blocked*, all
+others go on. Done cells are never recomputed. At the end the run folders are collected
+into ``results.parquet`` and ``items.parquet`` (:func:`kdanalysis.collect.collect_runs`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from kdanalysis.collect import write_collected
+from kdanalysis.errors import ConfigError
+from kdanalysis.io import atomic_write_json, atomic_write_text
+from runners.grid.executors import Executor, make_executor
+from runners.grid.plan import Plan
+from runners.grid.state import CellState, CellStatus, GridLock, clean_stale, scan_states
+
+__all__ = ["GridRunResult", "ProgressCallback", "bundled_grids", "resolve_grid", "plan_states", "run_grid"]
+
+logger = logging.getLogger(__name__)
+
+#: Called after every change: ``(states by cell id, ids running now)``.
+ProgressCallback = Callable[[dict[str, CellStatus], set[str]], None]
+
+
+@dataclass(frozen=True)
+class GridRunResult:
+    """Outcome of :func:`run_grid`.
+
+    Attributes
+    ----------
+    counts : dict of str to int
+        Cells per final state (``done``, ``failed``, ``blocked``, ``pending``).
+    failed : dict of str to str
+        Failed cell id → one-line error.
+    computed : list of str
+        Ids of the cells computed by this call (empty when everything was done before).
+    results_path, items_path : Path or None
+        The collected tables (None when nothing was collected).
+    """
+
+    counts: dict[str, int]
+    failed: dict[str, str]
+    computed: list[str] = field(default_factory=list)
+    results_path: Path | None = None
+    items_path: Path | None = None
+
+
+def bundled_grids() -> dict[str, Path]:
+    """The grids shipped with the package (``data/grids/*.yaml``), by name (``demo``, ``paper``)."""
+    grids = resources.files("kdanalysis._bundled").joinpath("grids")
+    if not grids.is_dir():
+        return {}
+    return {Path(f.name).stem: Path(str(f)) for f in grids.iterdir() if f.name.endswith(".yaml")}
+
+
+def resolve_grid(name: str | Path) -> Path:
+    """A grid file path, or the name of a bundled grid (``demo``, ``paper``).
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is neither an existing file nor a bundled grid.
+    """
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = bundled_grids()
+    if str(name) in bundled:
+        return bundled[str(name)]
+    raise ConfigError(f"grid file not found: {name} (bundled grids: {', '.join(sorted(bundled)) or 'none'})")
+
+
+def plan_states(plan: Plan, runs_dir: Path, *, retry_failed: bool = False) -> dict[str, CellStatus]:
+    """State of every cell of ``plan`` in ``runs_dir``, with ``blocked`` derived from failures.
+
+    With ``retry_failed`` failed cells count as pending (and their dependents are not blocked).
+    """
+    states = scan_states(runs_dir, list(plan.cells))
+    if retry_failed:
+        states = {cid: CellStatus(CellState.PENDING) if s.state is CellState.FAILED else s
+                  for cid, s in states.items()}
+    failed = {cid for cid, s in states.items() if s.state is CellState.FAILED}
+    for cid in plan.dependents(failed):
+        if states[cid].state is CellState.PENDING:
+            states[cid] = CellStatus(CellState.BLOCKED)
+    return states
+
+
+def _save_plan(plan: Plan, runs_dir: Path, grid_text: str | None) -> None:
+    atomic_write_json(runs_dir / "plan.json", {"study": plan.grid.study,
+                                               "cells": [c.to_json() for c in plan]})
+    if grid_text is not None:
+        atomic_write_text(runs_dir / "grid.yaml", grid_text)
+
+
+def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = None,
+             retry_failed: bool = False, progress: ProgressCallback | None = None,
+             grid_text: str | None = None, collect: bool = True, poll_s: float = 5.0) -> GridRunResult:
+    """Run (or resume) all cells of ``plan`` in ``runs_dir``.
+
+    Parameters
+    ----------
+    plan : Plan
+    runs_dir : path
+        Created if needed; locked for the duration of the call.
+    executor : Executor, optional
+        Default: the grid's executor settings (:func:`make_executor`).
+    retry_failed : bool
+        Recompute cells that failed in an earlier call (default: keep them failed and
+        their dependents blocked).
+    progress : callable, optional
+        :data:`ProgressCallback`, called after every change.
+    grid_text : str, optional
+        The grid file's text, saved as ``grid.yaml`` beside the plan.
+    collect : bool
+        Collect results and items at the end (when any cell produced results).
+    poll_s : float
+        Longest wait for an executor between progress updates.
+
+    Returns
+    -------
+    GridRunResult
+
+    Raises
+    ------
+    RunFailedError
+        If another run-grid holds ``runs_dir``.
+    """
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    computed: list[str] = []
+    with GridLock(runs_dir):
+        _save_plan(plan, runs_dir, grid_text)
+        clean_stale(runs_dir)
+        states = plan_states(plan, runs_dir, retry_failed=retry_failed)
+        executor = executor or make_executor(plan.grid.executor, runs_dir)
+        running: set[str] = set()
+        try:
+            while True:
+                ready = [c for c in plan if states[c.id].state is CellState.PENDING and c.id not in running
+                         and all(states[d].state is CellState.DONE for d in c.deps)]
+                if ready and executor.capacity():
+                    batch = ready[:executor.capacity()]
+                    executor.submit(batch)
+                    running |= {c.id for c in batch}
+                if progress:
+                    progress(states, running)
+                if not running:
+                    break
+                ended = executor.wait(poll_s)
+                if not ended:
+                    continue
+                running -= set(ended)
+                computed.extend(ended)
+                fresh = scan_states(runs_dir, ended)
+                states.update(fresh)
+                newly_failed = {cid for cid, s in fresh.items() if s.state is CellState.FAILED}
+                for cid in newly_failed:
+                    logger.warning("cell %s failed: %s", cid, fresh[cid].error)
+                for cid in plan.dependents(newly_failed):
+                    if states[cid].state is CellState.PENDING:
+                        states[cid] = CellStatus(CellState.BLOCKED)
+        finally:
+            executor.close()
+        results_path = items_path = None
+        if collect and any(s.state is CellState.DONE and plan.cells[cid].kind in ("eval", "fidelity")
+                           for cid, s in states.items()):
+            results_path, items_path = write_collected(runs_dir)
+    counts: dict[str, int] = {}
+    for status in states.values():
+        counts[status.state.value] = counts.get(status.state.value, 0) + 1
+    failed = {cid: s.error for cid, s in states.items() if s.state is CellState.FAILED}
+    return GridRunResult(counts=counts, failed=failed, computed=computed,
+                         results_path=results_path, items_path=items_path)

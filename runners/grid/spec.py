@@ -1,0 +1,338 @@
+"""The grid file: a YAML description of a whole KD study, validated with pydantic.
+
+A grid names the models (hub id, local path, or ``toy:<family>:<size>`` for the offline
+models of :mod:`runners.toy`), which of them are teachers and students, the
+teacher→student pairs, the KD methods with their temperatures, the seeds, the domains
+(training data and evaluation tasks), the training and decoding settings, the ablations
+(base teacher, Gaussian noise on teacher logits) and the executor. Unknown keys are
+rejected everywhere.
+
+:func:`load_grid` turns any problem into one :class:`~kdanalysis.errors.ConfigError`
+line that names the file and the location: ``line:column`` for YAML syntax errors, the
+field path (and its line) for schema errors.
+
+Training, evaluation and decoding settings are passed through to the runners'
+own configs (:class:`runners.distill.config.DistillConfig`,
+:class:`runners.evaluate.config.EvalConfig`), which validate them when the plan is built,
+so the grid never duplicates their schemas.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdanalysis.errors import ConfigError
+from kdanalysis.results import KD_METHODS
+
+__all__ = [
+    "TOY_PREFIX",
+    "ModelSpec",
+    "PairSpec",
+    "MethodSpec",
+    "DomainSpec",
+    "BaseTeacherAblation",
+    "NoiseAblation",
+    "AblationSpec",
+    "TeacherCacheSpec",
+    "SlurmSpec",
+    "ExecutorSpec",
+    "GridSpec",
+    "load_grid",
+    "parse_grid",
+]
+
+#: Prefix of model paths that name an offline toy model: ``toy:<family>:<size>``.
+TOY_PREFIX = "toy:"
+#: Prefix of training-data entries that name the synthetic arithmetic task: ``toy:arithmetic``.
+TOY_TASK = "toy:arithmetic"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """One model of the grid; its id (the key in ``models``) is the name used in results."""
+
+    path: str = Field(description="hub id, local path, or toy:<family>:<size>")
+    family: str = Field(description="model family; KD pairs must share it (shared tokenizer)")
+    params_b: float = Field(gt=0, description="parameter count in billions (student size in the analysis)")
+
+    @field_validator("path")
+    @classmethod
+    def _check_toy(cls, value: str) -> str:
+        if value.startswith(TOY_PREFIX) and len(value.split(":")) != 3:
+            raise ValueError(f"toy model paths look like 'toy:<family>:<size>', got {value!r}")
+        return value
+
+    @property
+    def is_toy(self) -> bool:
+        """True for offline ``toy:<family>:<size>`` models built by :mod:`runners.toy`."""
+        return self.path.startswith(TOY_PREFIX)
+
+
+class PairSpec(_Strict):
+    """An explicit teacher→student pair."""
+
+    teacher: str
+    student: str
+
+
+class MethodSpec(_Strict):
+    """A KD method with its temperatures and extra loss parameters.
+
+    Several entries may name the same method (e.g. ``τ ∈ {1, 2, 5}`` for some teachers
+    and ``τ = 1`` for all); identical cells are merged by their ids.
+    """
+
+    method: str
+    temperatures: list[float] | None = Field(default=None, description="default: the grid's temperatures")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="extra DistillConfig fields for this method (e.g. beta)")
+    teachers: list[str] | None = Field(default=None, description="restrict to these teachers (default: all)")
+
+    @field_validator("method")
+    @classmethod
+    def _check_method(cls, value: str) -> str:
+        if value not in KD_METHODS:
+            raise ValueError(f"unknown KD method {value!r}; allowed: {', '.join(sorted(KD_METHODS))}")
+        return value
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (not value or any(t <= 0 for t in value)):
+            raise ValueError("temperatures must be a non-empty list of positive numbers")
+        return value
+
+
+class DomainSpec(_Strict):
+    """A training domain: its training data and the tasks its models are evaluated on."""
+
+    train: str = Field(description="training data JSON (instruction/input/output), or 'toy:arithmetic'")
+    tasks: list[str] = Field(min_length=1, description="task ids evaluated after training on this domain")
+    data_dir: str | None = Field(default=None, description="folder of test-set JSON files for the tasks")
+    epochs: float | None = Field(default=None, gt=0, description="overrides training.epochs for this domain")
+    toy_items: int = Field(default=64, gt=0, description="training items of the synthetic task")
+    toy_test_items: int = Field(default=32, gt=0, description="test items of the synthetic task")
+
+    @property
+    def is_toy(self) -> bool:
+        """True when the domain's data is the synthetic arithmetic task of :mod:`runners.toy`."""
+        return self.train == TOY_TASK
+
+
+class BaseTeacherAblation(_Strict):
+    """KD from the un-tuned (base) teacher instead of its task-aware SFT version."""
+
+    methods: list[str] = Field(default_factory=lambda: ["fkl"])
+    temperatures: list[float] = Field(default_factory=lambda: [1.0])
+    teachers: list[str] | None = None
+
+
+class NoiseAblation(_Strict):
+    """KD from teacher logits with added Gaussian noise of standard deviation σ."""
+
+    sigmas: list[float] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=lambda: ["fkl"])
+    temperatures: list[float] = Field(default_factory=lambda: [1.0])
+    teachers: list[str] | None = None
+
+    @field_validator("sigmas")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(s <= 0 for s in value):
+            raise ValueError("noise sigmas must be > 0 (σ = 0 is the main grid)")
+        return value
+
+
+class AblationSpec(_Strict):
+    """Ablation axes; each is off when absent."""
+
+    base_teacher: BaseTeacherAblation | None = None
+    teacher_noise: NoiseAblation | None = None
+
+
+class TeacherCacheSpec(_Strict):
+    """Offline teacher-logit cache: one teacher pass per (teacher, domain), shared by KD cells."""
+
+    enabled: bool = True
+    top_k: int | None = Field(default=None, gt=0, description="keep the top-k logits per token (None: all)")
+
+
+class SlurmSpec(_Strict):
+    """SLURM resources (submitit); ``stage_overrides`` maps a stage to extra/overriding parameters.
+
+    ``cluster`` is ``"slurm"`` on a cluster; ``"local"`` and ``"debug"`` select submitit's
+    local-process and in-process executors (for testing a grid without SLURM).
+    """
+
+    cluster: Literal["slurm", "local", "debug"] = "slurm"
+    partition: str | None = None
+    account: str | None = None
+    timeout_min: int = Field(default=240, gt=0)
+    gpus_per_node: int = Field(default=1, ge=0)
+    cpus_per_task: int = Field(default=8, gt=0)
+    mem_gb: int = Field(default=64, gt=0)
+    array_parallelism: int = Field(default=64, gt=0)
+    max_num_timeout: int = Field(default=3, ge=0, description="requeues after preemption/timeout")
+    stage_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ExecutorSpec(_Strict):
+    """Where cells run: ``local`` (in-process, or one subprocess per GPU) or ``slurm`` (submitit)."""
+
+    kind: Literal["local", "slurm"] = "local"
+    gpus: list[int] = Field(default_factory=list, description="local: one worker per listed GPU")
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+
+
+class GridSpec(_Strict):
+    """A whole study. See the module docstring and ``data/grids/*.yaml`` for examples.
+
+    ``pairs`` is either a list of explicit pairs or ``"same_family"``: every teacher with
+    every student of its family that is strictly smaller.
+    """
+
+    study: str = Field(min_length=1)
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    teachers: list[str] = Field(min_length=1)
+    students: list[str] = Field(min_length=1)
+    pairs: list[PairSpec] | Literal["same_family"] = "same_family"
+    methods: list[MethodSpec] = Field(default_factory=list)
+    temperatures: list[float] = Field(default_factory=lambda: [1.0])
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    domains: dict[str, DomainSpec] = Field(min_length=1)
+    training: dict[str, Any] = Field(default_factory=dict, description="DistillConfig fields for all cells")
+    evaluation: dict[str, Any] = Field(default_factory=dict, description="EvalConfig fields for all cells")
+    fidelity_kl: bool = Field(default=False, description="also compute token KL(teacher||student)")
+    teacher_cache: TeacherCacheSpec = Field(default_factory=TeacherCacheSpec)
+    ablations: AblationSpec = Field(default_factory=AblationSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    report: bool = Field(default=False, description="build the HTML report after collecting")
+
+    @model_validator(mode="after")
+    def _check_references(self) -> GridSpec:
+        def known(ids: list[str] | None, where: str) -> None:
+            for model_id in ids or []:
+                if model_id not in self.models:
+                    raise ValueError(f"{where}: unknown model {model_id!r}; models: {', '.join(self.models)}")
+
+        known(self.teachers, "teachers")
+        known(self.students, "students")
+        for i, method in enumerate(self.methods):
+            known(method.teachers, f"methods[{i}].teachers")
+        for name in ("base_teacher", "teacher_noise"):
+            ablation = getattr(self.ablations, name)
+            if ablation is not None:
+                known(ablation.teachers, f"ablations.{name}.teachers")
+                for method in ablation.methods:
+                    if method not in KD_METHODS:
+                        raise ValueError(f"ablations.{name}.methods: unknown KD method {method!r}")
+        if isinstance(self.pairs, list):
+            for i, pair in enumerate(self.pairs):
+                known([pair.teacher], f"pairs[{i}].teacher")
+                known([pair.student], f"pairs[{i}].student")
+                if pair.teacher not in self.teachers or pair.student not in self.students:
+                    raise ValueError(f"pairs[{i}]: {pair.teacher}→{pair.student} must join a listed teacher "
+                                     "and a listed student")
+                t, s = self.models[pair.teacher], self.models[pair.student]
+                if t.family != s.family:
+                    raise ValueError(f"pairs[{i}]: {pair.teacher} ({t.family}) and {pair.student} "
+                                     f"({s.family}) are of different families (KD needs a shared tokenizer)")
+        if self.methods and not self.resolved_pairs():
+            raise ValueError("no teacher→student pairs: with pairs: same_family a teacher needs a smaller "
+                             "student of its family")
+        return self
+
+    def resolved_pairs(self) -> list[PairSpec]:
+        """The teacher→student pairs, in grid order (explicit, or all same-family teacher > student)."""
+        if isinstance(self.pairs, list):
+            return list(self.pairs)
+        return [PairSpec(teacher=t, student=s) for t in self.teachers for s in self.students
+                if self.models[t].family == self.models[s].family
+                and self.models[t].params_b > self.models[s].params_b]
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at pydantic location ``loc`` (deepest node found)."""
+    node, line = root, None
+    for key in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for key in loc:
+        if isinstance(key, int):
+            out += f"[{key}]"
+        elif key in ("list[PairSpec]", "literal['same_family']"):
+            continue
+        else:
+            out += f".{key}" if out else str(key)
+    return out or "(top level)"
+
+
+def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
+    """Parse and validate grid YAML text.
+
+    Raises
+    ------
+    ConfigError
+        One line: ``source:line:col: YAML syntax error ...`` or
+        ``source: field.path (line N): message``.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a grid file must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return GridSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        line = _node_line(root, tuple(first["loc"]))
+        where = _format_loc(tuple(first["loc"]))
+        at = f" (line {line})" if line else ""
+        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: {where}{at}: {message}{more}") from None
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid YAML file.
+
+    Relative ``path``/``train``/``data_dir`` entries are kept as written; they are
+    resolved against the grid file's folder by :func:`runners.grid.plan.build_plan`.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid YAML, or does not follow the schema
+        (one line naming the file and the location).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    return parse_grid(path.read_text(encoding="utf-8"), source=str(path))

@@ -1,0 +1,311 @@
+"""On-disk state of a grid run: cell folders, statuses, the run lock, and cell execution.
+
+Layout of ``RUNS_DIR``::
+
+    .lock                  flock'ed by the one run-grid driver (holds its pid)
+    plan.json              the cells of the last planned grid (workers read their cell here)
+    grid.yaml              the grid file the plan came from
+    cells/<id>/            a finished cell: cell.json, status.json, log.txt, its outputs
+    cells/.tmp-<id>-<pid>  a cell being computed (moved to cells/<id> atomically when it ends)
+    results.parquet, items.parquet   collected tables (kdanalysis.collect)
+
+The disk is the only truth: a cell is *done* when ``cells/<id>/status.json`` says so and
+every output it lists exists; *failed* when it says ``failed``; *running* while a
+temporary folder's owner process is alive. A temporary folder whose owner is gone (a
+killed run) is removed and the cell is computed again from scratch, so a resumed grid
+never mixes partial outputs. Executors only have to call :func:`execute_cell` somewhere.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+from kdanalysis.errors import KDAnalysisError, RunFailedError
+from kdanalysis.io import atomic_write_json, read_json
+from runners.grid.plan import Cell
+
+__all__ = [
+    "CellState",
+    "CellStatus",
+    "GridLock",
+    "cells_dir",
+    "cell_dir",
+    "read_status",
+    "cell_state",
+    "scan_states",
+    "clean_stale",
+    "execute_cell",
+    "StageFunction",
+]
+
+logger = logging.getLogger(__name__)
+
+#: A stage implementation: ``(cell, work_dir, dep_dirs) -> outputs`` (name → path relative to work_dir).
+StageFunction = Callable[[Cell, Path, Mapping[str, Path]], Mapping[str, str]]
+
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+
+
+class CellState(StrEnum):
+    """State of a cell as read from disk (``blocked`` is derived from failed dependencies)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True)
+class CellStatus:
+    """What ``status.json`` of a finished cell says.
+
+    Attributes
+    ----------
+    state : CellState
+    duration_s : float or None
+        Wall time of the cell's computation.
+    error : str
+        One-line error of a failed cell (``""`` otherwise).
+    """
+
+    state: CellState
+    duration_s: float | None = None
+    error: str = ""
+
+
+def cells_dir(runs_dir: Path) -> Path:
+    """``RUNS_DIR/cells``."""
+    return Path(runs_dir) / "cells"
+
+
+def cell_dir(runs_dir: Path, cid: str) -> Path:
+    """Final folder of cell ``cid``."""
+    return cells_dir(runs_dir) / cid
+
+
+def read_status(folder: Path) -> dict[str, Any] | None:
+    """``status.json`` of a folder, or None if absent/unreadable (a half-written folder)."""
+    try:
+        data = read_json(folder / "status.json")
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cell_state(runs_dir: Path, cid: str) -> CellStatus:
+    """State of one finished-or-not cell (``pending`` unless its final folder says otherwise)."""
+    folder = cell_dir(runs_dir, cid)
+    status = read_status(folder)
+    if status is None:
+        return CellStatus(CellState.PENDING)
+    state = status.get("state")
+    if state == CellState.DONE.value:
+        outputs = status.get("outputs", {})
+        if all((folder / rel).exists() for rel in outputs.values()):
+            return CellStatus(CellState.DONE, status.get("duration_s"))
+        logger.warning("cell %s is marked done but outputs are missing; it will be recomputed", cid)
+        return CellStatus(CellState.PENDING)
+    if state == CellState.FAILED.value:
+        return CellStatus(CellState.FAILED, status.get("duration_s"), status.get("error", ""))
+    return CellStatus(CellState.PENDING)
+
+
+def _owner_alive(status: Mapping[str, Any] | None) -> bool:
+    if not status or status.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(status["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_ids(runs_dir: Path) -> set[str]:
+    running = set()
+    root = cells_dir(runs_dir)
+    if root.is_dir():
+        for tmp in root.glob(f"{_TMP_PREFIX}*"):
+            if _owner_alive(read_status(tmp)):
+                running.add(tmp.name[len(_TMP_PREFIX):].split("-")[0])
+    return running
+
+
+def scan_states(runs_dir: Path, ids: list[str]) -> dict[str, CellStatus]:
+    """States of ``ids`` read from disk (running = a temporary folder with a live owner)."""
+    running = _running_ids(runs_dir)
+    out = {}
+    for cid in ids:
+        status = cell_state(runs_dir, cid)
+        if status.state is CellState.PENDING and cid in running:
+            status = CellStatus(CellState.RUNNING)
+        out[cid] = status
+    return out
+
+
+def clean_stale(runs_dir: Path) -> list[str]:
+    """Remove temporary folders whose owner is gone (a killed run) and leftover trash.
+
+    Returns
+    -------
+    list of str
+        Ids of the cells whose partial work was discarded (they will be recomputed).
+    """
+    root = cells_dir(runs_dir)
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for tmp in sorted(root.glob(f"{_TMP_PREFIX}*")):
+        if not _owner_alive(read_status(tmp)):
+            removed.append(tmp.name[len(_TMP_PREFIX):].split("-")[0])
+            shutil.rmtree(tmp, ignore_errors=True)
+    for trash in root.glob(f"{_TRASH_PREFIX}*"):
+        shutil.rmtree(trash, ignore_errors=True)
+    if removed:
+        logger.info("discarded partial work of %d interrupted cell(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+class GridLock:
+    """Exclusive lock of a runs folder: ``fcntl.flock`` on ``RUNS_DIR/.lock`` holding the pid.
+
+    The lock is released by the kernel when the process dies, so a killed driver never
+    leaves a stale lock behind.
+
+    Raises
+    ------
+    RunFailedError
+        On enter, when another process holds the lock (the message names its pid).
+    """
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.path = Path(runs_dir) / ".lock"
+        self._fh: IO[str] | None = None
+
+    def __enter__(self) -> GridLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunFailedError(f"{self.path.parent} is in use by another run-grid (pid {owner}); "
+                                 "wait for it to finish or stop it first") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def _status(cell: Cell, state: str, started: float, **extra: Any) -> dict[str, Any]:
+    return {"cell": cell.id, "stage": cell.stage, "label": cell.label, "state": state,
+            "pid": os.getpid(), "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), **extra}
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Move ``tmp`` to ``final`` atomically, replacing a previous (failed) result."""
+    if final.exists():
+        trash = final.parent / f"{_TRASH_PREFIX}{final.name}-{uuid.uuid4().hex[:6]}"
+        os.replace(final, trash)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
+                 stage_fn: StageFunction | None = None) -> CellStatus:
+    """Compute one cell in a fresh temporary folder and publish it as ``cells/<id>``.
+
+    The cell's logging output goes to ``log.txt``; on success ``status.json`` lists the
+    outputs, on failure it holds the error and traceback (the exception is not
+    re-raised, so independent cells go on). Already-done cells return at once.
+
+    Parameters
+    ----------
+    cell : Cell
+    runs_dir : path
+    stage_fn : callable, optional
+        The implementation to run; default :func:`runners.grid.stages.run_stage`.
+
+    Returns
+    -------
+    CellStatus
+        ``done`` or ``failed``.
+    """
+    runs_dir = Path(runs_dir)
+    current = cell_state(runs_dir, cell.id)
+    if current.state is CellState.DONE:
+        return current
+    if stage_fn is None:
+        from runners.grid.stages import run_stage as stage_fn
+    missing = [d for d in cell.deps if cell_state(runs_dir, d).state is not CellState.DONE]
+    if missing:
+        raise RunFailedError(f"cell {cell.id} ({cell.label}): dependencies not done: {', '.join(missing)}")
+    tmp = cells_dir(runs_dir) / f"{_TMP_PREFIX}{cell.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir(parents=True)
+    started = time.time()
+    atomic_write_json(tmp / "cell.json", cell.to_json())
+    atomic_write_json(tmp / "status.json", _status(cell, "running", started))
+    handler = logging.FileHandler(tmp / "log.txt", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root_logger = logging.getLogger()
+    old_level = root_logger.level
+    # the cell log gets INFO; handlers already there (the console) keep showing what they showed
+    console_levels = {h: h.level for h in root_logger.handlers}
+    for h in root_logger.handlers:
+        h.setLevel(max(h.level, old_level))
+    root_logger.addHandler(handler)
+    root_logger.setLevel(logging.INFO if old_level in (logging.NOTSET, 0) else min(old_level, logging.INFO))
+    logger.info("cell %s: %s", cell.id, cell.label)
+    try:
+        deps = {d: cell_dir(runs_dir, d) for d in cell.deps}
+        outputs = dict(stage_fn(cell, tmp, deps))
+        duration = time.time() - started
+        status = _status(cell, "done", started, duration_s=round(duration, 3), outputs=outputs)
+        logger.info("cell %s done in %.1f s", cell.id, duration)
+        result = CellStatus(CellState.DONE, duration)
+    except Exception as exc:  # a failing cell is recorded; the grid goes on
+        duration = time.time() - started
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KDAnalysisError) else str(exc)
+        error = error.splitlines()[0] if error else type(exc).__name__
+        logger.error("cell %s failed: %s\n%s", cell.id, error, traceback.format_exc())
+        status = _status(cell, "failed", started, duration_s=round(duration, 3), error=error,
+                         traceback=traceback.format_exc())
+        result = CellStatus(CellState.FAILED, duration, error)
+    finally:
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(old_level)
+        for h, level in console_levels.items():
+            h.setLevel(level)
+        handler.close()
+    atomic_write_json(tmp / "status.json", status)
+    _publish(tmp, cell_dir(runs_dir, cell.id))
+    return result
