@@ -77,6 +77,42 @@ def rescore(
     typer.echo(f"{run_dir}: re-scored with {extractor!r}: {summary}; wrote {where}")
 
 
+@app.command("run-grid")
+def run_grid(
+    grid: Annotated[str, typer.Argument(help="Grid YAML file, or a bundled grid name (demo, paper).")],
+    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", "-o",
+                                                  help="Runs folder (default: runs/<study>).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show stages, cell states and the work "
+                                                           "estimate; run nothing.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Recompute failed cells.")] = False,
+    list_cells: Annotated[bool, typer.Option("--list", help="With --dry-run: one line per cell.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
+    report: Annotated[bool | None, typer.Option(
+        "--report/--no-report", help="Build the report at the end (default: the grid's setting).")] = None,
+) -> None:
+    """Run (or resume) a KD grid: train, evaluate, measure fidelity, collect results."""
+    from runners.grid.command import run_grid_command
+
+    code = run_grid_command(grid, runs_dir, dry_run=dry_run, retry_failed=retry_failed,
+                            list_cells=list_cells, progress=not no_progress, report=report)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def collect(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders (a grid's runs folder).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUNS_DIR).")] = None,
+) -> None:
+    """Collect finished run folders into results.parquet and items.parquet."""
+    from kdanalysis.collect import write_collected
+    from kdanalysis.results import read_items, read_results
+
+    results_path, items_path = write_collected(runs_dir, out)
+    typer.echo(f"{results_path}: {len(read_results(results_path))} result rows; "
+               f"{items_path}: {len(read_items(items_path))} items")
+
+
 def main() -> None:
     """Entry point of the ``kdanalysis`` console script."""
     try:
