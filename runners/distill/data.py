@@ -32,6 +32,7 @@ __all__ = [
     "load_items",
     "split_items",
     "encode_item",
+    "encode_pairs",
     "encode_items",
     "example_key",
     "epoch_batches",
@@ -141,6 +142,28 @@ def encode_item(
     return Example(tuple(input_ids), tuple(labels), prompt_len)
 
 
+def encode_pairs(
+    tokenizer: Any,
+    items: Iterable[Mapping[str, Any]],
+    *,
+    max_length: int,
+    train_on_inputs: bool,
+    prompt_style: PromptStyle,
+) -> list[tuple[Mapping[str, Any], Example]]:
+    """Tokenise items, keeping ``(item, example)`` pairs; items without any target token
+    (the prompt fills ``max_length``) are dropped with a warning."""
+    pairs = [
+        (it, encode_item(tokenizer, it, max_length=max_length, train_on_inputs=train_on_inputs,
+                         prompt_style=prompt_style))
+        for it in items
+    ]
+    kept = [(it, ex) for it, ex in pairs if ex.prompt_len < len(ex.input_ids)]
+    if len(kept) < len(pairs):
+        log.warning("dropped %d of %d items whose prompt fills max_length=%d",
+                    len(pairs) - len(kept), len(pairs), max_length)
+    return kept
+
+
 def encode_items(
     tokenizer: Any,
     items: Iterable[Mapping[str, Any]],
@@ -149,17 +172,9 @@ def encode_items(
     train_on_inputs: bool,
     prompt_style: PromptStyle,
 ) -> list[Example]:
-    """Tokenise items; examples without any target token (prompt longer than ``max_length``) are dropped."""
-    examples = [
-        encode_item(tokenizer, it, max_length=max_length, train_on_inputs=train_on_inputs,
-                    prompt_style=prompt_style)
-        for it in items
-    ]
-    kept = [ex for ex in examples if ex.prompt_len < len(ex.input_ids)]
-    if len(kept) < len(examples):
-        log.warning("dropped %d of %d items whose prompt fills max_length=%d",
-                    len(examples) - len(kept), len(examples), max_length)
-    return kept
+    """Tokenise items into examples (see :func:`encode_pairs` for dropped items)."""
+    return [ex for _, ex in encode_pairs(tokenizer, items, max_length=max_length,
+                                         train_on_inputs=train_on_inputs, prompt_style=prompt_style)]
 
 
 def example_key(input_ids: Sequence[int]) -> str:
