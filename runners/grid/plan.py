@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -181,6 +182,7 @@ class _Builder:
         return cid
 
     def resolve_path(self, value: str) -> str:
+        value = os.path.expandvars(value)
         path = Path(value).expanduser()
         if path.is_absolute():
             return str(path)

@@ -161,7 +161,8 @@ class TeacherCacheSpec(_Strict):
     """Offline teacher-logit cache: one teacher pass per (teacher, domain), shared by KD cells."""
 
     enabled: bool = True
-    top_k: int | None = Field(default=None, gt=0, description="keep the top-k logits per token (None: all)")
+    top_k: int | None = Field(default=None, gt=0,
+                              description="logits kept per token (None: the cache builder's default)")
 
 
 class SlurmSpec(_Strict):
@@ -323,8 +324,9 @@ def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
 def load_grid(path: str | Path) -> GridSpec:
     """Read and validate a grid YAML file.
 
-    Relative ``path``/``train``/``data_dir`` entries are kept as written; they are
-    resolved against the grid file's folder by :func:`runners.grid.plan.build_plan`.
+    ``path``/``train``/``data_dir`` entries are kept as written; environment variables
+    (``$KD_DATA``) are expanded and relative paths resolved against the grid file's
+    folder by :func:`runners.grid.plan.build_plan`.
 
     Raises
     ------

@@ -1,0 +1,203 @@
+"""What each kind of cell does: the bridge from a cell's resolved config to the runners.
+
+Every function here takes ``(cell, work_dir, dep_dirs)`` — the cell, its fresh working
+folder and the final folders of its dependencies — and returns its outputs (name → path
+relative to ``work_dir``), which :func:`runners.grid.state.execute_cell` records in
+``status.json``. Cell folders::
+
+    prepare (toy_model)  model/                 runners.toy.save_toy_model
+    prepare (toy_data)   data/train.json, data/<task>.json   runners.toy.make_arithmetic_task
+    train                run/  (run/model = LoRA adapter or full model)   runners.distill.run.run_distill
+    cache                cache/ (index.json + shards)   runners.distill.cache.build_teacher_cache
+    eval                 run/  (items.parquet, results.parquet, run_meta.json)   runners.evaluate.run.run_eval
+    fidelity             results.parquet   runners.evaluate.fidelity.fidelity_rows
+
+A model trained with LoRA is referred to by its base model plus the adapter folder
+(evaluation) or by the adapter folder alone (as a teacher; transformers loads the base
+model named in ``adapter_config.json`` and applies the adapter).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kdanalysis.errors import ConfigError
+from kdanalysis.results import write_results
+from runners.grid.plan import Cell
+
+__all__ = ["TOY_TASKS", "run_stage", "model_path", "adapter_path"]
+
+logger = logging.getLogger(__name__)
+
+#: Synthetic tasks a toy domain can list: task id → answer type of its test set.
+TOY_TASKS: dict[str, str] = {"arithmetic": "number"}
+_TOY_TEST_SEED_OFFSET = 1000  # test items come from another generator seed than the training items
+
+
+def _dep(deps: Mapping[str, Path], cid: str) -> Path:
+    try:
+        return deps[cid]
+    except KeyError:
+        raise ConfigError(f"cell input {cid} is not among the cell's dependencies") from None
+
+
+def model_path(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
+    """Path or hub id of the *base* model of a model reference."""
+    if "base_cell" in ref:
+        return str(_dep(deps, ref["base_cell"]) / "model")
+    return str(ref["path"])
+
+
+def adapter_path(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str | None:
+    """The trained adapter/model folder of a reference (None for an untrained model)."""
+    if "train_cell" in ref:
+        return str(_dep(deps, ref["train_cell"]) / "run" / "model")
+    return None
+
+
+def _teacher(ref: Mapping[str, Any] | None, deps: Mapping[str, Path]) -> str | None:
+    if ref is None:
+        return None
+    return adapter_path(ref, deps) or model_path(ref, deps)
+
+
+def _train_file(data: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
+    if "data_cell" in data:
+        return str(_dep(deps, data["data_cell"]) / "data" / "train.json")
+    return str(data["train_path"])
+
+
+def _prepare(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
+    cfg = cell.config
+    if cfg["what"] == "toy_model":
+        from runners.toy import save_toy_model
+
+        save_toy_model(work / "model", family=cfg["family"], size=cfg["size"], seed=cfg["seed"])
+        return {"model": "model"}
+    from runners.toy import make_arithmetic_task, write_task_json
+
+    unknown = [t for t in cfg["tasks"] if t not in TOY_TASKS]
+    if unknown:
+        raise ConfigError(f"toy domains support the tasks {', '.join(TOY_TASKS)}; got {', '.join(unknown)}")
+    outputs = {"train": "data/train.json"}
+    write_task_json(work / "data" / "train.json", make_arithmetic_task(cfg["n_train"], seed=cfg["seed"]))
+    for task in cfg["tasks"]:
+        items = make_arithmetic_task(cfg["n_test"], seed=cfg["seed"] + _TOY_TEST_SEED_OFFSET)
+        write_task_json(work / "data" / f"{task}.json", items)
+        outputs[task] = f"data/{task}.json"
+    return outputs
+
+
+def _distill_config(cell: Cell, deps: Mapping[str, Path], cache_dir: str | None) -> Any:
+    from runners.distill.config import DistillConfig
+
+    cfg = cell.config
+    training = dict(cfg["training"])
+    fields: dict[str, Any] = {
+        **training,
+        "student": model_path(cfg["student"], deps),
+        "method": cfg["method"],
+        "seed": cfg["seed"],
+        "data": {**training.get("data", {}), "train": _train_file(cfg["data"], deps)},
+        **cfg["method_params"],
+    }
+    if cfg["method"] != "sft":
+        fields.update(teacher=_teacher(cfg["teacher"], deps), teacher_kind=cfg["teacher_kind"],
+                      temperature=cfg["temperature"], teacher_noise=cfg["teacher_noise"])
+        if cache_dir is not None:
+            fields["teacher_cache"] = cache_dir
+    return DistillConfig(**fields)
+
+
+def _train(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
+    from runners.distill.run import run_distill
+
+    cache_cell = cell.config.get("cache_cell")
+    cache_dir = str(_dep(deps, cache_cell) / "cache") if cache_cell else None
+    run_distill(_distill_config(cell, deps, cache_dir), work / "run")
+    return {"run": "run", "model": "run/model"}
+
+
+def _cache(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
+    from runners.distill.cache import build_teacher_cache
+
+    cfg = cell.config
+    training = cfg["training"]
+    options: dict[str, Any] = {"max_length": training.get("max_length", 256)}
+    if "prompt_style" in training:
+        options["prompt_style"] = training["prompt_style"]
+    if cfg["top_k"] is not None:
+        options["k"] = cfg["top_k"]
+    build_teacher_cache(_teacher(cfg["teacher"], deps), [_train_file(cfg["data"], deps)], work / "cache",
+                        **options)
+    return {"cache": "cache/index.json"}
+
+
+def _eval_config(cell: Cell, deps: Mapping[str, Path]) -> Any:
+    from runners.evaluate.config import EvalConfig
+
+    cfg = cell.config
+    settings = dict(cfg["evaluation"])
+    data = cfg["data"]
+    fields: dict[str, Any] = {**settings, "model": model_path(cfg["model"], deps), "tasks": data["tasks"],
+                              "run_id": cell.id}
+    adapter = adapter_path(cfg["model"], deps)
+    if adapter is not None:
+        fields["adapter"] = adapter
+    if "data_cell" in data:
+        folder = _dep(deps, data["data_cell"]) / "data"
+        fields["custom_tasks"] = [{"id": t, "file": str(folder / f"{t}.json"), "domain": cfg["domain"],
+                                   "answer_type": TOY_TASKS[t]} for t in data["tasks"]]
+    elif "data_dir" in data:
+        fields["data_dir"] = data["data_dir"]
+    labels = {k: v for k, v in cfg["labels"].items() if k != "domain"}
+    fields["meta"] = {**settings.get("meta", {}), **labels}
+    decoding = settings.get("decoding", {})
+    if isinstance(decoding, Mapping) and "seed" not in decoding:
+        fields["decoding"] = {**decoding, "seed": cfg["seed"]}
+    return EvalConfig(**fields)
+
+
+def _eval(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
+    from runners.evaluate.run import run_eval
+
+    run_eval(_eval_config(cell, deps), work / "run")
+    return {"run": "run", "results": "run/results.parquet", "items": "run/items.parquet"}
+
+
+def _register_custom_tasks(eval_run: Path) -> Path | None:
+    """Register the custom (toy) tasks of a finished eval run in this process; return its data_dir."""
+    from runners.evaluate.config import load_eval_config
+    from runners.evaluate.run import CONFIG_FILE
+    from runners.evaluate.tasks import register_json_task
+
+    config = load_eval_config(eval_run / CONFIG_FILE)
+    for custom in config.custom_tasks:
+        register_json_task(custom.file, domain=custom.domain, answer_type=custom.answer_type,
+                           labels=custom.labels, id=custom.id, replace=True)
+    return config.data_dir
+
+
+def _fidelity(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
+    from runners.evaluate.fidelity import fidelity_rows
+
+    cfg = cell.config
+    student_run = _dep(deps, cfg["student_eval_cell"]) / "run"
+    teacher_run = _dep(deps, cfg["teacher_eval_cell"]) / "run"
+    data_dir = _register_custom_tasks(student_run)
+    rows = fidelity_rows(student_run, teacher_run, kl=cfg["kl"], data_dir=data_dir)
+    write_results(rows, work / "results.parquet")
+    return {"results": "results.parquet"}
+
+
+_STAGE_FUNCTIONS: dict[str, Callable[[Cell, Path, Mapping[str, Path]], dict[str, str]]] = {
+    "prepare": _prepare, "train": _train, "cache": _cache, "eval": _eval, "fidelity": _fidelity,
+}
+
+
+def run_stage(cell: Cell, work_dir: Path, dep_dirs: Mapping[str, Path]) -> dict[str, str]:
+    """Compute ``cell`` into ``work_dir`` (see the module docstring); returns its outputs."""
+    return _STAGE_FUNCTIONS[cell.kind](cell, Path(work_dir), dep_dirs)
