@@ -1,0 +1,235 @@
+"""EvalConfig: one evaluation run (the object a grid cell builds), validated before any model load.
+
+YAML example (``python -m runners.evaluate eval.yaml --out runs/qwen05_sft``)::
+
+    model: Qwen/Qwen2.5-0.5B
+    adapter: runs/qwen05_sft/adapter        # optional peft LoRA adapter
+    tasks: [gsm8k, svamp, boolq]
+    data_dir: ../shared/data/kd_generalization/testsets
+    limit: 200                               # first 200 items of each task (optional)
+    backend: hf                              # or vllm
+    batch_size: 32
+    decoding: published                      # or greedy (default), or a mapping
+    meta: {student: Qwen2.5-0.5B, method: sft, seed: 6, study: kd_generalization}
+
+Fields are documented on :class:`EvalConfig`; unknown keys are errors.
+:func:`load_eval_config` reads a YAML/JSON file and turns every validation problem
+into one :class:`~kdanalysis.errors.ConfigError` naming the file and the fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdanalysis.errors import ConfigError
+from runners.evaluate.decoding import DecodingConfig
+
+__all__ = [
+    "EvalConfig",
+    "CustomTaskConfig",
+    "RunMetaConfig",
+    "VLLMOptions",
+    "load_eval_config",
+    "format_validation_error",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CustomTaskConfig(_Strict):
+    """A task defined by one test-set JSON file in the published format.
+
+    Registered with :func:`runners.evaluate.tasks.register_json_task` before the run,
+    so its ``id`` can be listed in :attr:`EvalConfig.tasks`.
+    """
+
+    id: str
+    file: Path
+    domain: str
+    answer_type: Literal["number", "choice_letter", "label"]
+    labels: tuple[str, ...] = ()
+
+
+class VLLMOptions(_Strict):
+    """Engine options used only when ``backend: vllm``."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: int | None = Field(None, ge=1)
+
+
+class RunMetaConfig(_Strict):
+    """Identity of the run, copied into every results row (see ``runners.evaluate.scoring.RunMeta``).
+
+    ``student`` defaults to the last path component of :attr:`EvalConfig.model`;
+    ``teacher_kind`` to ``"none"`` without a teacher and ``"task_aware"`` with one.
+    """
+
+    study: str = "kdanalysis"
+    student: str | None = None
+    teacher: str = "none"
+    method: str = "base"
+    teacher_kind: str | None = None
+    temperature: float | None = None
+    teacher_noise: float = 0.0
+    seed: int = 0
+    method_label: str = ""
+
+
+class EvalConfig(_Strict):
+    """Everything one evaluation run needs.
+
+    Attributes
+    ----------
+    model : str
+        Hub id or local directory of the checkpoint.
+    adapter : str or None
+        Directory of a peft LoRA adapter applied on top of ``model``.
+    gguf_file : str or None
+        GGUF file inside ``model`` to load instead of safetensors.
+    dtype : str
+        ``"auto"`` (bfloat16 on GPU, float32 on CPU), ``"bfloat16"``, ``"float16"`` or ``"float32"``.
+    device : str or None
+        HF backend device (``"cuda"``, ``"cpu"``, ``"cuda:1"``); ``None`` = CUDA when available.
+    tasks : list of str
+        Task ids (registered in :mod:`runners.evaluate.tasks` or listed in ``custom_tasks``),
+        evaluated in this order; no duplicates.
+    custom_tasks : list of CustomTaskConfig
+        Extra tasks from JSON files (e.g. the toy arithmetic task).
+    data_dir : Path or None
+        Folder of the published test-set files (needed by tasks whose file is relative).
+    limit : int or None
+        Evaluate only the first ``limit`` items of every task.
+    backend : {"hf", "vllm"}
+    batch_size : int
+        Starting batch size of the HF backend (halved automatically on out-of-memory).
+    vllm : VLLMOptions
+        Engine options of the vLLM backend.
+    mode : {"generate", "multiple_choice"}
+        ``generate`` (the published protocol): free generation + answer extraction.
+        ``multiple_choice``: pick the label with the highest log-likelihood (label and
+        choice-letter tasks only; a fast, non-published alternative).
+    decoding : DecodingConfig
+        Decoding settings, or a preset name (``greedy``, ``published``).
+    prompt_style : str
+        Prompt template (:data:`runners.evaluate.prompts.PROMPT_STYLES`).
+    extractor : str
+        Answer extractor (``published`` or ``strict``).
+    run_id : str or None
+        Identifier written into every row; ``None`` = the run folder's name.
+    meta : RunMetaConfig
+        Study, student, teacher, method, teacher_kind, temperature, teacher_noise, seed, method_label.
+    """
+
+    model: str
+    adapter: str | None = None
+    gguf_file: str | None = None
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    device: str | None = None
+    tasks: list[str] = Field(min_length=1)
+    custom_tasks: list[CustomTaskConfig] = Field(default_factory=list)
+    data_dir: Path | None = None
+    limit: int | None = Field(None, ge=1)
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int = Field(16, ge=1)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    mode: Literal["generate", "multiple_choice"] = "generate"
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    prompt_style: Literal["published", "published_train", "alpaca"] = "published"
+    extractor: Literal["published", "strict"] = "published"
+    run_id: str | None = None
+    meta: RunMetaConfig = Field(default_factory=RunMetaConfig)
+
+    @field_validator("tasks")
+    @classmethod
+    def _unique_tasks(cls, tasks: list[str]) -> list[str]:
+        seen = {t for t in tasks if tasks.count(t) > 1}
+        if seen:
+            raise ValueError(f"duplicate task id(s): {', '.join(sorted(seen))}")
+        return tasks
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> EvalConfig:
+        if self.mode == "multiple_choice" and not self.decoding.is_greedy:
+            raise ValueError(
+                "mode 'multiple_choice' scores labels by log-likelihood; decoding must stay greedy"
+            )
+        if self.meta.temperature is not None and not (
+            math.isfinite(self.meta.temperature) and self.meta.temperature > 0
+        ):
+            raise ValueError(f"meta.temperature must be > 0, got {self.meta.temperature}")
+        return self
+
+    @property
+    def student(self) -> str:
+        """The student name of the results rows (``meta.student`` or the model's last path part)."""
+        return self.meta.student or Path(self.model.rstrip("/")).name
+
+    def resolved(self) -> dict[str, Any]:
+        """The full configuration with every default filled in, JSON-ready."""
+        return json.loads(self.model_dump_json())
+
+    def fingerprint(self) -> str:
+        """SHA-256 (16 hex chars) of the resolved configuration, ``run_id`` excluded.
+
+        Two configs with the same fingerprint produce the same outputs; a run folder
+        refuses to resume under a different one.
+        """
+        data = self.resolved()
+        data.pop("run_id")
+        blob = json.dumps(data, sort_keys=True).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    """One line per problem: ``where: field.path: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and "input" in err else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {loc}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def load_eval_config(path: str | Path, **overrides: Any) -> EvalConfig:
+    """Read an :class:`EvalConfig` from a YAML (or JSON) file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    **overrides
+        Top-level fields replacing the file's values (e.g. ``limit=10``).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or unreadable, or any field is invalid (all problems are
+        listed, each with the field path).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read evaluation config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of EvalConfig fields, got {type(data).__name__}")
+    data.update(overrides)
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from exc

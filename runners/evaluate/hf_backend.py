@@ -1,0 +1,327 @@
+"""Hugging Face transformers backend: the reference implementation of :class:`Backend`.
+
+Generation
+    Requests are grouped by decoding settings, sorted by prompt length (longest first,
+    so an out-of-memory error shows up in the first batch and padding is minimal),
+    left-padded into batches and passed to ``model.generate`` with the KV cache on.
+    Results are put back in request order. Position ids follow the attention mask, so
+    under greedy decoding a batched answer is the answer the model gives to the
+    question alone (checked by the tests and by ``bench/eval_throughput.py``).
+Out of memory
+    A batch that raises ``torch.OutOfMemoryError`` is retried with half the batch size
+    (the smaller size is kept for the rest of the run) down to one item; only an item
+    that does not fit alone raises :class:`~kdanalysis.errors.RunFailedError`.
+Sampling
+    The torch random generator is seeded with ``decoding.seed`` plus the batch's offset
+    in the length-sorted order before every batch, so a rerun with the same requests,
+    batch size and hardware draws the same samples (a different batch size draws
+    different ones).
+Decoding settings
+    :func:`hf_generation_config` builds the complete ``GenerationConfig`` from a
+    :class:`DecodingConfig`: sampling knobs are set explicitly (``top_k=0`` and
+    ``repetition_penalty=1`` included) so a checkpoint's own ``generation_config.json``
+    cannot silently change the protocol. Stop strings stop generation through
+    transformers' ``stop_strings`` and are then cut from the text.
+Token counts
+    ``n_tokens`` counts generated tokens up to and including the first end-of-sequence
+    token (padding after it is not counted).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+from kdanalysis.errors import RunFailedError
+from runners.evaluate.backend import (
+    Backend,
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    ProgressCallback,
+    encode_loglikelihood_pair,
+)
+from runners.evaluate.decoding import DecodingConfig, truncate_at_stop
+
+__all__ = ["HFBackend", "hf_generation_config", "resolve_dtype", "length_sorted_order"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def resolve_dtype(dtype: str, device: str | torch.device | None) -> str:
+    """Resolve ``"auto"`` to ``"bfloat16"`` on a GPU and ``"float32"`` elsewhere.
+
+    Parameters
+    ----------
+    dtype : str
+        ``"auto"`` or a torch dtype name (``"bfloat16"``, ``"float16"``, ``"float32"``).
+    device : str, torch.device or None
+        Target device; ``None`` means CUDA when available, else CPU.
+    """
+    if dtype != "auto":
+        return dtype
+    if device is None:
+        on_gpu = torch.cuda.is_available()
+    else:
+        on_gpu = torch.device(device).type == "cuda"
+    return "bfloat16" if on_gpu else "float32"
+
+
+def hf_generation_config(
+    decoding: DecodingConfig, *, eos_token_id: int | list[int] | None, pad_token_id: int
+) -> Any:
+    """The ``transformers.GenerationConfig`` equivalent to ``decoding``.
+
+    Parameters
+    ----------
+    decoding : DecodingConfig
+        Backend-neutral decoding settings.
+    eos_token_id : int, list of int or None
+        End-of-sequence id(s) that finish a sample.
+    pad_token_id : int
+        Id used to pad finished samples.
+    """
+    from transformers import GenerationConfig
+
+    sampling: dict[str, Any] = (
+        {"temperature": decoding.temperature, "top_p": decoding.top_p, "top_k": decoding.top_k}
+        if decoding.do_sample else {}
+    )
+    return GenerationConfig(
+        do_sample=decoding.do_sample,
+        **sampling,
+        num_beams=1,
+        num_return_sequences=decoding.n,
+        repetition_penalty=1.0,
+        max_new_tokens=decoding.max_new_tokens,
+        stop_strings=list(decoding.stop) or None,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        use_cache=True,
+    )
+
+
+def length_sorted_order(lengths: Sequence[int]) -> list[int]:
+    """Indices of ``lengths`` from the longest item to the shortest (ties keep input order).
+
+    Consecutive slices of this order make batches of similar length: little padding,
+    and the largest batch (the likeliest to run out of memory) comes first.
+    """
+    return sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        sl = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, sl] = torch.tensor(row, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+class HFBackend(Backend):
+    """A transformers causal LM behind the :class:`Backend` interface.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A causal LM (optionally a peft model with a LoRA adapter), already on its device.
+    tokenizer : transformers tokenizer
+        Its tokenizer; a missing pad token is set to the EOS token.
+    batch_size : int
+        Items per batch to start with (halved on out-of-memory).
+    """
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+            logger.info("tokenizer has no pad token; using EOS %r", tokenizer.eos_token)
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        self._eos = gen_eos if gen_eos is not None else tokenizer.eos_token_id
+        eos_ids = self._eos if isinstance(self._eos, list) else [self._eos]
+        self._eos_set = {int(e) for e in eos_ids if e is not None}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        adapter: str | None = None,
+        gguf_file: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int = 16,
+    ) -> HFBackend:
+        """Load a model (+ LoRA adapter) with :func:`runners.models.load_causal_lm`.
+
+        ``dtype="auto"`` means bfloat16 on a GPU and float32 on the CPU.
+        """
+        from runners.models import load_causal_lm
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tokenizer = load_causal_lm(
+            name_or_path, dtype=resolve_dtype(dtype, device), device=device, adapter=adapter,
+            gguf_file=gguf_file,
+        )
+        return cls(model, tokenizer, batch_size=batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ generate
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: ProgressCallback | None = None
+    ) -> list[GenerationResult]:
+        """Generate all requests in length-sorted, left-padded batches; results in request order."""
+        results: list[GenerationResult | None] = [None] * len(requests)
+        groups: dict[DecodingConfig, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(req.decoding, []).append(i)
+        for decoding, members in groups.items():
+            ids = [self._encode_prompt(requests[i].prompt) for i in members]
+            config = hf_generation_config(decoding, eos_token_id=self._eos,
+                                          pad_token_id=self.tokenizer.pad_token_id)
+            batch_results = self._run_batched(
+                [len(r) for r in ids],
+                lambda chunk, offset, ids=ids, cfg=config, dec=decoding: self._generate_batch(
+                    [ids[i] for i in chunk], offset, cfg, dec),
+                progress,
+            )
+            for i, res in zip(members, batch_results, strict=True):
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    def _encode_prompt(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+    def _generate_batch(
+        self, rows: Sequence[list[int]], offset: int, config: Any, decoding: DecodingConfig
+    ) -> list[GenerationResult]:
+        input_ids, mask = _pad(rows, self.tokenizer.pad_token_id, "left")
+        if decoding.do_sample:
+            torch.manual_seed(decoding.seed + offset)
+        extra = {"tokenizer": self.tokenizer} if decoding.stop else {}
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                generation_config=config, **extra,
+            )
+        generated = out[:, input_ids.shape[1]:].tolist()
+        results = []
+        for r in range(len(rows)):
+            samples = generated[r * decoding.n:(r + 1) * decoding.n]
+            counts = tuple(self._count_tokens(s) for s in samples)
+            texts = tuple(
+                truncate_at_stop(self.tokenizer.decode(s[:c], skip_special_tokens=True), decoding.stop)
+                for s, c in zip(samples, counts, strict=True)
+            )
+            results.append(GenerationResult(texts, counts))
+        return results
+
+    def _count_tokens(self, tokens: list[int]) -> int:
+        for pos, tok in enumerate(tokens):
+            if tok in self._eos_set:
+                return pos + 1
+        pad = self.tokenizer.pad_token_id
+        end = len(tokens)
+        while end > 0 and tokens[end - 1] == pad:
+            end -= 1
+        return end
+
+    # ------------------------------------------------------------- loglikelihood
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], *, progress: ProgressCallback | None = None
+    ) -> list[LoglikelihoodResult]:
+        """Score continuations with one teacher-forced forward pass per batch (right padding)."""
+        pairs = [encode_loglikelihood_pair(self.tokenizer, r.context, r.continuation) for r in requests]
+        rows = [ctx + cont for ctx, cont in pairs]
+        n_ctx = [len(ctx) for ctx, _ in pairs]
+        return self._run_batched(
+            [len(r) for r in rows],
+            lambda chunk, offset: self._score_batch([rows[i] for i in chunk], [n_ctx[i] for i in chunk]),
+            progress,
+        )
+
+    def _score_batch(
+        self, rows: Sequence[list[int]], ctx_lengths: Sequence[int]
+    ) -> list[LoglikelihoodResult]:
+        input_ids, mask = _pad(rows, self.tokenizer.pad_token_id, "right")
+        with torch.inference_mode():
+            device = self.device
+            logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        results = []
+        for i, (row, c) in enumerate(zip(rows, ctx_lengths, strict=True)):
+            targets = torch.tensor(row[c:], dtype=torch.long)
+            step = logprobs[i, c - 1:len(row) - 1]
+            total = step.gather(1, targets[:, None]).sum().item()
+            greedy = bool((step.argmax(dim=-1) == targets).all())
+            results.append(LoglikelihoodResult(float(total), greedy))
+        return results
+
+    # ------------------------------------------------------------------ batching
+    def _run_batched(
+        self,
+        lengths: Sequence[int],
+        run_batch: Callable[[list[int], int], list[_T]],
+        progress: ProgressCallback | None,
+    ) -> list[_T]:
+        """Call ``run_batch(indices, offset)`` on length-sorted batches, with out-of-memory back-off.
+
+        ``offset`` is the batch's position in the sorted order (used to seed sampling).
+        Returns the per-item results in the original order.
+        """
+        order = length_sorted_order(lengths)
+        out: list[_T | None] = [None] * len(lengths)
+        pos = 0
+        while pos < len(order):
+            chunk = order[pos:pos + self.batch_size]
+            try:
+                batch_out = run_batch(chunk, pos)
+            except torch.OutOfMemoryError as exc:
+                self._free_cache()
+                if len(chunk) == 1:
+                    raise RunFailedError(
+                        f"out of memory on a single item of {lengths[chunk[0]]} tokens with batch size 1; "
+                        f"use a smaller model, max_new_tokens, or a larger GPU ({exc})"
+                    ) from exc
+                self.batch_size = max(1, len(chunk) // 2)
+                logger.warning("out of memory with batch size %d; retrying with %d",
+                               len(chunk), self.batch_size)
+                continue
+            for i, res in zip(chunk, batch_out, strict=True):
+                out[i] = res
+            pos += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return [r for r in out if r is not None]
+
+    def _free_cache(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def close(self) -> None:
+        """Drop the model and return its GPU memory to the allocator's pool and the driver."""
+        if getattr(self, "model", None) is not None:
+            self.model = None
+            self._free_cache()
