@@ -6,21 +6,50 @@ calls) and never rounds. Degenerate data (n < 3, constant input, a single level)
 row of NaNs with a ``note`` and a :class:`DegenerateDataWarning` instead of an exception;
 invalid arguments raise :class:`~kdanalysis.errors.ConfigError` (options, with the
 allowed values) or :class:`~kdanalysis.errors.SchemaError` (missing/non-numeric columns)
-at once. The mathematics is scipy's and statsmodels'.
+at once. The mathematics is scipy's and statsmodels' (statsmodels loads on first use).
+
+Functions
+---------
+corr, partial_corr
+    Pearson / Spearman / Kendall correlation with CI; partial correlation.
+ttest, anova
+    One-sample, paired and two-sample t-tests; one-way ANOVA.
+ols, mixedlm
+    Formula regressions returning :class:`OLSResult` / :class:`MixedLMResult`.
+adjust_pvalues
+    Holm, Bonferroni, Benjamini-Hochberg.
+bootstrap_ci
+    Vectorised seeded bootstrap interval of any vectorised statistic.
+mcnemar, paired_bootstrap
+    Per-item paired comparisons of two systems.
+gains
+    KD minus baseline per unit and task (:mod:`kdanalysis.stats.gains`).
 """
 
 from __future__ import annotations
 
 from kdanalysis.stats._checks import DegenerateDataWarning
 from kdanalysis.stats.correlation import corr, partial_corr
+from kdanalysis.stats.gains import gains  # KD gains: module owned by the paper-data work (H2)
+from kdanalysis.stats.multiplicity import adjust_pvalues
+from kdanalysis.stats.paired import mcnemar, paired_bootstrap
 from kdanalysis.stats.parametric import anova, ttest
+from kdanalysis.stats.regression import MixedLMResult, OLSResult, mixedlm, ols
 from kdanalysis.stats.resampling import bootstrap_ci
 
 __all__ = [
     "DegenerateDataWarning",
+    "MixedLMResult",
+    "OLSResult",
+    "adjust_pvalues",
     "anova",
     "bootstrap_ci",
     "corr",
+    "gains",
+    "mcnemar",
+    "mixedlm",
+    "ols",
+    "paired_bootstrap",
     "partial_corr",
     "ttest",
 ]
