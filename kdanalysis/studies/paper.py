@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kdanalysis.datasets import load_paper_models
-from kdanalysis.errors import SchemaError
-from kdanalysis.results import NO_TEACHER, validate_models, validate_results
+from kdanalysis.results import validate_results
 from kdanalysis.stats.gains import gains
 from kdanalysis.studies._batched import anova_cells, spearman_cells, ttest_1samp_cells
+from kdanalysis.studies._units import add_covariates, single_study
 
 __all__ = [
     "METHOD_GROUPS",
@@ -73,19 +72,6 @@ _NO_AVERAGE = ("H4", "H5")
 _ONLY_DOMAINS = {"H5": ("math",)}
 
 
-def _single_study(results: pd.DataFrame) -> pd.DataFrame:
-    studies = sorted(results["study"].unique())
-    if len(studies) != 1:
-        raise SchemaError(f"paper study: expected results of one study, got {len(studies)}: "
-                          f"{', '.join(studies) or 'none'}; filter with results[results.study == ...]")
-    return results
-
-
-def _behaviour(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    rows = results[(results["metric"] == metric) & (results["method"] == "kd")]
-    return rows[["domain", "task", "teacher", "student", "value"]].rename(columns={"value": metric})
-
-
 def paper_units(results: pd.DataFrame, models: pd.DataFrame | None = None) -> pd.DataFrame:
     """The paper's analysis units with their gain and every covariate of H2-H5.
 
@@ -111,8 +97,7 @@ def paper_units(results: pd.DataFrame, models: pd.DataFrame | None = None) -> pd
         If the table fails the contract, mixes studies, or a student is missing from
         ``models``.
     """
-    results = _single_study(validate_results(results))
-    models = load_paper_models() if models is None else validate_models(models)
+    results = single_study(validate_results(results), "paper study")
     each = gains(results, baseline="sft", over_temperature="each", metric="accuracy",
                  methods=list(METHOD_GROUPS))
     drops = each["domain"].map(_DROPS_BASE_TEACHER).fillna(False).astype(bool)
@@ -122,20 +107,7 @@ def paper_units(results: pd.DataFrame, models: pd.DataFrame | None = None) -> pd
     best = each.loc[each.groupby(keys, sort=True)["gain"].idxmax()]
     units = best[[*keys, "gain", "kd_value", "baseline_value"]].rename(
         columns={"kd_value": "score", "baseline_value": "student_sft"})
-    sft = results[(results["metric"] == "accuracy") & (results["method"] == "sft")
-                  & (results["teacher"] == NO_TEACHER)]
-    teacher_sft = sft[["domain", "task", "student", "value"]].rename(
-        columns={"student": "teacher", "value": "teacher_score"})
-    units = units.merge(teacher_sft, on=["domain", "task", "teacher"], how="left")
-    sizes = models.set_index("model")["params_b"]
-    unknown = sorted(set(units["student"]) - set(sizes.index))
-    if unknown:
-        raise SchemaError(f"paper study: student(s) {', '.join(unknown)} missing from the models table; "
-                          "pass models= with their params_b")
-    units["student_size"] = units["student"].map(sizes).astype(float)
-    for metric in ("agreement", "bleu"):
-        units = units.merge(_behaviour(results, metric), on=["domain", "task", "teacher", "student"],
-                            how="left")
+    units = add_covariates(units, results, models)
     return units[list(PAPER_UNIT_COLUMNS)].reset_index(drop=True)
 
 
