@@ -13,10 +13,12 @@
   boundary.
 
 ``"strict"`` only trusts an explicit final statement: the **last** "the answer is ..." /
-"the correct answer is ..." / "the final answer is ..." (case-insensitive), then the
-first number (commas removed), the first stand-alone letter A-E (``C`` or ``(C)``) or the
-first whole-word label (case-insensitive, returned in the vocabulary's spelling) in the
-rest of that sentence. Without such a statement the prediction is ``""``.
+"the correct answer is ..." / "the final answer is ..." (case-insensitive); in the rest
+of that sentence, the first number (commas removed; after the last ``=`` if the
+statement is an equation, so "The answer is 49 - 34 = 15." gives 15), the first
+stand-alone letter A-E (``C`` or ``(C)``) or the first whole-word label
+(case-insensitive, returned in the vocabulary's spelling). Without such a statement the
+prediction is ``""``.
 
 Extractors never raise on model text: an empty or unparsable generation gives ``""``,
 which :func:`answers_match` always scores as wrong.
@@ -80,7 +82,8 @@ def _strict(text: str, spec: TaskSpec) -> str:
     end = _SENTENCE_END_RE.search(tail)
     sentence = tail[: end.start()] if end else tail
     if spec.answer_type == "number":
-        match = _STRICT_NUMBER_RE.search(sentence.replace(",", ""))
+        result = sentence.rsplit("=", 1)[-1]
+        match = _STRICT_NUMBER_RE.search(result.replace(",", ""))
         return canonical_number(match.group(0)) if match else ""
     if spec.answer_type == "choice_letter":
         match = _STRICT_LETTER_RE.search(sentence)

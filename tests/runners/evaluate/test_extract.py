@@ -72,6 +72,7 @@ def test_published_labels_take_the_first_vocabulary_match(task: str, text: str, 
     [
         ("gsm8k", "3 + 4 = 7. The answer is 7. Then 9 more.", "7"),
         ("gsm8k", "It costs 5 dollars, total 12", ""),
+        ("multiarith", "The answer is 49 - 34 = 15 customers.", "15"),
         ("gsm8k", "the answer is 2. Wait, The final answer is: $1,500.", "1500"),
         ("aqua", "Both work. The answer is (C).", "C"),
         ("aqua", "The correct answer is E: 64 m", "E"),
