@@ -1,11 +1,13 @@
 """Collect finished run folders into the results contract and the per-item table.
 
-A *run folder* is any folder under ``RUNS_DIR`` whose ``status.json`` says it is done
-(``{"state": "done"}`` or ``{"status": "done"}``) and that holds a ``results.parquet``
-(and usually an ``items.parquet``): a grid cell (``RUNS_DIR/cells/<id>``), or a run of
-``python -m runners.evaluate`` written directly under ``RUNS_DIR``. Folders whose names
-start with ``.`` (work in progress, trash) are skipped, and a run folder's sub-folders
-are not searched (a grid cell keeps the raw evaluation run inside it).
+A *run folder* is any folder under ``RUNS_DIR`` whose ``status.json`` says it is
+finished (``state`` or ``status`` ``"done"``/``"completed"``) and that holds a
+``results.parquet`` (and usually an ``items.parquet``): an evaluation run inside a grid
+cell (``RUNS_DIR/cells/<id>/run``), a fidelity cell, or a run of
+``python -m runners.evaluate`` written directly under ``RUNS_DIR``. Not searched: folders
+whose names start with ``.`` (work in progress, trash), the sub-folders of a run folder,
+and folders whose ``status.json`` says anything but finished (a failed grid cell's
+partial outputs are never collected).
 
 This module is torch-free: ``kdanalysis report RUNS_DIR`` uses it.
 """
@@ -36,7 +38,7 @@ __all__ = ["DONE_STATES", "find_run_folders", "collect_runs", "write_collected"]
 logger = logging.getLogger(__name__)
 
 #: Values of ``state``/``status`` in ``status.json`` that mark a finished run.
-DONE_STATES: frozenset[str] = frozenset({"done"})
+DONE_STATES: frozenset[str] = frozenset({"done", "completed"})
 _MAX_NAMED = 5
 
 
@@ -64,7 +66,10 @@ def find_run_folders(runs_dir: str | os.PathLike[str]) -> list[Path]:
     found: list[Path] = []
     for current, dirs, files in os.walk(root):
         here = Path(current)
-        if "results.parquet" in files and "status.json" in files and _is_done(here):
+        if "status.json" in files and not _is_done(here):
+            dirs[:] = []
+            continue
+        if "results.parquet" in files and "status.json" in files:
             found.append(here)
             dirs[:] = []
             continue
@@ -75,11 +80,9 @@ def find_run_folders(runs_dir: str | os.PathLike[str]) -> list[Path]:
 def _fill_ids(df: pd.DataFrame, folder: Path, root: Path) -> pd.DataFrame:
     rel = folder.relative_to(root).as_posix() or "."
     out = df.copy()
-    for col, value in (("run_id", folder.name), ("source", rel)):
-        if col not in out.columns:
-            out[col] = value
-        else:
-            out[col] = out[col].astype(object).where(out[col].notna() & (out[col].astype(str) != ""), value)
+    blank = out["run_id"].isna() | (out["run_id"].astype(str) == "")
+    out["run_id"] = out["run_id"].astype(object).where(~blank, folder.name)
+    out["source"] = rel
     out["_folder"] = rel
     return out
 
@@ -99,8 +102,9 @@ def _check_duplicates(results: pd.DataFrame) -> None:
 def collect_runs(runs_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build the results table and the per-item table from the run folders under ``runs_dir``.
 
-    Rows get ``run_id`` (the folder name) and ``source`` (the folder relative to
-    ``runs_dir``) where the producer left them empty.
+    ``source`` is set to the run folder relative to ``runs_dir`` (where the row was found;
+    producers may have recorded a temporary path); an empty ``run_id`` becomes the
+    folder's name.
 
     Returns
     -------

@@ -169,13 +169,16 @@ class _CellJob:
     attempt, so a requeued cell never mixes partial outputs.
     """
 
+    def __init__(self, stage_fn: StageFunction | None = None) -> None:
+        self.stage_fn = stage_fn
+
     def __call__(self, cell: Cell, runs_dir: str) -> str:
-        return execute_cell(cell, runs_dir).state.value
+        return execute_cell(cell, runs_dir, self.stage_fn).state.value
 
     def checkpoint(self, cell: Cell, runs_dir: str) -> Any:
         import submitit
 
-        return submitit.helpers.DelayedSubmission(_CellJob(), cell, runs_dir)
+        return submitit.helpers.DelayedSubmission(_CellJob(self.stage_fn), cell, runs_dir)
 
 
 class SubmititExecutor(Executor):
@@ -190,9 +193,11 @@ class SubmititExecutor(Executor):
     ----------
     runs_dir : Path
     spec : SlurmSpec
+    stage_fn : callable, optional
+        Stage implementation (must be picklable for real clusters); default the real stages.
     """
 
-    def __init__(self, runs_dir: Path, spec: SlurmSpec) -> None:
+    def __init__(self, runs_dir: Path, spec: SlurmSpec, stage_fn: StageFunction | None = None) -> None:
         super().__init__(runs_dir)
         try:
             import submitit
@@ -200,7 +205,9 @@ class SubmititExecutor(Executor):
             raise BackendUnavailableError("the SLURM executor needs submitit: pip install 'kdanalysis[slurm]'"
                                           ) from exc
         self.spec = spec
-        self._executor = submitit.AutoExecutor(folder=self.runs_dir / "submitit", cluster=spec.cluster)
+        self.stage_fn = stage_fn
+        extra = {"slurm_max_num_timeout": spec.max_num_timeout} if spec.cluster == "slurm" else {}
+        self._executor = submitit.AutoExecutor(folder=self.runs_dir / "submitit", cluster=spec.cluster, **extra)
         self._jobs: dict[str, Any] = {}
 
     def capacity(self) -> int:
@@ -222,7 +229,7 @@ class SubmititExecutor(Executor):
             by_stage.setdefault(cell.stage, []).append(cell)
         for stage, group in by_stage.items():
             self._executor.update_parameters(name=f"kd-{stage}", **self._parameters(stage))
-            job_fn = _CellJob()
+            job_fn = _CellJob(self.stage_fn)
             jobs = self._executor.map_array(job_fn, group, [str(self.runs_dir)] * len(group))
             for cell, job in zip(group, jobs, strict=True):
                 self._jobs[cell.id] = job
@@ -253,9 +260,9 @@ class SubmititExecutor(Executor):
 
 
 def make_executor(spec: ExecutorSpec, runs_dir: Path, stage_fn: StageFunction | None = None) -> Executor:
-    """The executor a grid asks for (``stage_fn`` only applies to in-process execution)."""
+    """The executor a grid asks for (``stage_fn`` is not used by the GPU pool's worker processes)."""
     if spec.kind == "slurm":
-        return SubmititExecutor(runs_dir, spec.slurm)
+        return SubmititExecutor(runs_dir, spec.slurm, stage_fn)
     if spec.gpus:
         return GpuPoolExecutor(runs_dir, spec.gpus)
     return SequentialExecutor(runs_dir, stage_fn)
