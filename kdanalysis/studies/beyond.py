@@ -1,0 +1,364 @@
+"""Beyond the paper: the product's three questions answered with dependence-aware models.
+
+The paper's 33 units per task share students, teachers and teacher-student pairs, so its
+pooled t-tests and Spearman p-values treat dependent values as independent. Here every
+question is answered, per domain, with
+
+- ``ols_cluster_pair``: OLS with standard errors clustered by teacher-student pair
+  (:func:`kdanalysis.stats.ols`). Per task, the slopes come from one joint model with a
+  separate intercept, slope and method effect per task (so one pair's results on all tasks
+  form one cluster); the pooled row (``task == "all"``) has task fixed effects and one
+  common slope. Assumes a linear mean and independence *between* pairs (errors may be
+  correlated and heteroscedastic within a pair); with about 11 pairs the cluster-robust
+  SEs are themselves noisy (t with G - 1 degrees of freedom is used).
+- ``mixedlm_task_student``: a linear mixed model (:func:`kdanalysis.stats.mixedlm`) with
+  crossed random intercepts for task and student and one common slope (``task == "all"``).
+  Assumes normal random intercepts and errors, a linear mean, and exchangeable tasks and
+  students; with six students the student variance is poorly determined, so check
+  ``converged``/``note``.
+
+Every estimate carries a confidence interval; p-values of per-task rows are Holm-adjusted
+across the tasks of a domain (``p_holm``; a pooled row is a single test, ``p_holm == p_val``).
+
+Units. A KD result at one temperature (default tau = 1, the setting every unit has, so no
+selection over temperatures takes place; ``temperature=None`` takes the paper's max over
+temperatures), task-aware teacher, no teacher noise, tasks without the ``average``
+column (its values are functions of the tasks). Gain is KD accuracy minus the same
+student's SFT accuracy (:func:`kdanalysis.stats.gains`), in percentage points.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from kdanalysis.results import validate_results
+from kdanalysis.stats import adjust_pvalues, mixedlm, ols, partial_corr, ttest
+from kdanalysis.stats.gains import gains
+from kdanalysis.studies._units import add_covariates, single_study
+from kdanalysis.studies.paper import METHOD_GROUPS
+
+__all__ = [
+    "BEYOND_COLUMNS",
+    "kd_units",
+    "size_vs_gain",
+    "teacher_expertise",
+    "fidelity_vs_gain",
+]
+
+#: Output columns of :func:`size_vs_gain`, :func:`teacher_expertise`, :func:`fidelity_vs_gain`.
+BEYOND_COLUMNS: tuple[str, ...] = (
+    "question",
+    "domain",
+    "task",
+    "model",
+    "term",
+    "estimate",
+    "se",
+    "statistic",
+    "p_val",
+    "ci_low",
+    "ci_high",
+    "p_holm",
+    "n",
+    "n_groups",
+    "converged",
+    "note",
+)
+POOLED_TASK = "all"
+_CROSSED = {"task": "0 + C(task)", "student": "0 + C(student)"}
+_ONE_GROUP = "_one_group"
+_PER_TASK_TERM = re.compile(r"^C\(task\)\[(?P<task>[^\]]+)\]:(?P<term>.+)$")
+
+
+def kd_units(
+    results: pd.DataFrame,
+    models: pd.DataFrame | None = None,
+    *,
+    temperature: float | None = 1.0,
+    teacher_kinds: tuple[str, ...] = ("task_aware",),
+) -> pd.DataFrame:
+    """KD units with their gain and covariates, the data of the beyond-paper models.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Results of one study.
+    models : DataFrame, optional
+        Models table (default: the bundled paper models).
+    temperature : float or None
+        KD temperature to use (default 1.0); ``None`` takes the maximum over temperatures.
+    teacher_kinds : tuple of str
+        Teacher kinds kept (default task-aware teachers only).
+
+    Returns
+    -------
+    DataFrame
+        The :func:`~kdanalysis.stats.gains` columns (metric accuracy, baseline SFT, methods
+        fkl/rkl/gkd, teacher_noise 0, no ``average``) plus ``pair`` (``"teacher>student"``),
+        ``teacher_score``, ``student_size``, ``log2_size`` (log2 of billions of parameters),
+        ``agreement`` and ``bleu``.
+    """
+    results = single_study(validate_results(results), "beyond-paper study")
+    table = gains(
+        results,
+        baseline="sft",
+        over_temperature="max" if temperature is None else "each",
+        metric="accuracy",
+        methods=list(METHOD_GROUPS),
+    )
+    keep = (
+        (table["teacher_noise"] == 0)
+        & (table["task"] != "average")
+        & table["teacher_kind"].isin(teacher_kinds)
+    )
+    if temperature is not None:
+        keep &= table["temperature"] == temperature
+    units = add_covariates(table[keep], results, models)
+    units["pair"] = units["teacher"] + ">" + units["student"]
+    units["log2_size"] = np.log2(units["student_size"])
+    units[_ONE_GROUP] = 1
+    return units.reset_index(drop=True)
+
+
+def _rows(
+    coefs: pd.DataFrame,
+    fit: pd.DataFrame,
+    *,
+    model: str,
+    n_groups: int,
+    terms: dict[str, str] | None = None,
+    per_task: str | None = None,
+    task_sizes: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Tidy rows of a fitted model's focal terms (``terms``: raw name -> output name).
+
+    With ``per_task``, the terms ``C(task)[t]:<per_task>`` give one row per task ``t``,
+    whose ``n`` is taken from ``task_sizes`` (rows per task).
+    """
+    fit_row = fit.iloc[0]
+    converged = bool(fit_row["converged"]) if "converged" in fit.columns else pd.NA
+    extra = {"model": model, "n_groups": n_groups, "converged": converged, "note": str(fit_row["note"])}
+    if per_task is not None and task_sizes is not None:
+        parsed = coefs["term"].str.extract(_PER_TASK_TERM)
+        rows = coefs[parsed["term"] == per_task].assign(task=parsed["task"], term=per_task)
+        return rows.assign(n=rows["task"].map(task_sizes).astype(int), **extra)
+    rows = coefs[coefs["term"].isin(list(terms or {}))].assign(task=POOLED_TASK, n=int(fit_row["n"]))
+    rows["term"] = rows["term"].map(terms or {})
+    return rows.assign(**extra)
+
+
+def _ols_rows(data: pd.DataFrame, focal: str, controls: list[str], with_method: bool) -> pd.DataFrame:
+    """Per-task slopes (one joint model) and the pooled slope, SE clustered by pair."""
+    method = ["C(method)"] if with_method and data["method"].nunique() > 1 else []
+    per_task_terms = " + ".join(f"C(task):{term}" for term in [focal, *controls, *method])
+    joint = ols(f"gain ~ 0 + C(task) + {per_task_terms}", data, cluster="pair")
+    pooled = ols(f"gain ~ {' + '.join([focal, *controls, *method])} + C(task)", data, cluster="pair")
+    n_pairs = data["pair"].nunique()
+    return pd.concat(
+        [
+            _rows(
+                joint.coefs,
+                joint.fit,
+                model="ols_cluster_pair",
+                n_groups=n_pairs,
+                per_task=focal,
+                task_sizes=data.groupby("task").size(),
+            ),
+            _rows(pooled.coefs, pooled.fit, model="ols_cluster_pair", n_groups=n_pairs, terms={focal: focal}),
+        ],
+        ignore_index=True,
+    )
+
+
+def _mixed_rows(data: pd.DataFrame, formula: str, terms: dict[str, str]) -> pd.DataFrame:
+    fitted = mixedlm(formula, data, groups=_ONE_GROUP, re_formula="0", vc_formula=_CROSSED)
+    return _rows(
+        fitted.coefs,
+        fitted.fit,
+        model="mixedlm_task_student",
+        n_groups=data["student"].nunique(),
+        terms=terms,
+    )
+
+
+def _finish(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    table = pd.concat(parts, ignore_index=True)
+    per_task = table["task"] != POOLED_TASK
+    adjusted = adjust_pvalues(table[per_task], "holm", by=["question", "domain", "model", "term"])
+    table["p_holm"] = table["p_val"]
+    table.loc[per_task, "p_holm"] = adjusted["p_adj"]
+    table["n_groups"] = table["n_groups"].astype("Int64")
+    table["converged"] = table["converged"].astype("boolean")
+    return table[list(BEYOND_COLUMNS)].reset_index(drop=True)
+
+
+def _slope_question(
+    units: pd.DataFrame, question: str, focal: str, controls: list[str], with_method: bool = True
+) -> list[pd.DataFrame]:
+    parts = []
+    for domain, data in units.dropna(subset=[focal, *controls]).groupby("domain", sort=True):
+        method = " + C(method)" if with_method and data["method"].nunique() > 1 else ""
+        fixed = " + ".join([focal, *controls])
+        parts += [
+            _ols_rows(data, focal, controls, with_method).assign(question=question, domain=domain),
+            _mixed_rows(data, f"gain ~ {fixed}{method}", {focal: focal}).assign(
+                question=question, domain=domain
+            ),
+        ]
+    return parts
+
+
+def size_vs_gain(
+    results: pd.DataFrame, models: pd.DataFrame | None = None, *, temperature: float | None = 1.0
+) -> pd.DataFrame:
+    """Does the KD gain fall with student size?
+
+    Models (per domain): ``gain ~ log2_size + method`` (+ task effects), term ``log2_size``
+    = change of gain in points per doubling of the student's parameter count. See the
+    module docstring for the models' assumptions and the units.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`BEYOND_COLUMNS`: ``question`` ("size_vs_gain"), ``domain``, ``task``
+        (a task id, or ``"all"`` for the pooled models), ``model`` (``ols_cluster_pair`` or
+        ``mixedlm_task_student``), ``term``, ``estimate``, ``se``, ``statistic`` (t or z),
+        ``p_val``, ``ci_low``, ``ci_high`` (95 %), ``p_holm`` (Holm across tasks),
+        ``n`` (units), ``n_groups`` (pairs for OLS, students for the mixed model),
+        ``converged`` (mixed model only), ``note`` (fit warnings).
+    """
+    units = kd_units(results, models, temperature=temperature)
+    return _finish(_slope_question(units, "size_vs_gain", "log2_size", []))
+
+
+def _task_aware_vs_base(
+    results: pd.DataFrame, models: pd.DataFrame | None, temperature: float | None
+) -> list[pd.DataFrame]:
+    units = kd_units(results, models, temperature=temperature, teacher_kinds=("task_aware", "base"))
+    units = units[units["method"] == "fkl"]
+    keys = ["domain", "task", "teacher", "student", "pair", "_one_group"]
+    wide = units.pivot_table(index=keys, columns="teacher_kind", values="kd_value").reset_index()
+    if not {"task_aware", "base"} <= set(wide.columns):
+        return []
+    wide = wide.dropna(subset=["task_aware", "base"])
+    wide["gain"] = wide["task_aware"] - wide["base"]
+    term = "task_aware_minus_base"
+    tests = ttest(wide, "task_aware", "base", paired=True, by=["domain", "task"])
+    parts = [
+        tests.rename(columns={"mean_diff": "estimate"}).assign(
+            question="task_aware_vs_base",
+            model="paired_ttest",
+            term=term,
+            se=np.nan,
+            n_groups=tests["n"],
+            converged=pd.NA,
+        )
+    ]
+    for domain, data in wide.groupby("domain", sort=True):
+        pooled = ols("gain ~ 1", data, cluster="pair")
+        parts.append(
+            _rows(
+                pooled.coefs,
+                pooled.fit,
+                model="ols_cluster_pair",
+                n_groups=data["pair"].nunique(),
+                terms={"Intercept": term},
+            ).assign(question="task_aware_vs_base", domain=domain)
+        )
+        parts.append(
+            _mixed_rows(data, "gain ~ 1", {"Intercept": term}).assign(
+                question="task_aware_vs_base", domain=domain
+            )
+        )
+    return parts
+
+
+def teacher_expertise(
+    results: pd.DataFrame, models: pd.DataFrame | None = None, *, temperature: float | None = 1.0
+) -> pd.DataFrame:
+    """Does the teacher's expertise drive the KD gain?
+
+    Two questions, per domain:
+
+    - ``teacher_score_vs_gain``: ``gain ~ teacher_score + log2_size + method`` (+ task
+      effects); term ``teacher_score`` = change of gain in points per point of the teacher's
+      own SFT accuracy on the task, holding student size fixed (larger teachers teach
+      larger students in this design, so size must be controlled).
+    - ``task_aware_vs_base``: the ablation rows (forward-KL KD, same pair, task and
+      temperature) with an un-tuned teacher against the task-aware one; term
+      ``task_aware_minus_base`` = accuracy with the task-aware teacher minus accuracy with
+      the base teacher. Per task a paired t-test across pairs (``paired_ttest``; assumes
+      normally distributed differences, pairs independent); pooled over tasks a
+      cluster-robust mean (``ols_cluster_pair``; only five pairs, so its interval is rough)
+      and a mixed model with crossed task and student intercepts.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`BEYOND_COLUMNS` (see :func:`size_vs_gain`); ``question`` is
+        ``teacher_score_vs_gain`` or ``task_aware_vs_base``.
+    """
+    units = kd_units(results, models, temperature=temperature)
+    parts = _slope_question(units, "teacher_score_vs_gain", "teacher_score", ["log2_size"])
+    return _finish(parts + _task_aware_vs_base(results, models, temperature))
+
+
+def fidelity_vs_gain(
+    results: pd.DataFrame, models: pd.DataFrame | None = None, *, temperature: float | None = 1.0
+) -> pd.DataFrame:
+    """Does a larger accuracy gain come with more agreement / fidelity to the teacher?
+
+    The paper's agreement (EM1) and BLEU files hold one KD row per pair and task, of an
+    unnamed KD method, so the unit here is the pair and task, with the gain averaged over
+    the KD methods. Per domain and fidelity measure (``agreement``; ``bleu`` where
+    present): a partial Spearman correlation of gain and fidelity controlling for
+    ``log2_size`` per task (``partial_spearman``; Fisher-z interval; assumes independent
+    pairs), ``gain ~ fidelity + log2_size`` per task and pooled with SE clustered by pair,
+    and the mixed model with crossed task and student intercepts. Agreement partly follows
+    from accuracy (two correct answers agree), so a positive association is expected even
+    without any transfer of behaviour.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`BEYOND_COLUMNS` (see :func:`size_vs_gain`); ``question`` is
+        ``agreement_vs_gain`` or ``bleu_vs_gain``; ``term`` the fidelity measure, in gain
+        points per fidelity point (the correlation for ``partial_spearman``).
+    """
+    units = kd_units(results, models, temperature=temperature)
+    keys = ["domain", "task", "teacher", "student", "pair", "_one_group"]
+    pairs = (
+        units.groupby(keys, sort=True)
+        .agg(
+            gain=("gain", "mean"),
+            agreement=("agreement", "first"),
+            bleu=("bleu", "first"),
+            log2_size=("log2_size", "first"),
+        )
+        .reset_index()
+    )
+    parts = []
+    for measure in ("agreement", "bleu"):
+        data = pairs.dropna(subset=[measure])
+        if data.empty:
+            continue
+        question = f"{measure}_vs_gain"
+        corr = partial_corr(data, "gain", measure, "log2_size", "spearman", by=["domain", "task"])
+        parts.append(
+            corr.assign(
+                question=question,
+                model="partial_spearman",
+                term=measure,
+                estimate=corr["statistic"],
+                se=np.nan,
+                n_groups=corr["n"],
+                converged=pd.NA,
+            )
+        )
+        parts += _slope_question(
+            data.assign(method="kd"), question, measure, ["log2_size"], with_method=False
+        )
+    return _finish(parts)
