@@ -1,0 +1,133 @@
+"""ols and mixedlm against statsmodels called directly; result objects; convergence; errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+
+from kdanalysis.errors import SchemaError
+from kdanalysis.stats import MixedLMResult, OLSResult, mixedlm, ols
+from kdanalysis.stats.regression import COEF_COLUMNS, MIXEDLM_FIT_COLUMNS, OLS_FIT_COLUMNS
+
+
+def _panel(n: int = 160, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    task = rng.choice([f"t{i}" for i in range(8)], n)
+    student = rng.choice(["s1", "s2", "s3", "s4", "s5"], n)
+    x = rng.normal(size=n)
+    task_effect = pd.Series(rng.normal(scale=1.5, size=8), index=[f"t{i}" for i in range(8)])
+    y = 0.6 * x + task_effect[task].to_numpy() + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "task": task, "student": student, "one": 1})
+
+
+def test_ols_matches_statsmodels() -> None:
+    df = _panel()
+    df.loc[5, "x"] = np.nan
+    result = ols("y ~ x + C(student)", df, ci=0.9)
+    direct = smf.ols("y ~ x + C(student)", df).fit()
+    assert isinstance(result, OLSResult)
+    assert list(result.coefs.columns) == list(COEF_COLUMNS)
+    assert list(result.fit.columns) == list(OLS_FIT_COLUMNS)
+    assert list(result.coefs["term"]) == list(direct.params.index)
+    np.testing.assert_allclose(result.coefs["estimate"], direct.params)
+    np.testing.assert_allclose(result.coefs["se"], direct.bse)
+    np.testing.assert_allclose(result.coefs["p_val"], direct.pvalues)
+    np.testing.assert_allclose(result.coefs[["ci_low", "ci_high"]], direct.conf_int(0.1))
+    fit = result.fit.iloc[0]
+    assert fit["n"] == 159 and fit["cov_type"] == "nonrobust" and pd.isna(fit["n_clusters"])
+    assert fit["r2"] == pytest.approx(direct.rsquared) and fit["bic"] == pytest.approx(direct.bic)
+    assert "x" in result.summary() and "r2" in repr(result)
+
+
+def test_cluster_robust_ols_matches_statsmodels() -> None:
+    df = _panel(seed=1)
+    result = ols("y ~ x", df, cluster="task")
+    groups = pd.factorize(df["task"])[0]
+    direct = smf.ols("y ~ x", df).fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
+    np.testing.assert_allclose(result.coefs["se"], direct.bse)
+    np.testing.assert_allclose(result.coefs["statistic"], direct.tvalues)
+    np.testing.assert_allclose(result.coefs["p_val"], direct.pvalues)
+    np.testing.assert_allclose(result.coefs[["ci_low", "ci_high"]], direct.conf_int())
+    fit = result.fit.iloc[0]
+    assert fit["cov_type"] == "cluster" and fit["n_clusters"] == 8
+    # clustering on the task effect inflates the intercept's SE relative to iid errors
+    naive = ols("y ~ x", df).coefs.set_index("term")
+    assert result.coefs.set_index("term").loc["Intercept", "se"] > naive.loc["Intercept", "se"]
+
+
+def test_cluster_rows_align_after_dropping_missing_values() -> None:
+    df = _panel(seed=2)
+    df.loc[[0, 7, 9], "y"] = np.nan
+    result = ols("y ~ x", df, cluster="student")
+    used = df.dropna(subset=["y"])
+    direct = smf.ols("y ~ x", used).fit(
+        cov_type="cluster", cov_kwds={"groups": pd.factorize(used["student"])[0]}, use_t=True
+    )
+    np.testing.assert_allclose(result.coefs["se"], direct.bse)
+    with pytest.raises(SchemaError, match="missing in 1 used row"):
+        ols("y ~ x", df.assign(student=df["student"].where(df.index != 1)), cluster="student")
+
+
+def test_result_objects_are_frozen() -> None:
+    result = ols("y ~ x", _panel())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.coefs = pd.DataFrame()  # type: ignore[misc]
+
+
+def test_mixedlm_random_intercept_matches_statsmodels() -> None:
+    df = _panel(seed=3)
+    result = mixedlm("y ~ x", df, groups="task")
+    direct = smf.mixedlm("y ~ x", df, groups="task").fit(reml=True)
+    assert isinstance(result, MixedLMResult)
+    assert list(result.coefs.columns) == list(COEF_COLUMNS)
+    assert list(result.fit.columns) == list(MIXEDLM_FIT_COLUMNS)
+    np.testing.assert_allclose(result.coefs["estimate"], direct.fe_params, rtol=1e-6)
+    np.testing.assert_allclose(result.coefs["se"], direct.bse_fe, rtol=1e-6)
+    np.testing.assert_allclose(result.coefs["p_val"], direct.pvalues[direct.fe_params.index], rtol=1e-6)
+    fit = result.fit.iloc[0]
+    assert fit["converged"] and fit["note"] == "" and fit["n_groups"] == 8 and fit["method"] == "REML"
+    variances = result.variances.set_index("component")["variance"]
+    assert variances["task Var"] == pytest.approx(float(direct.cov_re.iloc[0, 0]), rel=1e-6)
+    assert variances["Residual"] == pytest.approx(direct.scale, rel=1e-6)
+    # the simulated task effect has variance 1.5^2; the estimate is in the right region
+    assert 0.5 < variances["task Var"] < 8
+
+
+def test_mixedlm_crossed_random_intercepts_via_variance_components() -> None:
+    df = _panel(seed=4)
+    vc = {"task": "0 + C(task)", "student": "0 + C(student)"}
+    result = mixedlm("y ~ x", df, groups="one", re_formula="0", vc_formula=vc)
+    direct = smf.mixedlm("y ~ x", df, groups="one", re_formula="0", vc_formula=vc).fit()
+    np.testing.assert_allclose(result.coefs["estimate"], direct.fe_params, rtol=1e-6)
+    components = result.variances.set_index("component")["variance"]
+    assert set(components.index) == {"student Var", "task Var", "Residual"}
+    np.testing.assert_allclose(
+        [components["student Var"], components["task Var"]],
+        [direct.vcomp[direct.model.exog_vc.names.index(name)] for name in ("student", "task")],
+        rtol=1e-6,
+    )
+
+
+def test_mixedlm_reports_convergence_problems_instead_of_raising() -> None:
+    df = _panel(n=40, seed=5)
+    df["y"] = df["x"] * 0.1 + np.random.default_rng(0).normal(size=40)  # no group variance at all
+    result = mixedlm("y ~ x", df, groups="student", re_formula="~x")
+    fit = result.fit.iloc[0]
+    assert isinstance(fit["converged"], (bool, np.bool_))
+    assert fit["converged"] == result.raw.converged
+    assert fit["note"]  # boundary / Hessian warnings are captured, not shown
+    assert "ConvergenceWarning" not in fit["note"]
+
+
+def test_formula_errors_name_the_problem() -> None:
+    df = _panel()
+    with pytest.raises(SchemaError, match="nope"):
+        ols("y ~ nope", df)
+    with pytest.raises(SchemaError, match="'pair'"):
+        ols("y ~ x", df, cluster="pair")
+    with pytest.raises(SchemaError, match="'grp'"):
+        mixedlm("y ~ x", df, groups="grp")
