@@ -77,9 +77,18 @@ def find_run_folders(runs_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted(found)
 
 
+def _read_raw(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise SchemaError(f"{path}: cannot be read as a parquet table ({exc})") from exc
+
+
 def _fill_ids(df: pd.DataFrame, folder: Path, root: Path) -> pd.DataFrame:
     rel = folder.relative_to(root).as_posix() or "."
     out = df.copy()
+    if "run_id" not in out.columns:
+        out["run_id"] = ""
     blank = out["run_id"].isna() | (out["run_id"].astype(str) == "")
     out["run_id"] = out["run_id"].astype(object).where(~blank, folder.name)
     out["source"] = rel
@@ -128,16 +137,27 @@ def collect_runs(runs_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Dat
         raise SchemaError(f"no finished run folders (status.json done + results.parquet) under {root}")
     results, items = [], []
     for folder in folders:
-        results.append(_fill_ids(read_results(folder / "results.parquet"), folder, root))
+        results.append(_fill_ids(_read_raw(folder / "results.parquet"), folder, root))
         if (folder / "items.parquet").is_file():
-            items.append(read_items(folder / "items.parquet"))
-    table = pd.concat(results, ignore_index=True)
-    _check_duplicates(table)
-    table = validate_results(table.drop(columns="_folder"), what=f"results collected from {root}")
-    if items:
-        item_table = validate_items(pd.concat(items, ignore_index=True), what=f"items collected from {root}")
-    else:
-        item_table = validate_items(pd.DataFrame({c: pd.Series(dtype=object) for c in ITEM_COLUMNS}))
+            items.append(_read_raw(folder / "items.parquet"))
+    # validating the concatenation once is much faster than file by file; on a problem,
+    # the files are checked one by one so that the message names the culprit
+    try:
+        table = validate_results(pd.concat(results, ignore_index=True).drop(columns="_folder"),
+                                 what=f"results collected from {root}")
+    except SchemaError:
+        for folder in folders:
+            read_results(folder / "results.parquet")
+        _check_duplicates(pd.concat(results, ignore_index=True))
+        raise
+    try:
+        item_table = validate_items(pd.concat(items, ignore_index=True) if items else pd.DataFrame(
+            {c: pd.Series(dtype=object) for c in ITEM_COLUMNS}), what=f"items collected from {root}")
+    except SchemaError:
+        for folder in folders:
+            if (folder / "items.parquet").is_file():
+                read_items(folder / "items.parquet")
+        raise
     logger.info("collected %d result rows and %d items from %d run folders under %s",
                 len(table), len(item_table), len(folders), root)
     return table, item_table

@@ -72,7 +72,8 @@ def run_grid_command(grid: str | Path, runs_dir: Path | None = None, *, dry_run:
     if dry_run:
         states = plan_states(plan, runs_dir, retry_failed=retry_failed)
         title = f"grid {spec.study} ({path}) → {runs_dir}: {len(plan)} cells"
-        out.print(estimate_table(estimate_plan(plan, states), title))
+        out.print(title, highlight=False, soft_wrap=True)
+        out.print(estimate_table(estimate_plan(plan, states)))
         if list_cells:
             for cell in plan:
                 out.print(f"{cell.id}  {cell.stage:<18} {states[cell.id].state.value:<8} {cell.label}",

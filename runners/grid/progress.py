@@ -76,9 +76,9 @@ class GridProgress:
         self._progress.update(self._task, completed=finished - self._start_done, detail=detail)
 
 
-def estimate_table(estimates: Sequence[StageEstimate], title: str) -> Table:
+def estimate_table(estimates: Sequence[StageEstimate]) -> Table:
     """Rich table of :func:`runners.grid.estimate.estimate_plan` with a total row."""
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for name in ("stage", "cells", "done", "failed", "blocked", "pending", "train steps", "train tokens",
                  "eval items", "s/cell", "remaining"):
         table.add_column(name, justify="left" if name == "stage" else "right")

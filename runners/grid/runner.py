@@ -21,7 +21,7 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, atomic_write_text
 from runners.grid.executors import Executor, make_executor
 from runners.grid.plan import Plan
-from runners.grid.state import CellState, CellStatus, GridLock, clean_stale, scan_states
+from runners.grid.state import CellState, CellStatus, GridLock, cells_dir, clean_stale, scan_states
 
 __all__ = ["GridRunResult", "ProgressCallback", "bundled_grids", "resolve_grid", "plan_states", "run_grid"]
 
@@ -93,6 +93,15 @@ def plan_states(plan: Plan, runs_dir: Path, *, retry_failed: bool = False) -> di
         if states[cid].state is CellState.PENDING:
             states[cid] = CellStatus(CellState.BLOCKED)
     return states
+
+
+def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path) -> bool:
+    """Whether the collected tables are newer than every finished measuring cell."""
+    if not all(p.is_file() for p in collected):
+        return False
+    oldest = min(p.stat().st_mtime for p in collected)
+    root = cells_dir(runs_dir)
+    return all((root / cid / "status.json").stat().st_mtime <= oldest for cid in measured)
 
 
 def _save_plan(plan: Plan, runs_dir: Path, grid_text: str | None) -> None:
@@ -172,9 +181,12 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
         finally:
             executor.close()
         results_path = items_path = None
-        if collect and any(s.state is CellState.DONE and plan.cells[cid].kind in ("eval", "fidelity")
-                           for cid, s in states.items()):
-            results_path, items_path = write_collected(runs_dir)
+        measured = [cid for cid, s in states.items()
+                    if s.state is CellState.DONE and plan.cells[cid].kind in ("eval", "fidelity")]
+        if collect and measured:
+            results_path, items_path = runs_dir / "results.parquet", runs_dir / "items.parquet"
+            if not _collection_is_current(runs_dir, measured, results_path, items_path):
+                results_path, items_path = write_collected(runs_dir)
     counts: dict[str, int] = {}
     for status in states.values():
         counts[status.state.value] = counts.get(status.state.value, 0) + 1

@@ -1,0 +1,148 @@
+"""Running a grid with fake stages: resume after kill -9, failures, retry, lock, executors."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdanalysis.errors import RunFailedError
+from kdanalysis.io import read_json
+from kdanalysis.results import read_results
+from runners.grid.executors import SequentialExecutor, SubmititExecutor
+from runners.grid.plan import Plan, build_plan
+from runners.grid.runner import plan_states, run_grid
+from runners.grid.spec import SlurmSpec, load_grid, parse_grid
+from runners.grid.state import CellState, GridLock, cells_dir
+
+from conftest import SMALL_GRID, fake_stage
+
+HERE = Path(__file__).parent
+
+
+def _plan() -> Plan:
+    return build_plan(parse_grid(SMALL_GRID))
+
+
+def _run(plan: Plan, runs: Path, stage=fake_stage, **kwargs):  # noqa: ANN001, ANN202
+    return run_grid(plan, runs, executor=SequentialExecutor(runs, stage), **kwargs)
+
+
+def _failing_kd(cell, work, deps):  # noqa: ANN001, ANN202
+    if cell.stage == "kd" and cell.config["method"] == "rkl":
+        raise RuntimeError("simulated out of memory")
+    return fake_stage(cell, work, deps)
+
+
+def test_finished_cells_are_never_recomputed(tmp_path: Path) -> None:
+    plan = _plan()
+    first = _run(plan, tmp_path)
+    assert first.counts == {"done": len(plan)} and len(first.computed) == len(plan)
+    results = read_results(first.results_path)
+    # one row per eval cell (teacher, student base, student sft, 2 kd) and fidelity cell (2 kd, 1 sft)
+    assert len(results) == 8
+    assert set(results["method"]) == {"base", "sft", "fkl", "rkl"}
+    assert results["metric"].value_counts().to_dict() == {"accuracy": 5, "agreement": 3}
+    again = _run(plan, tmp_path)
+    assert again.computed == [] and again.counts == first.counts
+    status = read_json(cells_dir(tmp_path) / plan.cells[next(iter(plan.cells))].id / "status.json")
+    assert status["state"] == "done" and status["duration_s"] >= 0
+
+
+def test_failed_cell_is_recorded_and_independent_cells_go_on(tmp_path: Path) -> None:
+    plan = _plan()
+    result = _run(plan, tmp_path, stage=_failing_kd)
+    assert result.counts == {"done": len(plan) - 3, "failed": 1, "blocked": 2}
+    (failed_id, error), = result.failed.items()
+    assert error == "RuntimeError: simulated out of memory"
+    folder = cells_dir(tmp_path) / failed_id
+    status = read_json(folder / "status.json")
+    assert status["state"] == "failed" and "Traceback" in status["traceback"]
+    assert "simulated out of memory" in (folder / "log.txt").read_text()
+    # the rkl eval and fidelity are blocked; everything else (fkl branch, baselines) was collected
+    results = read_results(result.results_path)
+    assert "rkl" not in set(results["method"]) and "fkl" in set(results["method"])
+    # a plain rerun keeps the failure; --retry-failed recomputes it and its dependents
+    assert _run(plan, tmp_path).counts == result.counts
+    retried = _run(plan, tmp_path, retry_failed=True)
+    assert retried.counts == {"done": len(plan)} and len(retried.computed) == 3
+    assert read_json(folder / "status.json")["state"] == "done"
+
+
+def test_second_run_on_the_same_folder_is_refused(tmp_path: Path, grid_file: Path) -> None:
+    with GridLock(tmp_path):
+        with pytest.raises(RunFailedError, match=f"in use by another run-grid \\(pid {os.getpid()}\\)"):
+            _run(_plan(), tmp_path)
+        proc = subprocess.run([sys.executable, "-m", "kdanalysis", "run-grid", str(grid_file), "--runs-dir",
+                               str(tmp_path), "--no-progress"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "in use by another run-grid" in proc.stderr
+    assert not (tmp_path / "cells").exists()
+
+
+_KILL_SCRIPT = """
+import functools, sys
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from conftest import fake_stage
+from runners.grid.executors import SequentialExecutor
+from runners.grid.plan import build_plan
+from runners.grid.runner import run_grid
+from runners.grid.spec import load_grid
+runs = Path({runs!r})
+plan = build_plan(load_grid({grid!r}))
+run_grid(plan, runs, executor=SequentialExecutor(runs, functools.partial(fake_stage, delay=0.4)))
+"""
+
+
+def test_kill_minus_9_then_resume_equals_uninterrupted_run(tmp_path: Path, grid_file: Path) -> None:
+    reference = _run(build_plan(load_grid(grid_file)), tmp_path / "reference")
+    runs = tmp_path / "killed"
+    script = _KILL_SCRIPT.format(here=str(HERE), runs=str(runs), grid=str(grid_file))
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
+    deadline = time.monotonic() + 60
+    finished: list[Path] = []
+    while time.monotonic() < deadline:  # kill mid-cell, after the first cells are done
+        root = runs / "cells"
+        finished = [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
+        busy = root.is_dir() and any(p.name.startswith(".tmp-") for p in root.iterdir())
+        if len(finished) >= 4 and busy:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 4 <= len(finished) < len(reference.computed)
+    assert any(p.name.startswith(".tmp-") for p in (runs / "cells").iterdir())  # a cell was interrupted
+    plan = build_plan(load_grid(grid_file))
+    resumed = _run(plan, runs)  # the same call resumes: the lock died with the process
+    assert resumed.counts == {"done": len(plan)}
+    assert 0 < len(resumed.computed) < len(plan)
+    assert not any(p.name.startswith(".") for p in (runs / "cells").iterdir())
+    got, want = read_results(resumed.results_path), read_results(reference.results_path)
+    assert not got.duplicated(subset=["run_id", "metric"]).any()
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_plan_states_blocks_dependents_of_failures(tmp_path: Path) -> None:
+    plan = _plan()
+    _run(plan, tmp_path, stage=_failing_kd)
+    states = plan_states(plan, tmp_path)
+    assert sum(s.state is CellState.BLOCKED for s in states.values()) == 2
+    assert all(s.state is CellState.PENDING or s.state is CellState.DONE
+               for s in plan_states(plan, tmp_path, retry_failed=True).values())
+
+
+def test_submitit_debug_executor_runs_a_plan(tmp_path: Path) -> None:
+    plan = _plan()
+    executor = SubmititExecutor(tmp_path, SlurmSpec(cluster="debug"), stage_fn=functools.partial(fake_stage))
+    result = run_grid(plan, tmp_path, executor=executor, poll_s=0.1)
+    assert result.counts == {"done": len(plan)}
+    pd.testing.assert_frame_equal(read_results(result.results_path),
+                                  read_results(_run(plan, tmp_path / "seq").results_path))
