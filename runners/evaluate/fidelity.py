@@ -214,17 +214,19 @@ def teacher_forced_kl(
     for prompt, response in zip(prompts, responses, strict=True):
         prompt_ids = list(tokenizer(prompt)["input_ids"])
         response_ids = list(tokenizer(response, add_special_tokens=False)["input_ids"]) if response else []
-        ids = (prompt_ids + response_ids)[: max_length or None]
-        sequences.append((ids, len(prompt_ids)))
-    results: list[tuple[float, int]] = []
+        sequences.append(((prompt_ids + response_ids)[: max_length or None], len(prompt_ids)))
+    # only sequences with at least one response token after the first position are scored
+    scored = [i for i, (ids, n_prompt) in enumerate(sequences) if len(ids) > max(n_prompt, 1)]
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
     with torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            batch = sequences[start : start + batch_size]
-            width = max(len(ids) for ids, _ in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            target = torch.zeros((len(batch), width - 1), dtype=torch.bool)
-            for row, (ids, n_prompt) in enumerate(batch):
+        for start in range(0, len(scored), batch_size):
+            rows = scored[start : start + batch_size]
+            width = max(len(sequences[i][0]) for i in rows)
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            target = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+            for row, index in enumerate(rows):
+                ids, n_prompt = sequences[index]
                 input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
                 attention[row, : len(ids)] = 1
                 target[row, max(n_prompt, 1) - 1 : len(ids) - 1] = True
@@ -239,8 +241,8 @@ def teacher_forced_kl(
             log_t = F.log_softmax(t_logits[:, :-1, :vocab].float().cpu(), dim=-1)
             per_token = F.kl_div(log_s, log_t, log_target=True, reduction="none").sum(-1)
             per_token = per_token.masked_fill(~target, 0.0)
-            for row in range(len(batch)):
-                results.append((float(per_token[row].sum()), int(target[row].sum())))
+            for row, index in enumerate(rows):
+                results[index] = (float(per_token[row].sum()), int(target[row].sum()))
     return results
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "TASKS",
     "register_task",
     "register_json_task",
+    "unregister_task",
     "get_task",
     "list_tasks",
     "task_file",
@@ -178,6 +179,19 @@ def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
     if spec.id in _REGISTRY and not replace and _REGISTRY[spec.id] != spec:
         raise ConfigError(f"task {spec.id!r} is already registered; pass replace=True to redefine it")
     _REGISTRY[spec.id] = spec
+    return spec
+
+
+def unregister_task(task_id: str) -> TaskSpec:
+    """Remove a task from the registry and return its spec.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown id, listing the known ones.
+    """
+    spec = get_task(task_id)
+    del _REGISTRY[spec.id]
     return spec
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -10,9 +11,9 @@ import sacrebleu
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import RESULT_COLUMNS, read_results, write_items
-from runners.evaluate.fidelity import fidelity_frame, fidelity_rows, join_runs
+from runners.evaluate.fidelity import fidelity_frame, fidelity_rows, join_runs, teacher_forced_kl
 from runners.evaluate.scoring import RunMeta, score_outputs, write_run_meta
-from runners.evaluate.tasks import TaskItem
+from runners.evaluate.tasks import TaskItem, load_items, register_json_task, unregister_task
 
 TEACHER = RunMeta(run_id="t-run", student="Qwen2.5-3B", method="sft")
 STUDENT = RunMeta(run_id="s-run", student="Qwen2.5-0.5B", method="rkl", teacher="Qwen2.5-3B", temperature=1.0)
@@ -102,3 +103,94 @@ def test_fidelity_rows_from_run_folders(tmp_path: Path) -> None:
     assert len(rows) == 4 and rows.loc[rows.metric == "bleu", "ci_low"].isna().all()
     with pytest.raises(ConfigError, match="no model recorded"):
         fidelity_rows(s_dir, t_dir, kl=True)
+
+
+# --- teacher-forced KL with the toy models ---------------------------------------------------
+
+PROMPTS = ["Below is a question. How many apples?", "Q: 3 + 4 = ?"]
+RESPONSES = ["Tom has 3 apples and buys 2 more. The answer is 5.", "3 + 4 = 7. The answer is 7."]
+
+
+@pytest.fixture(scope="module")
+def toy() -> dict:
+    pytest.importorskip("torch")
+    from runners.toy import build_model, build_tokenizer
+
+    return {
+        "tok": build_tokenizer(),
+        "a": build_model("qwen2", "tiny", seed=0),
+        "a_again": build_model("qwen2", "tiny", seed=0),
+        "b": build_model("qwen2", "tiny", seed=1),
+        "padded": build_model("qwen2", "small", seed=2, pad_to_multiple_of=64),
+    }
+
+
+def test_kl_of_identical_models_is_zero_and_of_different_models_positive(toy: dict) -> None:
+    same = teacher_forced_kl(toy["a"], toy["a_again"], toy["tok"], PROMPTS, RESPONSES)
+    diff = teacher_forced_kl(toy["b"], toy["a"], toy["tok"], PROMPTS, RESPONSES)
+    n_tokens = [len(toy["tok"](r, add_special_tokens=False)["input_ids"]) for r in RESPONSES]
+    assert [n for _, n in same] == [n for _, n in diff] == n_tokens
+    assert all(abs(kl) < 1e-5 for kl, _ in same)
+    assert all(kl > 0 for kl, _ in diff)
+
+
+def test_kl_matches_torch_distributions_on_one_item(toy: dict) -> None:
+    import torch
+    from torch.distributions import Categorical, kl_divergence
+
+    tok, student, teacher = toy["tok"], toy["b"], toy["a"]
+    ((kl, n),) = teacher_forced_kl(student, teacher, tok, PROMPTS[:1], RESPONSES[:1])
+    p_ids = tok(PROMPTS[0])["input_ids"]
+    ids = torch.tensor([p_ids + tok(RESPONSES[0], add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        t_logits, s_logits = teacher(ids).logits[0], student(ids).logits[0]
+    positions = slice(len(p_ids) - 1, ids.shape[1] - 1)
+    expected = kl_divergence(Categorical(logits=t_logits[positions]), Categorical(logits=s_logits[positions]))
+    assert n == expected.numel()
+    assert kl == pytest.approx(float(expected.sum()), rel=1e-4)
+
+
+def test_kl_batches_with_padding_and_padded_vocabulary(toy: dict) -> None:
+    one_by_one = [
+        teacher_forced_kl(toy["b"], toy["padded"], toy["tok"], [p], [r])[0]
+        for p, r in zip(PROMPTS, RESPONSES, strict=True)
+    ]
+    batched = teacher_forced_kl(
+        toy["b"], toy["padded"], toy["tok"], PROMPTS + [""], RESPONSES + [""], batch_size=3
+    )
+    assert toy["padded"].config.vocab_size > toy["b"].config.vocab_size
+    assert [n for _, n in batched[:2]] == [n for _, n in one_by_one]
+    assert [kl for kl, _ in batched[:2]] == pytest.approx([kl for kl, _ in one_by_one], rel=1e-4)
+    assert batched[2] == (0.0, 0)
+
+
+@pytest.fixture
+def toy_task(tmp_path: Path) -> Iterator[str]:
+    from runners.toy import make_arithmetic_task, write_task_json
+
+    path = write_task_json(tmp_path / "toy_fid.json", make_arithmetic_task(5, seed=3))
+    spec = register_json_task(path, domain="math", answer_type="number", id="toy_fid", replace=True)
+    yield spec.id
+    unregister_task(spec.id)
+
+
+def test_fidelity_rows_with_kl_from_saved_toy_models(tmp_path: Path, toy: dict, toy_task: str) -> None:
+    from runners.toy import save_toy_model
+
+    teacher_path = save_toy_model(tmp_path / "teacher", "qwen2", "small", seed=0)
+    student_path = save_toy_model(tmp_path / "student", "qwen2", "tiny", seed=1)
+    items = load_items(toy_task)
+    runs = {}
+    for name, path, outputs in [
+        ("t", teacher_path, [it.reference for it in items]),
+        ("s", student_path, ["The answer is 3."] * len(items)),
+        ("same", teacher_path, [it.reference for it in items]),
+    ]:
+        meta = RunMeta(run_id=name, student=f"toy-{name}", method="sft", model=str(path))
+        runs[name] = _run(tmp_path / name, meta, score_outputs(toy_task, items, outputs, run_meta=meta)[0])
+    rows = fidelity_rows(runs["s"], runs["t"], kl=True).set_index("metric")
+    assert rows.loc["kl", "value"] > 0 and rows.loc["kl", "n"] == len(items)
+    assert rows.loc["kl", "task"] == toy_task
+    same = fidelity_rows(runs["same"], runs["t"], kl=True).set_index("metric")
+    assert same.loc["kl", "value"] == pytest.approx(0.0, abs=1e-5)
+    assert same.loc["agreement", "value"] == 100.0
