@@ -9,6 +9,7 @@ so one bad group never stops a batch.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 
@@ -42,8 +43,15 @@ class DegenerateDataWarning(UserWarning):
 
 
 def degenerate(note: str) -> str:
-    """Emit a :class:`DegenerateDataWarning` with ``note`` and return ``note`` for the result row."""
-    warnings.warn(note, DegenerateDataWarning, stacklevel=3)
+    """Emit a :class:`DegenerateDataWarning` with ``note`` and return ``note`` for the result row.
+
+    The warning is attributed to the first caller outside ``kdanalysis.stats`` (the user's
+    line), however deep inside the package it was raised.
+    """
+    frame, stacklevel = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(__package__ or ""):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(note, DegenerateDataWarning, stacklevel=stacklevel)
     return note
 
 

@@ -58,12 +58,13 @@ def ttest(
 
     * ``y=None``: one-sample test of ``mean(x) = mu`` (:func:`scipy.stats.ttest_1samp`);
       rows with missing ``x`` are dropped.
-    * ``y`` given, ``paired=True``: paired test of ``mean(x - y) = 0`` over the rows where
-      both are present (:func:`scipy.stats.ttest_rel`).
-    * ``y`` given, ``paired=False``: two-sample test comparing the non-missing values of
-      the columns ``x`` and ``y`` (:func:`scipy.stats.ttest_ind`), Welch's by default
-      (``equal_var=False``). For a long table (values + a two-level group column),
-      give the groups their own columns first, e.g. with ``DataFrame.pivot``.
+    * ``y`` given, ``paired=True``: paired test of ``mean(x - y) = mu`` over the rows where
+      both are present (:func:`scipy.stats.ttest_1samp` of the differences, which is
+      :func:`scipy.stats.ttest_rel` for ``mu=0``).
+    * ``y`` given, ``paired=False``: two-sample test of ``mean(x) = mean(y)`` on the
+      non-missing values of the columns ``x`` and ``y`` (:func:`scipy.stats.ttest_ind`),
+      Welch's by default (``equal_var=False``). For a long table (values + a two-level
+      group column), give the groups their own columns first, e.g. with ``DataFrame.pivot``.
 
     Parameters
     ----------
@@ -73,7 +74,7 @@ def ttest(
     y : str, optional
         Second numeric column (paired or two-sample designs).
     mu : float
-        Hypothesised mean (one-sample design only).
+        Hypothesised mean (one-sample) or mean difference (paired); must be 0 for two samples.
     paired : bool
         Pair ``x`` and ``y`` by row.
     alternative : {"two-sided", "greater", "less"}
@@ -92,17 +93,19 @@ def ttest(
         Columns ``[*by], test, n, mean_diff, statistic, dof, p_val, ci_low, ci_high, cohen_d,
         note, alternative``. ``test`` is ``"ttest_1samp"``, ``"ttest_rel"`` or ``"ttest_ind"``;
         ``n`` counts the observations used (both samples for ``ttest_ind``);
-        ``mean_diff`` is ``mean(x) - mu``, ``mean(x - y)`` or ``mean(x) - mean(y)`` and
-        ``ci_low``/``ci_high`` bound it (scipy's ``confidence_interval``, shifted by
-        ``-mu`` for one sample). ``cohen_d`` is ``mean_diff`` over the standard deviation
-        of ``x`` (one-sample), of ``x - y`` (paired, d_z), or over the pooled standard
-        deviation (two-sample). Degenerate groups (n < 3 in a sample, zero variance)
-        give NaNs, a ``note`` and a :class:`DegenerateDataWarning`.
+        ``mean_diff`` is ``mean(x) - mu``, ``mean(x - y) - mu`` or ``mean(x) - mean(y)`` and
+        ``ci_low``/``ci_high`` bound it (scipy's ``confidence_interval`` shifted by ``-mu``).
+        ``cohen_d`` is ``mean_diff`` over the standard deviation of ``x`` (one-sample), of
+        ``x - y`` (paired, d_z), or over the pooled standard deviation (two-sample).
+        Degenerate groups (n < 3 in a sample, zero variance) give NaNs, a ``note`` and a
+        :class:`DegenerateDataWarning`.
     """
     check_option("alternative", alternative, ALTERNATIVES)
     check_ci(ci)
     if y is None and paired:
         raise ConfigError("ttest(paired=True) needs a second column y=")
+    if y is not None and not paired and mu != 0:
+        raise ConfigError(f"mu={mu!r} is not allowed for two independent samples; only mu=0 is tested")
     groups = as_column_list(by)
     check_columns(data, groups, numeric=[x] if y is None else [x, y])
     test = "ttest_1samp" if y is None else ("ttest_rel" if paired else "ttest_ind")
@@ -128,9 +131,8 @@ def ttest(
             sd = _pooled_sd(samples[0], samples[1])
             shift = 0.0
         else:
-            target = mu if test == "ttest_1samp" else 0.0
-            result = sps.ttest_1samp(samples[0], target, alternative=alternative)
-            mean_diff, sd, shift = samples[0].mean() - target, samples[0].std(ddof=1), target
+            result = sps.ttest_1samp(samples[0], mu, alternative=alternative)
+            mean_diff, sd, shift = samples[0].mean() - mu, samples[0].std(ddof=1), mu
         low, high = result.confidence_interval(confidence_level=ci)
         row.update(
             mean_diff=float(mean_diff),

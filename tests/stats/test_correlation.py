@@ -166,8 +166,9 @@ def test_degenerate_group_gives_nan_row_note_and_warning(x: list[float], note: s
     good = _frame(12)
     bad = pd.DataFrame({"x": x, "y": np.arange(len(x), dtype=float), "g": "bad"})
     df = pd.concat([good.assign(g="good"), bad], ignore_index=True)
-    with pytest.warns(DegenerateDataWarning, match=note):
+    with pytest.warns(DegenerateDataWarning, match=note) as caught:
         table = corr(df, "x", "y", "spearman", by="g", n_boot=100)
+    assert caught[0].filename == __file__  # attributed to the caller's line, not to the package
     bad_row = table.set_index("g").loc["bad"]
     assert note in bad_row["note"]
     assert bad_row[["statistic", "p_val", "ci_low", "ci_high"]].isna().all()

@@ -72,6 +72,17 @@ def test_two_sample_matches_scipy(alternative: str, equal_var: bool) -> None:
     assert row["cohen_d"] == pytest.approx((x.mean() - y.mean()) / pooled)
 
 
+def test_paired_with_mu_tests_the_mean_difference_against_mu() -> None:
+    df = _frame()
+    row = ttest(df, "x", "y", paired=True, mu=-0.1).iloc[0]
+    diff = df["x"] - df["y"]
+    expected = sps.ttest_1samp(diff, -0.1)
+    assert row["statistic"] == pytest.approx(expected.statistic, rel=1e-12)
+    assert row["mean_diff"] == pytest.approx(diff.mean() + 0.1)
+    low, high = expected.confidence_interval(0.95)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((low + 0.1, high + 0.1))
+
+
 def test_by_equals_per_group_calls_on_real_data(math_scores: pd.DataFrame) -> None:
     grouped = ttest(math_scores, "gsm8k", "average", paired=True, alternative="greater", by="family")
     for _, row in grouped.iterrows():
@@ -146,6 +157,8 @@ def test_bad_arguments() -> None:
         ttest(df, "x", alternative="larger")
     with pytest.raises(ConfigError, match="needs a second column"):
         ttest(df, "x", paired=True)
+    with pytest.raises(ConfigError, match="only mu=0"):
+        ttest(df, "x", "y", mu=1.0)
     with pytest.raises(SchemaError, match="'nope'"):
         ttest(df, "x", "nope")
     with pytest.raises(SchemaError, match="'h'"):
