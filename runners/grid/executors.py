@@ -207,7 +207,8 @@ class SubmititExecutor(Executor):
         self.spec = spec
         self.stage_fn = stage_fn
         extra = {"slurm_max_num_timeout": spec.max_num_timeout} if spec.cluster == "slurm" else {}
-        self._executor = submitit.AutoExecutor(folder=self.runs_dir / "submitit", cluster=spec.cluster, **extra)
+        self._executor = submitit.AutoExecutor(folder=self.runs_dir / "submitit", cluster=spec.cluster,
+                                               **extra)
         self._jobs: dict[str, Any] = {}
 
     def capacity(self) -> int:

@@ -296,7 +296,8 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
         duration = time.time() - started
         error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KDAnalysisError) else str(exc)
         error = error.splitlines()[0] if error else type(exc).__name__
-        logger.error("cell %s failed: %s\n%s", cell.id, error, traceback.format_exc())
+        # the traceback goes to the cell's log.txt (INFO); the driver reports the one-line error
+        logger.info("cell %s failed: %s\n%s", cell.id, error, traceback.format_exc())
         status = _status(cell, "failed", started, duration_s=round(duration, 3), error=error,
                          traceback=traceback.format_exc())
         result = CellStatus(CellState.FAILED, duration, error)

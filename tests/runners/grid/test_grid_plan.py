@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_GRID
 
 from runners.grid.plan import CACHEABLE_METHODS, STAGES, build_plan, cell_id
 from runners.grid.runner import bundled_grids
 from runners.grid.spec import load_grid, parse_grid
-
-from conftest import SMALL_GRID
 
 
 @pytest.fixture(scope="module")

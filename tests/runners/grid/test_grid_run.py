@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import SMALL_GRID, fake_stage
 
 from kdanalysis.errors import RunFailedError
 from kdanalysis.io import read_json
@@ -22,8 +23,6 @@ from runners.grid.plan import Plan, build_plan
 from runners.grid.runner import plan_states, run_grid
 from runners.grid.spec import SlurmSpec, load_grid, parse_grid
 from runners.grid.state import CellState, GridLock, cells_dir
-
-from conftest import SMALL_GRID, fake_stage
 
 HERE = Path(__file__).parent
 

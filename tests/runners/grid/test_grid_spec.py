@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_GRID
 
 from kdanalysis.errors import ConfigError
 from runners.grid.runner import bundled_grids, resolve_grid
 from runners.grid.spec import load_grid, parse_grid
-
-from conftest import SMALL_GRID
 
 
 def test_bundled_grids_are_valid() -> None:
@@ -33,7 +32,8 @@ def test_paper_grid_matches_the_published_design() -> None:
     lora = paper.training["lora"]
     assert (lora["r"], lora["alpha"], lora["dropout"]) == (8, 16, 0.05)
     assert paper.training["optim"]["lr"] == 3e-4 and paper.training["optim"]["batch_size"] == 16
-    assert paper.seeds == [6] and paper.domains["math"].epochs == 4 and paper.domains["commonsense"].epochs == 3
+    assert paper.seeds == [6]
+    assert paper.domains["math"].epochs == 4 and paper.domains["commonsense"].epochs == 3
     assert len(paper.domains["math"].tasks) + len(paper.domains["commonsense"].tasks) == 14
 
 
@@ -42,7 +42,8 @@ def test_paper_grid_matches_the_published_design() -> None:
      "bogus_key (line 11): Extra inputs are not permitted"),
     (SMALL_GRID.replace("{method: rkl}", "{method: rkl, temperatures: [hot]}"),
      "methods[1].temperatures[0] (line 9): Input should be a valid number"),
-    (SMALL_GRID.replace("{method: rkl}", "{method: xkl}"), "methods[1].method (line 9): unknown KD method 'xkl'"),
+    (SMALL_GRID.replace("{method: rkl}", "{method: xkl}"),
+     "methods[1].method (line 9): unknown KD method 'xkl'"),
     (SMALL_GRID.replace("students: [student]", "students: [nobody]"), "students: unknown model 'nobody'"),
     (SMALL_GRID.replace("{method: fkl}", "{method: fkl"), "grid.yaml:9:5: YAML syntax error"),
 ])
@@ -70,8 +71,8 @@ def test_cli_malformed_grid_one_line_nonzero_nothing_written(tmp_path: Path) -> 
     path = tmp_path / "grid.yaml"
     path.write_text(SMALL_GRID.replace("seeds: [6]", "seeds: [six]"))
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "kdanalysis", "run-grid", str(path), "--runs-dir", str(runs)],
-                          capture_output=True, text=True, timeout=60)
+    command = [sys.executable, "-m", "kdanalysis", "run-grid", str(path), "--runs-dir", str(runs)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
