@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_GRID
+from grid_helpers import SMALL_GRID
 
 from runners.grid.plan import CACHEABLE_METHODS, STAGES, build_plan, cell_id
 from runners.grid.runner import bundled_grids

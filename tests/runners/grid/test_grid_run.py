@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SMALL_GRID, fake_stage
+from grid_helpers import SMALL_GRID, fake_stage
 
 from kdanalysis.errors import RunFailedError
 from kdanalysis.io import read_json
@@ -90,7 +90,7 @@ _KILL_SCRIPT = """
 import functools, sys
 from pathlib import Path
 sys.path.insert(0, {here!r})
-from conftest import fake_stage
+from grid_helpers import fake_stage
 from runners.grid.executors import SequentialExecutor
 from runners.grid.plan import build_plan
 from runners.grid.runner import run_grid

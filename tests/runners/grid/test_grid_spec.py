@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMALL_GRID
+from grid_helpers import SMALL_GRID
 
 from kdanalysis.errors import ConfigError
 from runners.grid.runner import bundled_grids, resolve_grid
