@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
+from types import FrameType
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,8 @@ def degenerate(note: str) -> str:
     The warning is attributed to the first caller outside ``kdanalysis.stats`` (the user's
     line), however deep inside the package it was raised.
     """
-    frame, stacklevel = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    stacklevel = 2
     while frame is not None and frame.f_globals.get("__name__", "").startswith(__package__ or ""):
         frame, stacklevel = frame.f_back, stacklevel + 1
     warnings.warn(note, DegenerateDataWarning, stacklevel=stacklevel)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import overload
 
 import numpy as np
 import pandas as pd
@@ -17,14 +16,6 @@ __all__ = ["ADJUST_METHODS", "adjust_pvalues"]
 ADJUST_METHODS = ("holm", "bonferroni", "fdr_bh")
 
 
-@overload
-def adjust_pvalues(
-    p: pd.DataFrame, method: str = ..., *, p_col: str = ..., by: str | Sequence[str] | None = ...
-) -> pd.DataFrame: ...
-@overload
-def adjust_pvalues(
-    p: Sequence[float] | np.ndarray, method: str = ..., *, p_col: str = ..., by: None = ...
-) -> np.ndarray: ...
 def adjust_pvalues(
     p: pd.DataFrame | Sequence[float] | np.ndarray,
     method: str = "holm",

@@ -107,16 +107,17 @@ def ttest(
     if y is not None and not paired and mu != 0:
         raise ConfigError(f"mu={mu!r} is not allowed for two independent samples; only mu=0 is tested")
     groups = as_column_list(by)
-    check_columns(data, groups, numeric=[x] if y is None else [x, y])
+    columns = [x] if y is None else [x, y]
+    check_columns(data, groups, numeric=columns)
     test = "ttest_1samp" if y is None else ("ttest_rel" if paired else "ttest_ind")
 
     def compute(frame: pd.DataFrame) -> dict[str, Any]:
         row: dict[str, Any] = dict.fromkeys(TTEST_COLUMNS, np.nan)
         row.update(test=test, note="", alternative=alternative)
         if test == "ttest_ind":
-            samples = [numeric_values(frame, [column])[:, 0] for column in (x, y)]
+            samples = [numeric_values(frame, [column])[:, 0] for column in columns]
         elif test == "ttest_rel":
-            pairs = numeric_values(frame, [x, y])
+            pairs = numeric_values(frame, columns)
             samples = [pairs[:, 0] - pairs[:, 1]]
         else:
             samples = [numeric_values(frame, [x])[:, 0]]
