@@ -1,1 +1,15 @@
-"""report package."""
+"""The study report: findings, figures and tables as a self-contained HTML page and a PDF.
+
+>>> import kdanalysis as kd
+>>> paths = kd.report.build_report(out_dir="report")        # the bundled published study
+>>> paths.html, paths.pdf                                     # doctest: +SKIP
+
+Modules: :mod:`~kdanalysis.report.analysis` (tidy tables behind the figures),
+:mod:`~kdanalysis.report.content` (sections), :mod:`~kdanalysis.report.findings`
+(sentences from the statistics), :mod:`~kdanalysis.report.formatting` (the only rounding),
+:mod:`~kdanalysis.report.render` (files, HTML, PDF), :mod:`~kdanalysis.report.build`.
+"""
+
+from kdanalysis.report.build import FORMATS, ReportPaths, build_report, load_report_input
+
+__all__ = ["FORMATS", "ReportPaths", "build_report", "load_report_input"]

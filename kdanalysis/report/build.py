@@ -1,0 +1,216 @@
+"""``build_report``: a results table in, a report folder out (HTML, PDF, figures, tables).
+
+The report is built in a temporary folder next to the output folder and moved into place
+only when everything succeeded, so a failure never leaves a partial report behind.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from kdanalysis.errors import BackendUnavailableError, ConfigError
+from kdanalysis.report.content import build_sections
+from kdanalysis.report.render import draw_figures, render_html, write_pdf, write_tables
+from kdanalysis.results import validate_models, validate_results
+
+__all__ = ["FORMATS", "ReportPaths", "build_report", "load_report_input"]
+
+logger = logging.getLogger(__name__)
+
+#: Output formats ``build_report`` can write.
+FORMATS: tuple[str, ...] = ("html", "pdf")
+DEFAULT_TITLE = "Knowledge distillation: generalization vs fidelity"
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where the report was written.
+
+    Attributes
+    ----------
+    out_dir : Path
+    html, pdf : Path or None
+        ``report.html`` / ``report.pdf`` (None when not requested or not possible).
+    figures, tables : tuple of Path
+        PNG and SVG figures; CSV tables.
+    messages : tuple of str
+        Notes for the user, e.g. why the PDF was skipped.
+    """
+
+    out_dir: Path
+    html: Path | None
+    pdf: Path | None
+    figures: tuple[Path, ...]
+    tables: tuple[Path, ...]
+    messages: tuple[str, ...] = ()
+
+
+def load_report_input(path: str | Path | None) -> tuple[pd.DataFrame, str]:
+    """Results to report on: the bundled paper results, a results file, or a run folder.
+
+    Parameters
+    ----------
+    path : str, Path or None
+        ``None`` for the bundled published results; a ``.parquet``/``.csv`` results table;
+        or a run folder of ``kdanalysis run-grid`` (collected with
+        :func:`kdanalysis.collect.collect_runs`).
+
+    Returns
+    -------
+    (DataFrame, str)
+        The validated results and a description of the source.
+
+    Raises
+    ------
+    ConfigError
+        If the path does not exist.
+    SchemaError
+        If the table fails the results contract.
+    """
+    if path is None:
+        from kdanalysis.datasets import load_paper_results
+
+        return load_paper_results(), "bundled published results of arXiv 2505.15442 (kdanalysis)"
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"results not found: {path} (give a .parquet/.csv results table or a run folder)")
+    if path.is_dir():
+        from kdanalysis.collect import collect_runs
+
+        results, _items = collect_runs(path)
+        return validate_results(results), f"run folder {path}"
+    from kdanalysis.results import read_results
+
+    return read_results(path), f"results file {path.name}"
+
+
+def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    bad = [f for f in chosen if f not in FORMATS]
+    if bad or not chosen:
+        raise ConfigError(f"unknown report format(s) {', '.join(bad) or '(none given)'}; "
+                          f"allowed: {', '.join(FORMATS)}")
+    return chosen
+
+
+def _move_into_place(build_dir: Path, out_dir: Path) -> None:
+    """Move the built entries into ``out_dir``, replacing earlier report files of the same names."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(build_dir.iterdir()):
+        target = out_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{entry.name}-old-", dir=out_dir))
+            os.replace(target, old / entry.name)
+            os.replace(entry, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(entry, target)
+
+
+def build_report(
+    results: pd.DataFrame | None = None,
+    out_dir: str | Path = "report",
+    formats: Sequence[str] = FORMATS,
+    title: str = DEFAULT_TITLE,
+    progress: Callable[[str], None] | None = None,
+    *,
+    models: pd.DataFrame | None = None,
+    source: str | None = None,
+    workers: int = 1,
+) -> ReportPaths:
+    """Write the study report: ``report.html``, ``report.pdf``, ``figures/``, ``tables/``.
+
+    Parameters
+    ----------
+    results : DataFrame, optional
+        A results table (contract of :mod:`kdanalysis.results`); default: the bundled
+        published results.
+    out_dir : str or Path
+        Output folder (created; earlier report files in it are replaced).
+    formats : sequence of {"html", "pdf"}
+        Documents to write. Figures and tables are always written.
+    title : str
+        Report title.
+    progress : callable, optional
+        Called with a short description of each step.
+    models : DataFrame, optional
+        Models table (family, params_b) of the models in ``results``; default: the
+        bundled paper models table (models missing from it show as 'unknown').
+    source : str, optional
+        Description of the data source shown in the report.
+    workers : int
+        Processes drawing figures in parallel (1: none).
+
+    Returns
+    -------
+    ReportPaths
+
+    Raises
+    ------
+    SchemaError
+        If ``results`` fails the contract.
+    ConfigError
+        For an unknown format.
+    """
+    from kdanalysis.datasets import load_paper_models, load_paper_results
+
+    chosen = _check_formats(formats)
+    step = progress or (lambda message: logger.info("%s", message))
+    if results is None:
+        results = load_paper_results()
+        source = source or "bundled published results of arXiv 2505.15442 (kdanalysis)"
+    results = validate_results(results)
+    models = validate_models(load_paper_models() if models is None else models)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
+    # statsmodels' multipletests calls gc.collect() on every call; freezing the objects
+    # that exist now keeps those collections cheap during the many small adjustments.
+    gc.freeze()
+    try:
+        sections = build_sections(results, models, step=lambda name: step(f"computing: {name}"))
+        figure_dir, table_dir = build_dir / "figures", build_dir / "tables"
+        figure_dir.mkdir()
+        table_dir.mkdir()
+        specs = [f for s in sections for f in s.figures]
+        step(f"drawing {len(specs)} figures")
+        draw_figures(specs, figure_dir, workers=workers, step=lambda fid: step(f"figure {fid}"))
+        write_tables([t for s in sections for t in s.tables], table_dir)
+        step("rendering HTML")
+        html = render_html(sections, figure_dir, title=title, source=source or "results table",
+                           n_rows=len(results))
+        messages = []
+        pdf_written = False
+        if "html" in chosen:
+            (build_dir / "report.html").write_text(html, encoding="utf-8")
+        if "pdf" in chosen:
+            step("rendering PDF")
+            try:
+                write_pdf(html, build_dir / "report.pdf")
+                pdf_written = True
+            except BackendUnavailableError as exc:
+                messages.append(str(exc))
+                logger.warning("%s", exc)
+        _move_into_place(build_dir, out_dir)
+    finally:
+        gc.unfreeze()
+        shutil.rmtree(build_dir, ignore_errors=True)
+    html_path, pdf_path = out_dir / "report.html", out_dir / "report.pdf"
+    return ReportPaths(
+        out_dir=out_dir,
+        html=html_path if "html" in chosen else None,
+        pdf=pdf_path if pdf_written else None,
+        figures=tuple(sorted(p for spec in specs for p in (out_dir / "figures" / f"{spec.id}.png",
+                                                           out_dir / "figures" / f"{spec.id}.svg"))),
+        tables=tuple(sorted(out_dir / "tables" / f"{t.id}.csv" for s in sections for t in s.tables)),
+        messages=tuple(messages),
+    )
