@@ -63,7 +63,7 @@ def corr(
     method: str = "pearson",
     *,
     by: str | Sequence[str] | None = None,
-    ci: float = 0.95,
+    ci: float | None = 0.95,
     n_boot: int = 10_000,
     seed: int = 0,
     alternative: str = "two-sided",
@@ -86,8 +86,9 @@ def corr(
     method : {"pearson", "spearman", "kendall"}
     by : str or list of str, optional
         Grouping columns; one row per group, equal to calling ``corr`` on each group.
-    ci : float
-        Confidence level in (0, 1).
+    ci : float or None
+        Confidence level in (0, 1); ``None`` skips the interval (``ci_low``/``ci_high``
+        NaN), which saves the bootstrap where only the test is needed.
     n_boot, seed : int
         Bootstrap resamples and seed (rank methods only).
     alternative : {"two-sided", "greater", "less"}
@@ -101,7 +102,7 @@ def corr(
         input; a :class:`DegenerateDataWarning` is emitted too).
     """
     check_option("method", method, CORR_METHODS)
-    check_bootstrap_options(n_boot, ci, "percentile", alternative)
+    check_bootstrap_options(n_boot, 0.95 if ci is None else ci, "percentile", alternative)
     groups = as_column_list(by)
     check_columns(data, [*groups], numeric=[x, y])
 
@@ -115,6 +116,8 @@ def corr(
         xs, ys = pairs[:, 0], pairs[:, 1]
         result = _SCIPY_TESTS[method](xs, ys, alternative=alternative)
         row["statistic"], row["p_val"] = float(result.statistic), float(result.pvalue)
+        if ci is None:
+            return row
         if method == "pearson":
             low, high = result.confidence_interval(confidence_level=ci)
         else:

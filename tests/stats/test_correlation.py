@@ -51,6 +51,15 @@ def test_corr_matches_scipy(method: str, alternative: str) -> None:
         assert row["ci_low"] == -1.0
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_ci_none_skips_the_interval_only(method: str) -> None:
+    df = _frame()
+    without = corr(df, "x", "y", method, ci=None).iloc[0]
+    full = corr(df, "x", "y", method, n_boot=200).iloc[0]
+    assert np.isnan(without["ci_low"]) and np.isnan(without["ci_high"]) and without["note"] == ""
+    assert (without["statistic"], without["p_val"]) == (full["statistic"], full["p_val"])
+
+
 def test_pearson_ci_is_fisher_z_from_scipy() -> None:
     df = _frame()
     row = corr(df, "x", "y", ci=0.9).iloc[0]

@@ -31,7 +31,7 @@ def test_nan_stays_nan_and_is_not_counted(method: str) -> None:
     assert np.isnan(adjust_pvalues([np.nan, np.nan], method)).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(p=p_values, method=st.sampled_from(METHODS))
 def test_adjusted_are_at_least_raw_monotone_and_at_most_one(p: list[float], method: str) -> None:
     raw = np.array(p)
