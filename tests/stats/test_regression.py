@@ -20,7 +20,8 @@ def _panel(n: int = 160, seed: int = 0) -> pd.DataFrame:
     student = rng.choice(["s1", "s2", "s3", "s4", "s5"], n)
     x = rng.normal(size=n)
     task_effect = pd.Series(rng.normal(scale=1.5, size=8), index=[f"t{i}" for i in range(8)])
-    y = 0.6 * x + task_effect[task].to_numpy() + rng.normal(size=n)
+    student_effect = pd.Series(rng.normal(scale=0.8, size=5), index=["s1", "s2", "s3", "s4", "s5"])
+    y = 0.6 * x + task_effect[task].to_numpy() + student_effect[student].to_numpy() + rng.normal(size=n)
     return pd.DataFrame({"y": y, "x": x, "task": task, "student": student, "one": 1})
 
 
@@ -102,6 +103,7 @@ def test_mixedlm_crossed_random_intercepts_via_variance_components() -> None:
     vc = {"task": "0 + C(task)", "student": "0 + C(student)"}
     result = mixedlm("y ~ x", df, groups="one", re_formula="0", vc_formula=vc)
     direct = smf.mixedlm("y ~ x", df, groups="one", re_formula="0", vc_formula=vc).fit()
+    assert result.fit.iloc[0]["converged"] and result.fit.iloc[0]["note"] == ""
     np.testing.assert_allclose(result.coefs["estimate"], direct.fe_params, rtol=1e-6)
     components = result.variances.set_index("component")["variance"]
     assert set(components.index) == {"student Var", "task Var", "Residual"}
