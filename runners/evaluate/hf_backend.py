@@ -48,30 +48,11 @@ from runners.evaluate.backend import (
 )
 from runners.evaluate.decoding import DecodingConfig, truncate_at_stop
 
-__all__ = ["HFBackend", "hf_generation_config", "resolve_dtype", "length_sorted_order"]
+__all__ = ["HFBackend", "hf_generation_config", "length_sorted_order"]
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-
-def resolve_dtype(dtype: str, device: str | torch.device | None) -> str:
-    """Resolve ``"auto"`` to ``"bfloat16"`` on a GPU and ``"float32"`` elsewhere.
-
-    Parameters
-    ----------
-    dtype : str
-        ``"auto"`` or a torch dtype name (``"bfloat16"``, ``"float16"``, ``"float32"``).
-    device : str, torch.device or None
-        Target device; ``None`` means CUDA when available, else CPU.
-    """
-    if dtype != "auto":
-        return dtype
-    if device is None:
-        on_gpu = torch.cuda.is_available()
-    else:
-        on_gpu = torch.device(device).type == "cuda"
-    return "bfloat16" if on_gpu else "float32"
 
 
 def hf_generation_config(
@@ -170,15 +151,13 @@ class HFBackend(Backend):
     ) -> HFBackend:
         """Load a model (+ LoRA adapter) with :func:`runners.models.load_causal_lm`.
 
-        ``dtype="auto"`` means bfloat16 on a GPU and float32 on the CPU.
+        ``dtype="auto"`` means bfloat16 on a GPU and float32 on the CPU; ``device=None``
+        means CUDA when available.
         """
         from runners.models import load_causal_lm
 
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer = load_causal_lm(
-            name_or_path, dtype=resolve_dtype(dtype, device), device=device, adapter=adapter,
-            gguf_file=gguf_file,
+            name_or_path, dtype=dtype, device=device, adapter=adapter, gguf_file=gguf_file,
         )
         return cls(model, tokenizer, batch_size=batch_size)
 

@@ -118,9 +118,9 @@ def _prepare_tasks(config: EvalConfig) -> list[_TaskWork]:
     for custom in config.custom_tasks:
         register_json_task(custom.file, domain=custom.domain, answer_type=custom.answer_type,
                            labels=custom.labels, id=custom.id, replace=True)
+    specs = [get_task(task_id) for task_id in config.tasks]  # every unknown id fails before any file is read
     work = []
-    for task_id in config.tasks:
-        spec = get_task(task_id)
+    for spec in specs:
         if config.mode == "multiple_choice" and spec.answer_type == "number":
             raise ConfigError(f"task {spec.id!r} has numeric answers; mode 'multiple_choice' needs labels")
         items = load_items(spec, config.data_dir)
@@ -279,7 +279,7 @@ def run_eval(
     done = [w.spec.id for w in work if _task_done(run_dir, w.spec.id)]
     pending = [w for w in work if w.spec.id not in done]
     status: dict[str, Any] = {
-        "state": "running", "fingerprint": config.fingerprint(), "tasks_done": done,
+        "state": "running", "fingerprint": config.fingerprint(), "tasks_done": list(done),
         "tasks_pending": [w.spec.id for w in pending], "error": None, "started_utc": _now(),
         "finished_utc": None,
     }

@@ -11,7 +11,7 @@ import torch
 from kdanalysis.errors import RunFailedError
 from runners.evaluate.backend import GenerationRequest, LoglikelihoodRequest, multiple_choice
 from runners.evaluate.decoding import DecodingConfig, decoding_preset
-from runners.evaluate.hf_backend import HFBackend, hf_generation_config, length_sorted_order, resolve_dtype
+from runners.evaluate.hf_backend import HFBackend, hf_generation_config, length_sorted_order
 from runners.evaluate.prompts import format_prompt
 from runners.toy import build_model, build_tokenizer, make_arithmetic_task
 
@@ -197,8 +197,6 @@ def test_generation_config_is_explicit() -> None:
     assert published.max_new_tokens == 256 and published.repetition_penalty == 1.0 and published.use_cache
     greedy = hf_generation_config(DecodingConfig(stop=("###",)), eos_token_id=[2, 5], pad_token_id=0)
     assert greedy.do_sample is False and greedy.stop_strings == ["###"] and greedy.eos_token_id == [2, 5]
-    assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("auto", "cuda:0") == "bfloat16"
-    assert resolve_dtype("float16", "cpu") == "float16"
 
 
 def test_close_releases_model(model: Any, tokenizer: Any) -> None:
