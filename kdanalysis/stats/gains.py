@@ -20,12 +20,26 @@ __all__ = ["UNIT_COLUMNS", "GAIN_COLUMNS", "BASELINES", "OVER_TEMPERATURE", "gai
 
 #: Columns identifying one KD unit (temperature is selected or kept, see ``over_temperature``).
 UNIT_COLUMNS: tuple[str, ...] = (
-    "study", "domain", "student", "teacher", "method", "teacher_kind", "teacher_noise", "seed",
+    "study",
+    "domain",
+    "student",
+    "teacher",
+    "method",
+    "teacher_kind",
+    "teacher_noise",
+    "seed",
 )
 #: Output columns of :func:`gains`, in order.
 GAIN_COLUMNS: tuple[str, ...] = (
-    *UNIT_COLUMNS, "task", "metric", "temperature", "n_temperatures",
-    "kd_value", "baseline", "baseline_value", "gain",
+    *UNIT_COLUMNS,
+    "task",
+    "metric",
+    "temperature",
+    "n_temperatures",
+    "kd_value",
+    "baseline",
+    "baseline_value",
+    "gain",
 )
 #: Methods that can serve as baseline.
 BASELINES: tuple[str, ...] = tuple(m for m in METHODS if m not in KD_METHODS)
@@ -59,7 +73,8 @@ def _baseline_values(baseline_rows: pd.DataFrame, kd: pd.DataFrame, baseline: st
         )
     same_teacher = kd[[*_MATCH_COLUMNS, "teacher"]].merge(base, on=[*_MATCH_COLUMNS, "teacher"], how="left")
     teacher_free = kd[_MATCH_COLUMNS].merge(
-        base[base["teacher"] == NO_TEACHER].drop(columns="teacher"), on=_MATCH_COLUMNS, how="left")
+        base[base["teacher"] == NO_TEACHER].drop(columns="teacher"), on=_MATCH_COLUMNS, how="left"
+    )
     return same_teacher["value"].fillna(teacher_free["value"]).set_axis(kd.index)
 
 
@@ -71,6 +86,7 @@ def gains(
     *,
     methods: Iterable[str] | None = None,
     tasks: Iterable[str] | None = None,
+    validate: bool = True,
 ) -> pd.DataFrame:
     """KD value minus the same student's baseline value, per unit and task.
 
@@ -85,7 +101,7 @@ def gains(
     Parameters
     ----------
     results : DataFrame
-        A results table (validated here).
+        A results table (validated here unless ``validate=False``).
     baseline : {"sft", "base"}
         Method the KD value is compared with.
     over_temperature : {"max", "each"}
@@ -98,6 +114,9 @@ def gains(
         KD method ids to keep (default: all KD methods present).
     tasks : iterable of str, optional
         Task ids to keep (default: all); must occur in ``results``.
+    validate : bool
+        Check ``results`` against the contract first (default). Pass False only for a
+        table that :func:`kdanalysis.results.validate_results` has just returned.
 
     Returns
     -------
@@ -120,7 +139,7 @@ def gains(
     check_choice("over_temperature", over_temperature, OVER_TEMPERATURE)
     check_choice("metric", metric, METRICS)
     methods = _check_ids("method", methods, KD_METHODS)
-    data = validate_results(results)
+    data = validate_results(results) if validate else results
     tasks = _check_ids("task", tasks, data["task"].unique())
     data = data[data["metric"] == metric]
     if tasks is not None:
@@ -133,7 +152,9 @@ def gains(
         warnings.warn(
             f"gains: {int(missing.sum())} KD result(s) without a {baseline!r} baseline dropped, "
             f"e.g. student {first['student']!r}, task {first['task']!r}, metric {metric!r}",
-            UserWarning, stacklevel=2)
+            UserWarning,
+            stacklevel=2,
+        )
         kd = kd.loc[~missing]
     keys = [*UNIT_COLUMNS, "task", "metric"]
     kd = kd.sort_values([*keys, "temperature"], kind="stable")

@@ -26,8 +26,9 @@ MIN_CELL_N = 3
 _RESULT = ["statistic", "p_val", "n"]
 
 
-def stacked_cells(frame: pd.DataFrame, keys: Sequence[str],
-                  columns: Sequence[str]) -> Iterator[tuple[pd.DataFrame, dict[str, np.ndarray]]]:
+def stacked_cells(
+    frame: pd.DataFrame, keys: Sequence[str], columns: Sequence[str]
+) -> Iterator[tuple[pd.DataFrame, dict[str, np.ndarray]]]:
     """Split ``frame`` into cells by ``keys`` and stack the cells of equal size.
 
     Yields
@@ -56,8 +57,9 @@ def _tabulate(parts: list[pd.DataFrame], keys: Sequence[str]) -> pd.DataFrame:
 
 
 def _with_result(cells: pd.DataFrame, statistic: np.ndarray, p_val: np.ndarray, n: int) -> pd.DataFrame:
-    return cells.assign(statistic=np.asarray(statistic, dtype=float),
-                        p_val=np.asarray(p_val, dtype=float), n=n)
+    return cells.assign(
+        statistic=np.asarray(statistic, dtype=float), p_val=np.asarray(p_val, dtype=float), n=n
+    )
 
 
 def spearman_cells(frame: pd.DataFrame, x: str, y: str, keys: Sequence[str]) -> pd.DataFrame:
@@ -91,8 +93,9 @@ def spearman_cells(frame: pd.DataFrame, x: str, y: str, keys: Sequence[str]) -> 
     return _tabulate(parts, keys)
 
 
-def ttest_1samp_cells(frame: pd.DataFrame, x: str, keys: Sequence[str], *, mu: float = 0.0,
-                      alternative: str = "two-sided") -> pd.DataFrame:
+def ttest_1samp_cells(
+    frame: pd.DataFrame, x: str, keys: Sequence[str], *, mu: float = 0.0, alternative: str = "two-sided"
+) -> pd.DataFrame:
     """One-sample t-test of ``mean(x) = mu`` in every cell of ``keys``.
 
     Returns
@@ -126,10 +129,13 @@ def anova_cells(frame: pd.DataFrame, dv: str, between: str, keys: Sequence[str])
     """
     keys = list(keys)
     complete = frame.dropna(subset=[dv, between])
-    design = (complete.groupby([*keys, between], sort=True, observed=True).size()
-              .rename("size").reset_index())
-    signature = design.groupby(keys, sort=True, observed=True)[[between, "size"]].apply(
-        lambda g: tuple(zip(g[between], g["size"], strict=True))).rename("signature").reset_index()
+    design = complete.groupby([*keys, between], sort=True, observed=True).size().rename("size").reset_index()
+    signature = (
+        design.groupby(keys, sort=True, observed=True)[[between, "size"]]
+        .apply(lambda g: tuple(zip(g[between], g["size"], strict=True)))
+        .rename("signature")
+        .reset_index()
+    )
     parts = []
     for sig, cells_of_sig in signature.groupby("signature", sort=False):
         rows = complete.merge(cells_of_sig[keys], on=keys)

@@ -8,7 +8,7 @@ from kdanalysis.datasets import load_paper_models
 from kdanalysis.errors import SchemaError
 from kdanalysis.results import NO_TEACHER, validate_models
 
-__all__ = ["COVARIATE_COLUMNS", "add_covariates", "single_study"]
+__all__ = ["COVARIATE_COLUMNS", "add_covariates", "models_table", "single_study"]
 
 #: Columns added by :func:`add_covariates`.
 COVARIATE_COLUMNS: tuple[str, ...] = ("teacher_score", "student_size", "agreement", "bleu")
@@ -19,9 +19,16 @@ def single_study(results: pd.DataFrame, what: str) -> pd.DataFrame:
     """Return ``results`` if it holds exactly one study, else raise :class:`SchemaError`."""
     studies = sorted(results["study"].unique())
     if len(studies) != 1:
-        raise SchemaError(f"{what}: expected results of one study, got {len(studies)}: "
-                          f"{', '.join(studies) or 'none'}; filter with results[results.study == ...]")
+        raise SchemaError(
+            f"{what}: expected results of one study, got {len(studies)}: "
+            f"{', '.join(studies) or 'none'}; filter with results[results.study == ...]"
+        )
     return results
+
+
+def models_table(models: pd.DataFrame | None) -> pd.DataFrame:
+    """The validated ``models`` table, or the bundled paper models when None."""
+    return load_paper_models() if models is None else validate_models(models)
 
 
 def _behaviour(results: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -29,8 +36,7 @@ def _behaviour(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows[[*_PAIR_KEYS, "value"]].rename(columns={"value": metric})
 
 
-def add_covariates(units: pd.DataFrame, results: pd.DataFrame,
-                   models: pd.DataFrame | None = None) -> pd.DataFrame:
+def add_covariates(units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     """Join the unit-level covariates to a table with ``domain, task, teacher, student``.
 
     Parameters
@@ -39,8 +45,8 @@ def add_covariates(units: pd.DataFrame, results: pd.DataFrame,
         One row per unit (any further columns are kept).
     results : DataFrame
         Validated results of one study.
-    models : DataFrame, optional
-        Models table (default: the bundled paper models).
+    models : DataFrame
+        Validated models table (:func:`models_table`).
 
     Returns
     -------
@@ -54,17 +60,19 @@ def add_covariates(units: pd.DataFrame, results: pd.DataFrame,
     SchemaError
         If a student is missing from the models table.
     """
-    models = load_paper_models() if models is None else validate_models(models)
-    sft = results[(results["metric"] == "accuracy") & (results["method"] == "sft")
-                  & (results["teacher"] == NO_TEACHER)]
+    sft = results[
+        (results["metric"] == "accuracy") & (results["method"] == "sft") & (results["teacher"] == NO_TEACHER)
+    ]
     teacher_sft = sft[["domain", "task", "student", "value"]].rename(
-        columns={"student": "teacher", "value": "teacher_score"})
+        columns={"student": "teacher", "value": "teacher_score"}
+    )
     out = units.merge(teacher_sft, on=["domain", "task", "teacher"], how="left")
     sizes = models.set_index("model")["params_b"]
     unknown = sorted(set(out["student"]) - set(sizes.index))
     if unknown:
-        raise SchemaError(f"student(s) {', '.join(unknown)} missing from the models table; "
-                          "pass models= with their params_b")
+        raise SchemaError(
+            f"student(s) {', '.join(unknown)} missing from the models table; pass models= with their params_b"
+        )
     out["student_size"] = out["student"].map(sizes).astype(float)
     for metric in ("agreement", "bleu"):
         out = out.merge(_behaviour(results, metric), on=_PAIR_KEYS, how="left")

@@ -37,12 +37,16 @@ import pandas as pd
 from kdanalysis.results import validate_results
 from kdanalysis.stats import adjust_pvalues, mixedlm, ols, partial_corr, ttest
 from kdanalysis.stats.gains import gains
-from kdanalysis.studies._units import add_covariates, single_study
+from kdanalysis.studies._units import add_covariates, models_table, single_study
 from kdanalysis.studies.paper import METHOD_GROUPS
 
 __all__ = [
     "BEYOND_COLUMNS",
     "kd_units",
+    "prepare_units",
+    "size_table",
+    "expertise_table",
+    "fidelity_table",
     "size_vs_gain",
     "teacher_expertise",
     "fidelity_vs_gain",
@@ -102,18 +106,21 @@ def kd_units(
         ``agreement`` and ``bleu``.
     """
     results = single_study(validate_results(results), "beyond-paper study")
+    units = prepare_units(results, models_table(models), temperature)
+    return units[units["teacher_kind"].isin(teacher_kinds)].reset_index(drop=True)
+
+
+def prepare_units(results: pd.DataFrame, models: pd.DataFrame, temperature: float | None) -> pd.DataFrame:
+    """:func:`kd_units` of a validated one-study table, every teacher kind kept."""
     table = gains(
         results,
         baseline="sft",
         over_temperature="max" if temperature is None else "each",
         metric="accuracy",
         methods=list(METHOD_GROUPS),
+        validate=False,
     )
-    keep = (
-        (table["teacher_noise"] == 0)
-        & (table["task"] != "average")
-        & table["teacher_kind"].isin(teacher_kinds)
-    )
+    keep = (table["teacher_noise"] == 0) & (table["task"] != "average")
     if temperature is not None:
         keep &= table["temperature"] == temperature
     units = add_covariates(table[keep], results, models)
@@ -121,6 +128,10 @@ def kd_units(
     units["log2_size"] = np.log2(units["student_size"])
     units[_ONE_GROUP] = 1
     return units.reset_index(drop=True)
+
+
+def _task_aware(units: pd.DataFrame) -> pd.DataFrame:
+    return units[units["teacher_kind"] == "task_aware"]
 
 
 def _rows(
@@ -230,14 +241,20 @@ def size_vs_gain(
         ``n`` (units), ``n_groups`` (pairs for OLS, students for the mixed model),
         ``converged`` (mixed model only), ``note`` (fit warnings).
     """
-    units = kd_units(results, models, temperature=temperature)
-    return _finish(_slope_question(units, "size_vs_gain", "log2_size", []))
+    return size_table(_units_of(results, models, temperature))
 
 
-def _task_aware_vs_base(
-    results: pd.DataFrame, models: pd.DataFrame | None, temperature: float | None
-) -> list[pd.DataFrame]:
-    units = kd_units(results, models, temperature=temperature, teacher_kinds=("task_aware", "base"))
+def _units_of(results: pd.DataFrame, models: pd.DataFrame | None, temperature: float | None) -> pd.DataFrame:
+    results = single_study(validate_results(results), "beyond-paper study")
+    return prepare_units(results, models_table(models), temperature)
+
+
+def size_table(units: pd.DataFrame) -> pd.DataFrame:
+    """:func:`size_vs_gain` on :func:`prepare_units` output."""
+    return _finish(_slope_question(_task_aware(units), "size_vs_gain", "log2_size", []))
+
+
+def _task_aware_vs_base(units: pd.DataFrame) -> list[pd.DataFrame]:
     units = units[units["method"] == "fkl"]
     keys = ["domain", "task", "teacher", "student", "pair", "_one_group"]
     wide = units.pivot_table(index=keys, columns="teacher_kind", values="kd_value").reset_index()
@@ -301,9 +318,13 @@ def teacher_expertise(
         Columns :data:`BEYOND_COLUMNS` (see :func:`size_vs_gain`); ``question`` is
         ``teacher_score_vs_gain`` or ``task_aware_vs_base``.
     """
-    units = kd_units(results, models, temperature=temperature)
-    parts = _slope_question(units, "teacher_score_vs_gain", "teacher_score", ["log2_size"])
-    return _finish(parts + _task_aware_vs_base(results, models, temperature))
+    return expertise_table(_units_of(results, models, temperature))
+
+
+def expertise_table(units: pd.DataFrame) -> pd.DataFrame:
+    """:func:`teacher_expertise` on :func:`prepare_units` output."""
+    parts = _slope_question(_task_aware(units), "teacher_score_vs_gain", "teacher_score", ["log2_size"])
+    return _finish(parts + _task_aware_vs_base(units))
 
 
 def fidelity_vs_gain(
@@ -328,7 +349,12 @@ def fidelity_vs_gain(
         ``agreement_vs_gain`` or ``bleu_vs_gain``; ``term`` the fidelity measure, in gain
         points per fidelity point (the correlation for ``partial_spearman``).
     """
-    units = kd_units(results, models, temperature=temperature)
+    return fidelity_table(_units_of(results, models, temperature))
+
+
+def fidelity_table(units: pd.DataFrame) -> pd.DataFrame:
+    """:func:`fidelity_vs_gain` on :func:`prepare_units` output."""
+    units = _task_aware(units)
     keys = ["domain", "task", "teacher", "student", "pair", "_one_group"]
     pairs = (
         units.groupby(keys, sort=True)

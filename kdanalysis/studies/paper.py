@@ -28,7 +28,7 @@ import pandas as pd
 from kdanalysis.results import validate_results
 from kdanalysis.stats.gains import gains
 from kdanalysis.studies._batched import anova_cells, spearman_cells, ttest_1samp_cells
-from kdanalysis.studies._units import add_covariates, single_study
+from kdanalysis.studies._units import add_covariates, models_table, single_study
 
 __all__ = [
     "METHOD_GROUPS",
@@ -39,6 +39,8 @@ __all__ = [
     "TASK_ORDER",
     "paper_units",
     "paper_hypotheses",
+    "paper_tests",
+    "prepare_paper_units",
 ]
 
 #: KD method id -> the paper's method group.
@@ -47,21 +49,55 @@ METHOD_GROUPS: dict[str, str] = {"fkl": "seqkd", "rkl": "revkd", "gkd": "gkd"}
 GROUP_ORDER: tuple[str, ...] = ("all", "seqkd", "revkd", "gkd")
 #: Correlational hypotheses and the unit column gain is correlated with.
 HYPOTHESIS_COVARIATES: dict[str, str] = {
-    "H2": "teacher_score", "H3": "student_size", "H3.2": "student_sft", "H4": "agreement", "H5": "bleu",
+    "H2": "teacher_score",
+    "H3": "student_size",
+    "H3.2": "student_sft",
+    "H4": "agreement",
+    "H5": "bleu",
 }
 #: Output columns of :func:`paper_hypotheses`.
 PAPER_COLUMNS: tuple[str, ...] = (
-    "domain", "hypothesis", "methods", "task", "test", "statistic", "p_val", "n",
+    "domain",
+    "hypothesis",
+    "methods",
+    "task",
+    "test",
+    "statistic",
+    "p_val",
+    "n",
 )
 #: Output columns of :func:`paper_units`.
 PAPER_UNIT_COLUMNS: tuple[str, ...] = (
-    "domain", "task", "teacher", "student", "group", "gain", "score", "student_sft", "teacher_score",
-    "student_size", "agreement", "bleu",
+    "domain",
+    "task",
+    "teacher",
+    "student",
+    "group",
+    "gain",
+    "score",
+    "student_sft",
+    "teacher_score",
+    "student_size",
+    "agreement",
+    "bleu",
 )
 #: Task order of the paper's tables (math, then commonsense, then the average).
 TASK_ORDER: tuple[str, ...] = (
-    "gsm8k", "svamp", "multiarith", "singleeq", "addsub", "aqua", "boolq", "piqa", "siqa", "hellaswag",
-    "winogrande", "arc_e", "arc_c", "obqa", "average",
+    "gsm8k",
+    "svamp",
+    "multiarith",
+    "singleeq",
+    "addsub",
+    "aqua",
+    "boolq",
+    "piqa",
+    "siqa",
+    "hellaswag",
+    "winogrande",
+    "arc_e",
+    "arc_c",
+    "obqa",
+    "average",
 )
 _DOMAIN_ORDER = ("math", "commonsense")
 _HYPOTHESIS_ORDER = ("H1", "H2", "H3", "H3.2", "H4", "H5")
@@ -98,15 +134,27 @@ def paper_units(results: pd.DataFrame, models: pd.DataFrame | None = None) -> pd
         ``models``.
     """
     results = single_study(validate_results(results), "paper study")
-    each = gains(results, baseline="sft", over_temperature="each", metric="accuracy",
-                 methods=list(METHOD_GROUPS))
+    return prepare_paper_units(results, models_table(models))
+
+
+def prepare_paper_units(results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+    """:func:`paper_units` of a validated one-study table and a validated models table."""
+    each = gains(
+        results,
+        baseline="sft",
+        over_temperature="each",
+        metric="accuracy",
+        methods=list(METHOD_GROUPS),
+        validate=False,
+    )
     drops = each["domain"].map(_DROPS_BASE_TEACHER).fillna(False).astype(bool)
     each = each[~(drops & (each["teacher_kind"] == "base"))]
     each = each.assign(group=each["method"].map(METHOD_GROUPS))
     keys = ["domain", "task", "teacher", "student", "group"]
     best = each.loc[each.groupby(keys, sort=True)["gain"].idxmax()]
     units = best[[*keys, "gain", "kd_value", "baseline_value"]].rename(
-        columns={"kd_value": "score", "baseline_value": "student_sft"})
+        columns={"kd_value": "score", "baseline_value": "student_sft"}
+    )
     units = add_covariates(units, results, models)
     return units[list(PAPER_UNIT_COLUMNS)].reset_index(drop=True)
 
@@ -124,15 +172,18 @@ def _correlations(long: pd.DataFrame) -> pd.DataFrame:
         if hypothesis in _ONLY_DOMAINS:
             cells = cells[cells["domain"].isin(_ONLY_DOMAINS[hypothesis])]
         frames.append(cells[["domain", "hypothesis", "methods", "task", "gain", "covariate"]])
-    table = spearman_cells(pd.concat(frames, ignore_index=True), "gain", "covariate",
-                           ["domain", "hypothesis", "methods", "task"])
+    table = spearman_cells(
+        pd.concat(frames, ignore_index=True), "gain", "covariate", ["domain", "hypothesis", "methods", "task"]
+    )
     return table.assign(test="spearman")
 
 
 def _order(table: pd.DataFrame) -> pd.DataFrame:
     sort_keys = {
-        "domain": list(_DOMAIN_ORDER), "hypothesis": list(_HYPOTHESIS_ORDER),
-        "test": ["ttest_1samp_greater", "anova", "spearman"], "methods": list(GROUP_ORDER),
+        "domain": list(_DOMAIN_ORDER),
+        "hypothesis": list(_HYPOTHESIS_ORDER),
+        "test": ["ttest_1samp_greater", "anova", "spearman"],
+        "methods": list(GROUP_ORDER),
         "task": list(TASK_ORDER),
     }
 
@@ -173,7 +224,11 @@ def paper_hypotheses(results: pd.DataFrame, models: pd.DataFrame | None = None) 
     >>> round(float(row.statistic.iloc[0]), 4)
     8.4653
     """
-    units = paper_units(results, models)
+    return paper_tests(paper_units(results, models))
+
+
+def paper_tests(units: pd.DataFrame) -> pd.DataFrame:
+    """The H1-H5 tests of :func:`paper_hypotheses` on a :func:`paper_units` table."""
     long = _pooled_and_grouped(units)
     h1 = ttest_1samp_cells(long, "gain", ["domain", "methods", "task"], alternative="greater")
     h1 = h1.assign(hypothesis="H1", test="ttest_1samp_greater")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import pandas as pd
 
 from kdanalysis.results import validate_results
 from kdanalysis.stats.gains import gains
-from kdanalysis.studies.beyond import fidelity_vs_gain, size_vs_gain, teacher_expertise
-from kdanalysis.studies.paper import paper_hypotheses, paper_units
-from kdanalysis.studies.temperature import temperature_ablation
+from kdanalysis.studies._units import models_table, single_study
+from kdanalysis.studies.beyond import expertise_table, fidelity_table, prepare_units, size_table
+from kdanalysis.studies.paper import paper_tests, prepare_paper_units
+from kdanalysis.studies.temperature import temperature_table
 
 __all__ = ["STUDY_TABLES", "run_all"]
 
@@ -60,17 +62,19 @@ def run_all(
         ``temperature_ablation`` (:mod:`kdanalysis.studies.temperature`); each table's
         columns are documented with its function.
     """
-    results = validate_results(results)
-    steps = {
-        "gains": lambda: gains(results),
-        "paper_units": lambda: paper_units(results, models),
-        "paper_hypotheses": lambda: paper_hypotheses(results, models),
-        "size_vs_gain": lambda: size_vs_gain(results, models, temperature=temperature),
-        "teacher_expertise": lambda: teacher_expertise(results, models, temperature=temperature),
-        "fidelity_vs_gain": lambda: fidelity_vs_gain(results, models, temperature=temperature),
-        "temperature_ablation": lambda: temperature_ablation(results, n_boot=n_boot, seed=seed),
+    results = single_study(validate_results(results), "studies")
+    models = models_table(models)
+    units = prepare_units(results, models, temperature)
+    steps: dict[str, Callable[[], pd.DataFrame]] = {
+        "gains": lambda: gains(results, validate=False),
+        "paper_units": lambda: prepare_paper_units(results, models),
+        "paper_hypotheses": lambda: paper_tests(tables["paper_units"]),
+        "size_vs_gain": lambda: size_table(units),
+        "teacher_expertise": lambda: expertise_table(units),
+        "fidelity_vs_gain": lambda: fidelity_table(units),
+        "temperature_ablation": lambda: temperature_table(results, n_boot=n_boot, seed=seed),
     }
-    tables = {}
+    tables: dict[str, pd.DataFrame] = {}
     for name in STUDY_TABLES:
         start = time.perf_counter()
         tables[name] = steps[name]()

@@ -11,7 +11,7 @@ from kdanalysis.stats.gains import gains
 from kdanalysis.studies._batched import stacked_cells
 from kdanalysis.studies._units import single_study
 
-__all__ = ["TEMPERATURE_COLUMNS", "temperature_ablation"]
+__all__ = ["TEMPERATURE_COLUMNS", "temperature_ablation", "temperature_table"]
 
 #: Output columns of :func:`temperature_ablation`.
 TEMPERATURE_COLUMNS: tuple[str, ...] = (
@@ -75,8 +75,20 @@ def temperature_ablation(
         ``p_holm``; the difference columns are NaN on the reference rows.
     """
     results = single_study(validate_results(results), "temperature ablation")
+    return temperature_table(results, reference=reference, n_boot=n_boot, seed=seed, ci=ci)
+
+
+def temperature_table(
+    results: pd.DataFrame, *, reference: float = 1.0, n_boot: int = 10_000, seed: int = 0, ci: float = 0.95
+) -> pd.DataFrame:
+    """:func:`temperature_ablation` of an already validated one-study table."""
     table = gains(
-        results, baseline="sft", over_temperature="each", metric="accuracy", methods=sorted(KD_METHODS)
+        results,
+        baseline="sft",
+        over_temperature="each",
+        metric="accuracy",
+        methods=sorted(KD_METHODS),
+        validate=False,
     )
     table = table[
         (table["teacher_kind"] == "task_aware")
