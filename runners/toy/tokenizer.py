@@ -2,10 +2,13 @@
 
 The tokenizer mirrors the structure of the Qwen2/Llama-3 tokenizers at toy scale:
 
-- **byte-level** pre-tokenisation and decoding (GPT-2 style), so *every* string round-trips
-  exactly (``decode(encode(text)) == text``) and no character is ever unknown — the
-  ``<unk>`` token exists for API completeness only;
-- digits are split one by one (as Qwen2 does), which suits arithmetic;
+- the pipeline of Qwen2's tokenizer, component for component: NFC normalisation, Qwen2's
+  split regex (digits one by one, which suits arithmetic), **byte-level** encoding and
+  decoding — so every (NFC) string round-trips exactly (``decode(encode(text)) == text``)
+  and no character is ever unknown (the ``<unk>`` token exists for API completeness only).
+  Being identical to Qwen2's pipeline matters: transformers re-creates a ``qwen2`` model
+  folder's tokenizer with ``Qwen2Tokenizer``, which rebuilds that pipeline around the saved
+  vocabulary and merges, so a saved toy tokenizer loads back unchanged for both families;
 - BPE merges are learned with the ``tokenizers`` trainer from a fixed built-in corpus: the
   Alpaca prompts of :mod:`runners.evaluate.prompts` (all styles), the commonsense
   instruction templates and label vocabularies (``true/false``, ``solution1..2``,
@@ -75,6 +78,11 @@ question answer correct choose following solution sentence blank complete fill o
 explain which why what where when who whose whom would could should might must shall can cannot
 """.split()
 _CORPUS_ITEMS = 400
+#: Qwen2's pre-tokenisation regex (transformers ``tokenization_qwen2.PRETOKENIZE_REGEX``).
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 
 
 def _corpus() -> list[str]:
@@ -94,11 +102,15 @@ def _corpus() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _tokenizer_json() -> str:
     """Train the BPE model once per process and return its serialised form."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
+    tokenizer = Tokenizer(models.BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix=""))
+    tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -108,6 +120,8 @@ def _tokenizer_json() -> str:
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer.model.continuing_subword_prefix = ""  # the trainer resets these to None (same meaning)
+    tokenizer.model.end_of_word_suffix = ""
     return tokenizer.to_str()
 
 

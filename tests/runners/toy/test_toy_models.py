@@ -101,6 +101,6 @@ def test_saved_toy_model_loads_offline_with_auto_classes(tmp_path, family: str, 
     tok = AutoTokenizer.from_pretrained(path)
     original = build_model(family, "small", seed=2, pad_to_multiple_of=64)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), original.parameters(), strict=True))
-    text = "Tom has 3 apples. The answer is 3."
-    assert tok(text)["input_ids"] == build_tokenizer()(text)["input_ids"]
+    # transformers rebuilds a qwen2 folder's tokenizer as Qwen2Tokenizer: it must come back identical
+    assert tok.backend_tokenizer.to_str() == build_tokenizer().backend_tokenizer.to_str()
     assert tok.pad_token == "<pad>" and tok.eos_token == "</s>"
