@@ -72,9 +72,12 @@ def tokenizer_differences(teacher_tok: Any, student_tok: Any) -> list[str]:
         differences.append(f"{len(only_student)} tokens only in the student, e.g. {only_student[:_EXAMPLES]}")
     if moved:
         examples = [(t, teacher_vocab[t], student_vocab[t]) for t in moved[:_EXAMPLES]]
-        differences.append(f"{len(moved)} tokens with different ids (token, teacher id, student id), e.g. {examples}")
+        differences.append(
+            f"{len(moved)} tokens with different ids (token, teacher id, student id), e.g. {examples}"
+        )
     for attribute in _SPECIAL:
-        teacher_value, student_value = getattr(teacher_tok, attribute, None), getattr(student_tok, attribute, None)
+        teacher_value = getattr(teacher_tok, attribute, None)
+        student_value = getattr(student_tok, attribute, None)
         if teacher_value != student_value:
             differences.append(f"{attribute}: teacher {teacher_value!r}, student {student_value!r}")
     teacher_pipeline, student_pipeline = _pipeline(teacher_tok), _pipeline(student_tok)
