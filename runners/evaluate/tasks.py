@@ -169,10 +169,12 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType(_REGISTRY)
 def register_task(spec: TaskSpec, *, replace: bool = False) -> TaskSpec:
     """Add a task to the registry and return it.
 
+    Registering an identical spec again is a no-op.
+
     Raises
     ------
     ConfigError
-        If a task with the same id exists and ``replace`` is false.
+        If a different task with the same id exists and ``replace`` is false.
     """
     if not isinstance(spec, TaskSpec):
         raise ConfigError(f"register_task expects a TaskSpec, got {type(spec).__name__}")
