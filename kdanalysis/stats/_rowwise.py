@@ -31,10 +31,10 @@ def average_ranks(codes: np.ndarray) -> np.ndarray:
     n_codes = int(ints.max()) + 1 if ints.size else 0
     rows = ints.reshape(-1, ints.shape[-1])
     offsets = np.arange(rows.shape[0])[:, None] * n_codes
-    counts = np.bincount((rows + offsets).ravel(), minlength=rows.shape[0] * n_codes)
-    counts = counts.reshape(rows.shape[0], n_codes)
+    positions = (rows + offsets).ravel()  # index of (row, code) in the flattened count table
+    counts = np.bincount(positions, minlength=rows.shape[0] * n_codes).reshape(rows.shape[0], n_codes)
     rank_of_code = np.cumsum(counts, axis=1) - (counts - 1) / 2.0
-    return np.take_along_axis(rank_of_code, rows, axis=1).reshape(ints.shape)
+    return rank_of_code.ravel()[positions].reshape(ints.shape)
 
 
 def rowwise_pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
