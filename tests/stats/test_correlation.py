@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -100,15 +98,6 @@ def test_rank_bootstrap_ci_is_seeded_and_matches_a_direct_percentile_bootstrap()
     ).confidence_interval
     row = corr(df, "x", "y", "spearman", n_boot=500, seed=3).iloc[0]
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(direct), abs=1e-12)
-
-
-@pytest.mark.parametrize("method", ["spearman", "kendall"])
-def test_rank_bootstrap_is_fast(method: str) -> None:
-    df = _frame(33)
-    corr(df, "x", "y", method)  # warm-up
-    start = time.perf_counter()
-    corr(df, "x", "y", method, n_boot=10_000)
-    assert time.perf_counter() - start < 0.5  # goal < 0.1 s; loose bound for a loaded CI machine
 
 
 def test_rank_bootstrap_coverage_is_sane() -> None:
