@@ -18,12 +18,13 @@ from kdanalysis.stats._checks import (
     check_ci,
     check_columns,
     check_option,
+    check_positive_int,
     degenerate,
     numeric_values,
 )
 from kdanalysis.stats._grouping import rows_by_group
 from kdanalysis.stats._rowwise import dense_codes, rowwise_kendall, rowwise_spearman
-from kdanalysis.stats.resampling import bootstrap_result, check_bootstrap_options
+from kdanalysis.stats.resampling import bootstrap_result
 
 __all__ = [
     "CORR_COLUMNS",
@@ -102,7 +103,10 @@ def corr(
         input; a :class:`DegenerateDataWarning` is emitted too).
     """
     check_option("method", method, CORR_METHODS)
-    check_bootstrap_options(n_boot, 0.95 if ci is None else ci, "percentile", alternative)
+    check_option("alternative", alternative, ALTERNATIVES)
+    check_positive_int("n_boot", n_boot)
+    if ci is not None:
+        check_ci(ci)
     groups = as_column_list(by)
     check_columns(data, [*groups], numeric=[x, y])
 
