@@ -74,3 +74,22 @@ def test_empty_input_gives_an_empty_table_with_the_columns() -> None:
     df = pd.DataFrame({"g": pd.Series([], dtype=str), "x": [], "y": []})
     table = corr(df, "x", "y", by="g")
     assert table.empty and list(table.columns)[:3] == ["g", "x", "y"]
+
+
+def test_nullable_dtypes_and_categorical_keys() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=20)
+    df = pd.DataFrame(
+        {
+            "g": pd.Categorical(["a", "b"] * 10, categories=["a", "b", "unused"]),
+            "x": pd.array(np.where(np.arange(20) == 3, np.nan, x), dtype="Float64"),
+            "y": pd.array(rng.integers(0, 9, 20), dtype="Int64"),
+        }
+    )
+    table = corr(df, "x", "y", "spearman", by="g", n_boot=100)
+    assert list(table["g"]) == ["a", "b"]  # unobserved categories give no row
+    assert table["n"].tolist() == [10, 9]
+    plain = df.astype({"x": float, "y": float, "g": str})
+    pd.testing.assert_frame_equal(
+        table.drop(columns="g"), corr(plain, "x", "y", "spearman", by="g", n_boot=100).drop(columns="g")
+    )
