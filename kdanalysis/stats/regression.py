@@ -125,6 +125,7 @@ def ols(formula: str, data: pd.DataFrame, cluster: str | None = None, ci: float 
 
     check_ci(ci)
     check_columns(data, [] if cluster is None else [cluster])
+    data = data.reset_index(drop=True)  # unique labels, so clusters align with the rows used
     model = _from_formula(smf.ols, formula, data)
     n_clusters: Any = pd.NA
     if cluster is None:

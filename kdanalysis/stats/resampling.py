@@ -103,7 +103,8 @@ def bootstrap_ci(
     -------
     (low, high)
         Floats for 1-d data, arrays over the batch axes otherwise. NaN where the
-        statistic is undefined on some resample (e.g. a constant resample).
+        statistic is undefined on some resample (e.g. a constant resample); missing
+        values are not dropped (use a NaN-aware statistic such as ``np.nanmean``).
     """
     check_bootstrap_options(n_boot, ci, method, alternative)
     samples = (

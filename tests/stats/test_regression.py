@@ -69,6 +69,8 @@ def test_cluster_rows_align_after_dropping_missing_values() -> None:
         cov_type="cluster", cov_kwds={"groups": pd.factorize(used["student"])[0]}, use_t=True
     )
     np.testing.assert_allclose(result.coefs["se"], direct.bse)
+    duplicated_index = ols("y ~ x", df.set_index(np.zeros(len(df), dtype=int)), cluster="student")
+    pd.testing.assert_frame_equal(duplicated_index.coefs, result.coefs)
     with pytest.raises(SchemaError, match="missing in 1 used row"):
         ols("y ~ x", df.assign(student=df["student"].where(df.index != 1)), cluster="student")
 
