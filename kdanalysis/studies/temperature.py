@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
+from kdanalysis.errors import ConfigError
 from kdanalysis.results import KD_METHODS, validate_results
 from kdanalysis.stats import adjust_pvalues, bootstrap_ci, ttest
 from kdanalysis.stats.gains import gains
@@ -97,6 +100,12 @@ def temperature_table(
         & table["temperature"].notna()
     ]
     units = _paired_units(table)
+    temperatures = sorted(set(units["temperature"]))
+    if temperatures and reference not in temperatures:
+        raise ConfigError(
+            f"reference={reference!r} is not a temperature of the ablation; choose one of: "
+            f"{', '.join(map(str, temperatures))}"
+        )
     cells = ["domain", "method", "temperature"]
     parts = []
     for keys, arrays in stacked_cells(units, cells, ["gain"]):
@@ -112,7 +121,7 @@ def temperature_table(
     summary = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*cells])
     wide = units.pivot_table(index=_UNIT, columns="temperature", values="gain").reset_index()
     diffs = []
-    for temperature in sorted(set(units["temperature"]) - {reference}):
+    for temperature in [t for t in temperatures if t != reference]:
         pairs = wide.dropna(subset=[temperature, reference]).rename(
             columns={temperature: "at_temperature", reference: "at_reference"}
         )
@@ -120,7 +129,7 @@ def temperature_table(
         diffs.append(test.assign(temperature=temperature))
     columns = {"mean_diff": "diff_vs_reference", "ci_low": "diff_ci_low", "ci_high": "diff_ci_high"}
     if diffs:
-        tests = adjust_pvalues(pd.concat(diffs, ignore_index=True), "holm", by=["domain"])
+        tests = cast(pd.DataFrame, adjust_pvalues(pd.concat(diffs, ignore_index=True), "holm", by=["domain"]))
         tests = tests.rename(columns={**columns, "p_adj": "p_holm"})[
             [*cells, *columns.values(), "p_val", "p_holm"]
         ]

@@ -88,9 +88,21 @@ def test_mapping_spot_checks(bundled: pd.DataFrame) -> None:
 
 
 def test_test_set_sizes_match_shipped_test_sets(shared_data: Path) -> None:
-    files = {"gsm8k": "gsm8k", "svamp": "SVAMP", "multiarith": "MultiArith", "singleeq": "SingleEq",
-             "addsub": "AddSub", "aqua": "AQuA", "boolq": "boolq", "piqa": "piqa", "siqa": "social_i_qa",
-             "winogrande": "winogrande", "arc_e": "ARC-Easy", "arc_c": "ARC-Challenge", "obqa": "openbookqa"}
+    files = {
+        "gsm8k": "gsm8k",
+        "svamp": "SVAMP",
+        "multiarith": "MultiArith",
+        "singleeq": "SingleEq",
+        "addsub": "AddSub",
+        "aqua": "AQuA",
+        "boolq": "boolq",
+        "piqa": "piqa",
+        "siqa": "social_i_qa",
+        "winogrande": "winogrande",
+        "arc_e": "ARC-Easy",
+        "arc_c": "ARC-Challenge",
+        "obqa": "openbookqa",
+    }
     for task, stem in files.items():
         items = json.loads((shared_data / "testsets" / f"{stem}.json").read_text())
         assert len(items) == TEST_SET_SIZES[task], task
@@ -108,23 +120,38 @@ def test_models_table() -> None:
 
 
 def test_script_rebuilds_identical_files(raw_dir: Path, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "convert_paper_results.py"), str(raw_dir),
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "convert_paper_results.py"),
+            str(raw_dir),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
-    pd.testing.assert_frame_equal(read_results(tmp_path / "paper_results.parquet"),
-                                  read_results(REPO / "data" / "paper_results.parquet"))
+    pd.testing.assert_frame_equal(
+        read_results(tmp_path / "paper_results.parquet"),
+        read_results(REPO / "data" / "paper_results.parquet"),
+    )
     assert (tmp_path / "paper_models.csv").read_bytes() == (REPO / "data" / "paper_models.csv").read_bytes()
     pd.testing.assert_frame_equal(read_models(tmp_path / "paper_models.csv"), kd.load_paper_models())
 
 
-@pytest.mark.parametrize("label, expected", [
-    ("BaseModel", ("base", "none", np.nan)),
-    ("SFT", ("sft", "none", np.nan)),
-    ("student_KD_temp_2.0", ("fkl", "task_aware", 2.0)),
-    ("student_KD_base_teacher_temp_1.0", ("fkl", "base", 1.0)),
-    ("student_RevKD_temp_5.0", ("rkl", "task_aware", 5.0)),
-    ("student_GKD_temp_1.0", ("gkd", "task_aware", 1.0)),
-])
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        ("BaseModel", ("base", "none", np.nan)),
+        ("SFT", ("sft", "none", np.nan)),
+        ("student_KD_temp_2.0", ("fkl", "task_aware", 2.0)),
+        ("student_KD_base_teacher_temp_1.0", ("fkl", "base", 1.0)),
+        ("student_RevKD_temp_5.0", ("rkl", "task_aware", 5.0)),
+        ("student_GKD_temp_1.0", ("gkd", "task_aware", 1.0)),
+    ],
+)
 def test_parse_method_label(label: str, expected: tuple[str, str, float]) -> None:
     method, kind, tau = parse_method_label(label)
     assert (method, kind) == expected[:2]
@@ -137,6 +164,7 @@ def test_unknown_method_label_names_allowed_patterns() -> None:
 
 
 # --- bad input: nothing half-written -------------------------------------------------------
+
 
 def _copy_raw(raw_dir: Path, dest: Path) -> Path:
     dest.mkdir()
@@ -175,9 +203,18 @@ def test_non_numeric_cell_is_rejected(raw_dir: Path, tmp_path: Path) -> None:
 
 
 def test_script_reports_error_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "convert_paper_results.py"),
-                           str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "convert_paper_results.py"),
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "raw results folder not found" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -185,5 +222,6 @@ def test_script_reports_error_in_one_line(tmp_path: Path) -> None:
 
 
 def test_csv_that_is_not_a_results_table_gives_one_schema_error(raw_dir: Path) -> None:
-    with pytest.raises(SchemaError, match="math_results_main.csv: results: missing column"):
+    with pytest.raises(SchemaError, match="math_results_main.csv: results: missing column") as info:
         read_results(raw_dir / "math_results_main.csv")
+    assert "\n" not in str(info.value)

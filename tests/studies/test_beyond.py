@@ -11,9 +11,9 @@ import statsmodels.formula.api as smf
 from statsmodels.stats.multitest import multipletests
 
 import kdanalysis as kd
-from kdanalysis.errors import SchemaError
+from kdanalysis.errors import ConfigError, SchemaError
 from kdanalysis.results import results_frame
-from kdanalysis.studies import STUDY_TABLES, kd_units, run_all, size_vs_gain
+from kdanalysis.studies import STUDY_TABLES, kd_units, run_all, size_vs_gain, temperature_ablation
 from kdanalysis.studies.beyond import BEYOND_COLUMNS
 from kdanalysis.studies.temperature import TEMPERATURE_COLUMNS
 
@@ -195,3 +195,10 @@ def test_unknown_student_and_mixed_studies(results: pd.DataFrame) -> None:
         size_vs_gain(synthetic)
     with pytest.raises(SchemaError, match="expected results of one study, got 2"):
         size_vs_gain(pd.concat([results, synthetic], ignore_index=True), models)
+
+
+def test_temperature_reference_must_exist(results: pd.DataFrame) -> None:
+    with pytest.raises(
+        ConfigError, match="reference=3.0 is not a temperature of the ablation; choose one of: 1.0, 2.0, 5.0"
+    ):
+        temperature_ablation(results, reference=3.0, n_boot=10)
