@@ -47,7 +47,8 @@ class OLSResult:
         One row: ``n, r2, adj_r2, aic, bic, cov_type, n_clusters, note`` (``cov_type`` is
         ``"nonrobust"`` or ``"cluster"``; ``n_clusters`` is NA without clusters).
     raw : statsmodels RegressionResultsWrapper
-        The fitted statsmodels result.
+        The fitted statsmodels result (the plain, non-robust fit when the data are
+        degenerate, see :func:`ols`).
     """
 
     coefs: pd.DataFrame
@@ -119,7 +120,9 @@ def ols(formula: str, data: pd.DataFrame, cluster: str | None = None, ci: float 
     -------
     OLSResult
         ``coefs`` (``term, estimate, se, statistic, p_val, ci_low, ci_high``), ``fit`` (one
-        row: ``n, r2, adj_r2, aic, bic, cov_type, n_clusters, note``), ``raw``.
+        row: ``n, r2, adj_r2, aic, bic, cov_type, n_clusters, note``), ``raw``. Degenerate
+        data (no residual degree of freedom, fewer than 2 clusters) keep the least-squares
+        estimates but give NaN inference, a ``note`` and a :class:`DegenerateDataWarning`.
     """
     import statsmodels.formula.api as smf
 
@@ -128,9 +131,7 @@ def ols(formula: str, data: pd.DataFrame, cluster: str | None = None, ci: float 
     data = data.reset_index(drop=True)  # unique labels, so clusters align with the rows used
     model = _from_formula(smf.ols, formula, data)
     n_clusters: Any = pd.NA
-    if cluster is None:
-        result = model.fit()
-    else:
+    if cluster is not None:
         labels = data.loc[model.data.row_labels, cluster]
         if labels.isna().any():
             raise SchemaError(
@@ -138,12 +139,18 @@ def ols(formula: str, data: pd.DataFrame, cluster: str | None = None, ci: float 
             )
         codes, uniques = pd.factorize(labels)
         n_clusters = len(uniques)
-        result = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
+    n_rows, n_coefs = model.exog.shape
     note = ""
-    if result.df_resid <= 0:
-        note = degenerate(f"ols({formula!r}): {int(result.nobs)} rows for {len(result.params)} coefficients")
+    if n_rows <= n_coefs:
+        note = f"{n_rows} rows for {n_coefs} coefficients"
     elif cluster is not None and n_clusters < 2:
-        note = degenerate(f"ols({formula!r}): {n_clusters} cluster(s) in {cluster!r}, need at least 2")
+        note = f"{n_clusters} cluster(s) in {cluster!r}, need at least 2"
+    if note:
+        note = degenerate(f"ols({formula!r}): {note}; standard errors, tests and intervals are NaN")
+    if note or cluster is None:
+        result = model.fit()
+    else:
+        result = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
     fit = {
         "n": int(result.nobs),
         "r2": float(result.rsquared),
@@ -156,6 +163,8 @@ def ols(formula: str, data: pd.DataFrame, cluster: str | None = None, ci: float 
     }
     fit_frame = pd.DataFrame([fit], columns=OLS_FIT_COLUMNS).astype({"n_clusters": "Int64"})
     coefs = _coef_table(result.params, result.bse, result.tvalues, result.pvalues, result.conf_int(1 - ci))
+    if note:
+        coefs.loc[:, ["se", "statistic", "p_val", "ci_low", "ci_high"]] = np.nan
     return OLSResult(coefs=coefs, fit=fit_frame, raw=result)
 
 

@@ -10,7 +10,7 @@ import pytest
 import statsmodels.formula.api as smf
 
 from kdanalysis.errors import SchemaError
-from kdanalysis.stats import MixedLMResult, OLSResult, mixedlm, ols
+from kdanalysis.stats import DegenerateDataWarning, MixedLMResult, OLSResult, mixedlm, ols
 from kdanalysis.stats.regression import COEF_COLUMNS, MIXEDLM_FIT_COLUMNS, OLS_FIT_COLUMNS
 
 
@@ -73,6 +73,21 @@ def test_cluster_rows_align_after_dropping_missing_values() -> None:
     pd.testing.assert_frame_equal(duplicated_index.coefs, result.coefs)
     with pytest.raises(SchemaError, match="missing in 1 used row"):
         ols("y ~ x", df.assign(student=df["student"].where(df.index != 1)), cluster="student")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize(
+    ("rows", "cluster", "note"), [(slice(0, 2), None, "2 rows for 2"), (slice(0, 30), "one", "1 cluster")]
+)
+def test_degenerate_ols_keeps_estimates_with_nan_inference(
+    rows: slice, cluster: str | None, note: str
+) -> None:
+    df = _panel().iloc[rows]
+    with pytest.warns(DegenerateDataWarning, match=note):
+        result = ols("y ~ x", df, cluster=cluster)
+    assert note in result.fit.iloc[0]["note"]
+    np.testing.assert_allclose(result.coefs["estimate"], smf.ols("y ~ x", df).fit().params)
+    assert result.coefs[["se", "statistic", "p_val", "ci_low", "ci_high"]].isna().all().all()
 
 
 def test_result_objects_are_frozen() -> None:
