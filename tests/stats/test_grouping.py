@@ -61,6 +61,16 @@ def test_by_equals_per_group_calls(name: str, frame: pd.DataFrame, two_keys: boo
         )
 
 
+@pytest.mark.filterwarnings("ignore::kdanalysis.stats.DegenerateDataWarning")
+@pytest.mark.parametrize("name", [n for n in CALLS if n != "corr_kendall"])
+@settings(max_examples=8, deadline=None)
+@given(frame=grouped_frames(), seed=st.integers(0, 2**16))
+def test_results_do_not_depend_on_row_order(name: str, frame: pd.DataFrame, seed: int) -> None:
+    call = CALLS[name]
+    shuffled = frame.sample(frac=1, random_state=seed)
+    pd.testing.assert_frame_equal(call(frame, by=["g"]), call(shuffled, by=["g"]), rtol=1e-9)
+
+
 def test_missing_keys_form_their_own_group_and_clashing_names_are_refused() -> None:
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"g": ["a"] * 6 + [None] * 6, "x": rng.normal(size=12), "y": rng.normal(size=12)})
