@@ -58,9 +58,10 @@ distributions. To be exact, a cache must store per token:
 full-vocabulary loss when k covers the vocabulary. The top-k *set* does not depend on τ but
 the rest mass does, so a loss at τ ≠ τ_c raises :class:`ConfigError` — build one
 ``TopKTeacher`` per temperature from the same teacher pass (``values``/``indices`` are
-shared, only ``rest`` differs). Without ``rest`` (``None``), the teacher is the top-k
-renormalised (its mass outside the top-k is taken as 0, any τ allowed) while the student
-keeps its rest bucket.
+shared, only ``rest`` differs). Without ``rest`` (``None``), both distributions are
+renormalised over the teacher's top-k ids (no rest bucket on either side, any τ allowed):
+an approximation that ignores the student's mass outside the top-k; it keeps every
+divergence finite (reverse KL against a teacher with zero rest mass would be infinite).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class TopKTeacher:
         ``[..., k]`` their vocabulary ids (integer dtype).
     rest : Tensor or None
         ``[...]`` float32 ``logsumexp`` of ``logits / temperature`` over the tokens *not* in
-        the top-k; ``None``: the teacher's remaining mass is unknown and taken as 0.
+        the top-k; ``None``: unknown, both distributions are renormalised over the top-k.
     temperature : float
         Temperature at which ``rest`` was computed; a loss with ``rest`` must use it.
 
@@ -252,14 +253,14 @@ def _log_probs(student: Tensor, teacher: Tensor | TopKTeacher, temperature: floa
         log_t = torch.log_softmax(teacher.float() / temperature, dim=-1)
     else:
         indices = teacher.indices.long()
-        student_rest = scaled.scatter(-1, indices, _LOG_ZERO).logsumexp(-1, keepdim=True)
-        log_s = torch.log_softmax(torch.cat([scaled.gather(-1, indices), student_rest], dim=-1), dim=-1)
-        if teacher.rest is None:
-            teacher_rest = torch.full_like(student_rest, _LOG_ZERO)
-        else:
-            teacher_rest = teacher.rest.float().unsqueeze(-1)
+        student_top = scaled.gather(-1, indices)
         teacher_top = teacher.values.float() / temperature
-        log_t = torch.log_softmax(torch.cat([teacher_top, teacher_rest], dim=-1), dim=-1)
+        if teacher.rest is not None:  # k + 1 buckets
+            student_rest = scaled.scatter(-1, indices, _LOG_ZERO).logsumexp(-1, keepdim=True)
+            student_top = torch.cat([student_top, student_rest], dim=-1)
+            teacher_top = torch.cat([teacher_top, teacher.rest.float().unsqueeze(-1)], dim=-1)
+        log_s = torch.log_softmax(student_top, dim=-1)
+        log_t = torch.log_softmax(teacher_top, dim=-1)
     return log_s.clamp_min(_LOG_ZERO), log_t.clamp_min(_LOG_ZERO)
 
 
@@ -286,7 +287,7 @@ class _ChunkedDivergence(torch.autograd.Function):
                 rows = student_logits[index].detach().float().requires_grad_(need_grad)
                 log_s, log_t = _log_probs(rows, teacher[index], temperature)
                 value = divergence(log_s, log_t).sum() * scale
-            if grad is not None:
+            if grad is not None and value.requires_grad:  # not for a constant divergence (skew α=1)
                 (row_grad,) = torch.autograd.grad(value, rows)
                 grad[index] = row_grad.to(grad.dtype)
             total += value.detach()
