@@ -38,6 +38,8 @@ ALTERNATIVES = ("two-sided", "greater", "less")
 #: Fewest observations a test is computed on; fewer give a NaN row with a note.
 MIN_N = 3
 
+_PACKAGE = __name__.rpartition(".")[0]  # "kdanalysis.stats"
+
 
 class DegenerateDataWarning(UserWarning):
     """Data too small or too constant for a statistic; the result row holds NaNs and a ``note``."""
@@ -51,7 +53,7 @@ def degenerate(note: str) -> str:
     """
     frame: FrameType | None = sys._getframe(1)
     stacklevel = 2
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(__package__ or ""):
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_PACKAGE):
         frame, stacklevel = frame.f_back, stacklevel + 1
     warnings.warn(note, DegenerateDataWarning, stacklevel=stacklevel)
     return note
