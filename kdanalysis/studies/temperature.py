@@ -100,6 +100,8 @@ def temperature_table(
         & table["temperature"].notna()
     ]
     units = _paired_units(table)
+    if units.empty:
+        return pd.DataFrame(columns=list(TEMPERATURE_COLUMNS))
     temperatures = sorted(set(units["temperature"]))
     if temperatures and reference not in temperatures:
         raise ConfigError(
@@ -118,7 +120,7 @@ def temperature_table(
                 ci_high=high,
             )
         )
-    summary = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*cells])
+    summary = pd.concat(parts, ignore_index=True)
     wide = units.pivot_table(index=_UNIT, columns="temperature", values="gain").reset_index()
     diffs = []
     for temperature in [t for t in temperatures if t != reference]:

@@ -202,3 +202,15 @@ def test_temperature_reference_must_exist(results: pd.DataFrame) -> None:
         ConfigError, match="reference=3.0 is not a temperature of the ablation; choose one of: 1.0, 2.0, 5.0"
     ):
         temperature_ablation(results, reference=3.0, n_boot=10)
+
+
+def test_run_all_on_a_table_without_ablations_or_fidelity() -> None:
+    """A plain grid (no base teachers, one temperature, no agreement/BLEU) gives empty tables, not errors."""
+    results, models = _synthetic()
+    with pytest.warns(UserWarning, match="teacher_score does not vary within every task"):
+        tables = run_all(results, models, n_boot=100)
+    assert tables["temperature_ablation"].empty
+    assert tuple(tables["temperature_ablation"].columns) == TEMPERATURE_COLUMNS
+    assert tables["fidelity_vs_gain"].empty and tuple(tables["fidelity_vs_gain"].columns) == BEYOND_COLUMNS
+    assert set(tables["size_vs_gain"]["task"]) == {f"t{i}" for i in range(6)} | {"all"}
+    assert set(tables["paper_hypotheses"]["hypothesis"]) == {"H1", "H2", "H3", "H3.2"}
