@@ -130,10 +130,12 @@ def new_figure(width: float, height: float) -> Figure:
 def save_figure(fig: Figure, stem: str | Path, dpi: int = 150) -> tuple[Path, Path]:
     """Write ``<stem>.png`` and ``<stem>.svg``; return their paths.
 
-    The SVG carries no creation date, so identical figures give identical files.
+    The SVG carries no creation date, so identical figures give identical files. The
+    figure's layout is fixed after the PNG is drawn.
     """
     stem = Path(stem)
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
     fig.savefig(png, dpi=dpi, metadata={"Software": None})
+    fig.set_layout_engine("none")  # keep the layout just computed instead of redoing it for the SVG
     fig.savefig(svg, metadata={"Date": None, "Creator": None})
     return png, svg

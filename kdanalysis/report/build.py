@@ -19,7 +19,7 @@ import pandas as pd
 
 from kdanalysis.errors import BackendUnavailableError, ConfigError
 from kdanalysis.report.content import build_sections
-from kdanalysis.report.render import draw_figures, render_html, write_pdf, write_tables
+from kdanalysis.report.render import FigureDrawer, render_html, write_pdf, write_tables
 from kdanalysis.results import validate_models, validate_results
 
 __all__ = ["FORMATS", "ReportPaths", "build_report", "load_report_input"]
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 #: Output formats ``build_report`` can write.
 FORMATS: tuple[str, ...] = ("html", "pdf")
 DEFAULT_TITLE = "Knowledge distillation: generalization vs fidelity"
+BUNDLED_SOURCE = "bundled published results of arXiv 2505.15442 (kdanalysis)"
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,22 @@ class ReportPaths:
     messages: tuple[str, ...] = ()
 
 
-def load_report_input(path: str | Path | None) -> tuple[pd.DataFrame, str]:
+def load_report_input(path: str | Path | None) -> tuple[pd.DataFrame, pd.DataFrame | None, str]:
     """Results to report on: the bundled paper results, a results file, or a run folder.
 
     Parameters
     ----------
     path : str, Path or None
         ``None`` for the bundled published results; a ``.parquet``/``.csv`` results table;
-        or a run folder of ``kdanalysis run-grid`` (collected with
-        :func:`kdanalysis.collect.collect_runs`).
+        or a runs folder of ``kdanalysis run-grid`` (collected with
+        :func:`kdanalysis.collect.collect_runs`; a ``models.parquet`` or ``models.csv``
+        models table in it is used for model families and sizes).
 
     Returns
     -------
-    (DataFrame, str)
-        The validated results and a description of the source.
+    (results, models, source)
+        The validated results, the models table found beside them (or None) and a
+        description of the source.
 
     Raises
     ------
@@ -76,21 +79,36 @@ def load_report_input(path: str | Path | None) -> tuple[pd.DataFrame, str]:
     SchemaError
         If the table fails the results contract.
     """
-    if path is None:
-        from kdanalysis.datasets import load_paper_results
+    from kdanalysis.results import read_models, read_results
 
-        return load_paper_results(), "bundled published results of arXiv 2505.15442 (kdanalysis)"
+    if path is None:
+        from kdanalysis.datasets import load_paper_models, load_paper_results
+
+        return load_paper_results(), load_paper_models(), BUNDLED_SOURCE
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"results not found: {path} (give a .parquet/.csv results table or a run folder)")
+        raise ConfigError(f"results not found: {path} (give a .parquet/.csv results table or a runs folder)")
     if path.is_dir():
         from kdanalysis.collect import collect_runs
 
         results, _items = collect_runs(path)
-        return validate_results(results), f"run folder {path}"
-    from kdanalysis.results import read_results
+        models_file = next((path / name for name in ("models.parquet", "models.csv")
+                            if (path / name).is_file()), None)
+        models = read_models(models_file) if models_file is not None else None
+        return validate_results(results), models, f"runs folder {path}"
+    return read_results(path), None, f"results file {path.name}"
 
-    return read_results(path), f"results file {path.name}"
+
+def _models_for_report(models: pd.DataFrame | None) -> pd.DataFrame:
+    """The given models table, completed with the bundled paper models it does not list."""
+    from kdanalysis.datasets import load_paper_models
+
+    paper = load_paper_models()
+    if models is None:
+        return paper
+    models = validate_models(models)
+    extra = paper[~paper["model"].isin(models["model"])]
+    return validate_models(pd.concat([models, extra], ignore_index=True))
 
 
 def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
@@ -100,6 +118,12 @@ def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
         raise ConfigError(f"unknown report format(s) {', '.join(bad) or '(none given)'}; "
                           f"allowed: {', '.join(FORMATS)}")
     return chosen
+
+
+def _workers(workers: int | None) -> int:
+    if workers is not None:
+        return max(1, int(workers))
+    return min(2, os.cpu_count() or 1)
 
 
 def _move_into_place(build_dir: Path, out_dir: Path) -> None:
@@ -125,7 +149,7 @@ def build_report(
     *,
     models: pd.DataFrame | None = None,
     source: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> ReportPaths:
     """Write the study report: ``report.html``, ``report.pdf``, ``figures/``, ``tables/``.
 
@@ -143,12 +167,13 @@ def build_report(
     progress : callable, optional
         Called with a short description of each step.
     models : DataFrame, optional
-        Models table (family, params_b) of the models in ``results``; default: the
-        bundled paper models table (models missing from it show as 'unknown').
+        Models table (family, params_b) of the models in ``results``, completed with the
+        bundled paper models table (models in neither show as 'unknown').
     source : str, optional
         Description of the data source shown in the report.
-    workers : int
-        Processes drawing figures in parallel (1: none).
+    workers : int, optional
+        Processes drawing figures while the statistics are computed (default: one per
+        CPU core, at most 2; 1 draws them in this process).
 
     Returns
     -------
@@ -161,15 +186,15 @@ def build_report(
     ConfigError
         For an unknown format.
     """
-    from kdanalysis.datasets import load_paper_models, load_paper_results
+    from kdanalysis.datasets import load_paper_results
 
     chosen = _check_formats(formats)
     step = progress or (lambda message: logger.info("%s", message))
     if results is None:
         results = load_paper_results()
-        source = source or "bundled published results of arXiv 2505.15442 (kdanalysis)"
+        source = source or BUNDLED_SOURCE
     results = validate_results(results)
-    models = validate_models(load_paper_models() if models is None else models)
+    models = _models_for_report(models)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
@@ -177,13 +202,16 @@ def build_report(
     # that exist now keeps those collections cheap during the many small adjustments.
     gc.freeze()
     try:
-        sections = build_sections(results, models, step=lambda name: step(f"computing: {name}"))
         figure_dir, table_dir = build_dir / "figures", build_dir / "tables"
         figure_dir.mkdir()
         table_dir.mkdir()
-        specs = [f for s in sections for f in s.figures]
-        step(f"drawing {len(specs)} figures")
-        draw_figures(specs, figure_dir, workers=workers, step=lambda fid: step(f"figure {fid}"))
+        with FigureDrawer(figure_dir, workers=_workers(workers)) as drawer:
+            sections = build_sections(
+                results, models, step=lambda name: step(f"computing: {name}"),
+                on_section=lambda section: [drawer.submit(spec) for spec in section.figures])
+            specs = [f for s in sections for f in s.figures]
+            step(f"drawing {len(specs)} figures")
+            drawer.wait(step=lambda fid: step(f"figure {fid} done"))
         write_tables([t for s in sections for t in s.tables], table_dir)
         step("rendering HTML")
         html = render_html(sections, figure_dir, title=title, source=source or "results table",

@@ -13,6 +13,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -49,6 +50,10 @@ class ReportContext:
         :func:`kdanalysis.report.analysis.kd_gains` (best temperature).
     kd_each : DataFrame
         The same per temperature.
+    studies : dict
+        :func:`kdanalysis.studies.run_all` tables (empty if the studies do not apply).
+    studies_error : str
+        Why the studies do not apply ("" if they ran).
     tables : dict
         Statistics computed by the section builders, by name (read by the findings).
     """
@@ -57,13 +62,32 @@ class ReportContext:
     models: pd.DataFrame
     kd: pd.DataFrame
     kd_each: pd.DataFrame
+    studies: dict[str, pd.DataFrame] = field(default_factory=dict)
+    studies_error: str = ""
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
     def from_results(cls, results: pd.DataFrame, models: pd.DataFrame) -> ReportContext:
-        """Compute the gains once for all sections."""
+        """Compute the gains and run the studies once for all sections."""
+        from kdanalysis.studies import run_all
+
+        studies, error = {}, ""
+        try:
+            studies = _quiet(run_all, results, models, n_boot=N_BOOT, seed=SEED)
+        except KDAnalysisError as exc:
+            error = str(exc)
+            logger.info("studies skipped: %s", exc)
         return cls(results=results, models=models, kd=analysis.kd_gains(results, models),
-                   kd_each=analysis.kd_gains(results, models, over_temperature="each"))
+                   kd_each=analysis.kd_gains(results, models, over_temperature="each"),
+                   studies=studies, studies_error=error)
+
+    def study(self, name: str) -> pd.DataFrame | None:
+        """A :func:`~kdanalysis.studies.run_all` table with at least one estimate, else None."""
+        table = self.studies.get(name)
+        if table is None or table.empty:
+            return None
+        column = "estimate" if "estimate" in table else ("statistic" if "statistic" in table else "mean_gain")
+        return table if table[column].notna().any() else None
 
     def overall(self) -> pd.DataFrame:
         """One gain per KD unit: its ``average`` task where the domain has one, else the mean over tasks.
@@ -85,7 +109,7 @@ class ReportContext:
             columns=[*_UNIT_KEYS, "gain", "student_params_b", "n_tasks"])
 
 
-def _quiet(func: Callable[..., pd.DataFrame], *args: object, **kwargs: object) -> pd.DataFrame:
+def _quiet(func: Callable[..., Any], *args: object, **kwargs: object) -> Any:
     """Run a batch statistic without its degenerate-row warnings (the rows carry a ``note``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -229,17 +253,7 @@ def _size(ctx: ReportContext) -> Section:
                                "listed in the models table.")
     rho = _quiet(corr, overall, "student_params_b", "gain", method="spearman", by="domain",
                  n_boot=N_BOOT, seed=SEED)
-    frames = []
-    for domain, part in overall.groupby("domain", sort=False):
-        if part["student_params_b"].nunique() < 2:
-            continue
-        fit = ols("gain ~ np.log2(student_params_b)", part, cluster="pair" if part["pair"].nunique() > 1 else None)
-        frames.append(fit.coefs.assign(domain=domain, n=int(fit.fit["n"].iloc[0]),
-                                       n_clusters=fit.fit["n_clusters"].iloc[0]))
-    slopes = pd.concat(frames, ignore_index=True)
-    slopes = slopes[slopes["term"] != "Intercept"][["domain", "term", "estimate", "se", "ci_low", "ci_high",
-                                                    "p_val", "n", "n_clusters"]]
-    ctx.tables.update(size_rho=rho, size_slope=slopes)
+    ctx.tables.update(size_rho=rho)
     what = "the 'average' task" if (ctx.kd["task"] == "average").any() else "the mean over tasks"
     return Section(
         id="size", title=title,
@@ -252,13 +266,11 @@ def _size(ctx: ReportContext) -> Section:
                                                   "jitter": 0.07})],
         tables=[
             TableSpec("size_correlation", "Spearman correlation of gain and student size",
-                      f"Per domain; 95 % percentile-bootstrap CI ({N_BOOT} resamples, seed {SEED}).", rho,
+                      f"Per domain, units treated as independent (see 'Beyond the paper' for models that "
+                      f"respect their dependence); 95 % percentile-bootstrap CI ({N_BOOT} resamples, seed "
+                      f"{SEED}).", rho,
                       {"domain": "domain", "n": "n", "statistic": "ρ", "ci_low": "CI low",
-                       "ci_high": "CI high", "p_val": "p", "note": "note"}),
-            TableSpec("size_slope", "Gain per doubling of student size",
-                      "OLS of gain (pp) on log2(size); standard errors clustered by teacher→student pair.",
-                      slopes, {"domain": "domain", "estimate": "pp per doubling", "se": "SE", "ci_low": "CI low",
-                               "ci_high": "CI high", "p_val": "p", "n": "n", "n_clusters": "clusters"}),
+                       "ci_high": "CI high", "p_val": "p"}),
         ])
 
 
@@ -293,11 +305,18 @@ def _expertise(ctx: ReportContext) -> Section:
     if pairs.empty:
         return Section.omitted("expertise", title, "No KD runs with an un-tuned (base) teacher matched to a "
                                "task-aware run of the same pair, method and temperature.")
-    wide = pairs.pivot_table(index=["domain", "pair_id", "task"], columns="teacher_kind", values="gain",
-                             aggfunc="first").reset_index().dropna(subset=["task_aware", "base"])
-    test = _quiet(ttest, wide, "task_aware", "base", paired=True, by="domain")
-    ctx.tables.update(expertise_test=test)
     shown = pairs[pairs["task"] != "average"] if (pairs["task"] != "average").any() else pairs
+    tables = []
+    expertise = ctx.study("teacher_expertise")
+    if expertise is not None:
+        rows = expertise[expertise["question"] == "task_aware_vs_base"]
+        if not rows.empty:
+            ctx.tables.update(expertise=rows)
+            tables.append(TableSpec(
+                "teacher_expertise_paired", "Task-aware minus base teacher (kdanalysis.studies.teacher_expertise)",
+                "Gain difference in pp: paired t-tests per task (Holm across tasks) and, pooled over tasks, OLS "
+                "with SE clustered by pair and a mixed model with crossed random intercepts for task and "
+                "student.", rows, _MODEL_COLUMNS))
     return Section(
         id="expertise", title=title,
         paragraphs=["The same student, teacher model, method and temperature, distilled once from the "
@@ -305,11 +324,7 @@ def _expertise(ctx: ReportContext) -> Section:
         figures=[FigureSpec("teacher_expertise", "Task-aware vs base teacher (paired)",
                             "Gain over SFT (pp) of each matched pair of runs per task (grey lines); black: "
                             "mean with 95 % bootstrap CI.", plots.teacher_expertise, (shown,))],
-        tables=[TableSpec("expertise_test", "Paired difference: task-aware minus base teacher",
-                          "Paired t-test over matched (pair, method, temperature, task) runs, including the "
-                          "'average' task where present; difference in pp.", test,
-                          {"domain": "domain", "n": "n", "mean_diff": "mean difference (pp)", "ci_low": "CI low",
-                           "ci_high": "CI high", "statistic": "t", "p_val": "p", "cohen_d": "Cohen's d"})])
+        tables=tables)
 
 
 # --------------------------------------------------------------------------- temperature
@@ -320,24 +335,33 @@ def _temperature(ctx: ReportContext) -> Section:
         return Section.omitted("temperature", title, "No KD unit was run at more than one temperature.")
     if (table["task"] == "average").any():
         table = table[table["task"] == "average"]
-    summary = _quiet(ttest, table, "gain", by=["domain", "method", "temperature"])
     best = ctx.kd[ctx.kd["n_temperatures"] > 1]
     best = best[best["task"] == "average"] if (best["task"] == "average").any() else best
-    wins = best.groupby(["domain", "method", "temperature"]).size().rename("n_best")
-    summary = summary.join(wins, on=["domain", "method", "temperature"]).fillna({"n_best": 0})
-    ctx.tables.update(temperature=summary)
+    wins = best.groupby(["domain", "method", "temperature"], as_index=False).size().rename(
+        columns={"size": "n_best"})
+    ctx.tables.update(temperature_best=wins)
+    tables = [TableSpec("temperature_best", "How often each temperature is the best",
+                        "Units whose best score (the paper's selection) is at this τ.", wins,
+                        {"domain": "domain", "method": "method", "temperature": "τ", "n_best": "units"})]
+    ablation = ctx.study("temperature_ablation")
+    if ablation is not None:
+        ctx.tables.update(temperature=ablation)
+        tables.insert(0, TableSpec(
+            "temperature_ablation", "Mean gain per temperature (kdanalysis.studies.temperature_ablation)",
+            "Per task-level unit: mean gain (pp) with bootstrap CI, and the paired difference to τ = 1 with a "
+            "paired t-test (Holm across temperatures).", ablation,
+            {"domain": "domain", "method": "method", "temperature": "τ", "n_units": "n",
+             "mean_gain": "mean gain (pp)", "ci_low": "CI low", "ci_high": "CI high",
+             "diff_vs_reference": "Δ vs τ=1 (pp)", "diff_ci_low": "CI low", "diff_ci_high": "CI high",
+             "p_val": "p", "p_holm": "p (Holm)"}))
     return Section(
         id="temperature", title=title,
         paragraphs=["Units evaluated at several temperatures; the paper keeps, per unit and task, the "
-                    "temperature with the best score, so 'n best' counts how often each τ is selected."],
+                    "temperature with the best score."],
         figures=[FigureSpec("temperature", "Gain vs KD temperature",
                             "Gain over SFT (pp) per unit (faint) and method mean with 95 % CI (bold).",
                             plots.temperature_ablation, (table,))],
-        tables=[TableSpec("temperature", "Mean gain per temperature",
-                          "Mean gain (pp) with 95 % t-interval; n best = units whose maximum is at this τ.",
-                          summary, {"domain": "domain", "method": "method", "temperature": "τ", "n": "n",
-                                    "mean_diff": "mean gain (pp)", "ci_low": "CI low", "ci_high": "CI high",
-                                    "n_best": "n best"})])
+        tables=tables)
 
 
 # --------------------------------------------------------------------------- paradox
@@ -392,22 +416,19 @@ def _correlations(ctx: ReportContext) -> Section:
         figures=[FigureSpec("correlation_forest", "Forest plot of per-task correlations",
                             "Spearman ρ of gain with each covariate per task (95 % CI); dotted line: no "
                             "correlation.", plots.correlation_forest, (table,))],
-        tables=[TableSpec("task_correlations", "Per-task correlations", "All rows of the forest plot.", table,
-                          {"predictor": "covariate", "domain": "domain", "task": "task", "n": "n",
-                           "statistic": "ρ", "ci_low": "CI low", "ci_high": "CI high", "p_val": "p",
-                           "p_holm": "p (Holm)"})])
+        tables=[TableSpec("task_correlations", "Per-task correlations",
+                          "Every estimate of the forest plot with n, p and Holm-adjusted p.", table,
+                          show=False)])
 
 
 # --------------------------------------------------------------------------- paper
 def _paper(ctx: ReportContext) -> Section:
-    from kdanalysis.studies import paper_hypotheses
-
     title = "The paper's hypotheses H1–H5"
-    try:
-        table = _quiet(paper_hypotheses, ctx.results, ctx.models)
-    except KDAnalysisError as exc:
-        return Section.omitted("paper", title, f"The paper's protocol does not apply to these results: {exc}")
-    table = table.dropna(subset=["statistic"])
+    if ctx.studies_error:
+        return Section.omitted("paper", title, f"The paper's protocol does not apply to these results: "
+                               f"{ctx.studies_error}")
+    table = ctx.studies.get("paper_hypotheses", pd.DataFrame(columns=["statistic"])).dropna(
+        subset=["statistic"])
     if table.empty:
         return Section.omitted("paper", title, "The paper's protocol found no testable units "
                                "(it needs fkl/rkl/gkd KD rows and SFT baselines).")
@@ -433,6 +454,46 @@ def _paper(ctx: ReportContext) -> Section:
                     "teacher–student pair × method group, best score over temperatures, gain over SFT; in "
                     "commonsense the base-teacher runs enter that maximum, as in the released notebooks. "
                     "The Holm column is ours: the paper reports raw p-values."],
+        tables=tables)
+
+
+# --------------------------------------------------------------------------- beyond
+_MODEL_COLUMNS = {"domain": "domain", "task": "task", "model": "model", "term": "term",
+                  "estimate": "estimate", "ci_low": "CI low", "ci_high": "CI high", "p_val": "p",
+                  "p_holm": "p (Holm)", "n": "n", "n_groups": "groups", "converged": "converged"}
+_BEYOND = (
+    ("size_vs_gain", "Student size: gain per doubling of size",
+     "Estimate in pp per doubling of student size (term log2_size), controlling for method."),
+    ("teacher_expertise", "Teacher expertise: gain per point of teacher accuracy; task-aware vs base teacher",
+     "teacher_score: pp of gain per point of the teacher's own accuracy; task_aware_minus_base: pp."),
+    ("fidelity_vs_gain", "Agreement and fidelity: gain per point of agreement / BLEU",
+     "Controlling for student size; partial_spearman rows are rank partial correlations per task."),
+)
+
+
+def _beyond(ctx: ReportContext) -> Section:
+    title = "Beyond the paper: models that respect the dependence between units"
+    if ctx.studies_error:
+        return Section.omitted("beyond", title, f"The studies do not apply to these results: {ctx.studies_error}")
+    tables = []
+    for name, heading, caption in _BEYOND:
+        table = ctx.study(name)
+        if table is None:
+            continue
+        ctx.tables[f"beyond_{name}"] = table
+        tables.append(TableSpec(name, heading, caption + " Holm across the tasks of a domain; full notes "
+                                "(e.g. convergence warnings) in the CSV.", table, _MODEL_COLUMNS))
+    if not tables:
+        return Section.omitted("beyond", title, "No unit at temperature 1 with the covariates these models need.")
+    return Section(
+        id="beyond", title=title,
+        paragraphs=[
+            "kdanalysis.studies answers the product's questions per domain with KD results at τ = 1 (no "
+            "selection over temperatures), task-aware teachers and per-task gains: OLS with standard errors "
+            "clustered by teacher→student pair (per task: one joint model; 'all': task fixed effects), and a "
+            "mixed model with crossed random intercepts for task and student (model mixedlm_task_student). "
+            "These units share students and teachers, so these intervals are the honest ones; with about 11 "
+            "pairs and 6 students they are wide."],
         tables=tables)
 
 
@@ -555,12 +616,14 @@ _BUILDERS: tuple[tuple[str, Callable[[ReportContext], Section]], ...] = (
     ("agreement and fidelity", _paradox),
     ("per-task correlations", _correlations),
     ("paper hypotheses", _paper),
+    ("beyond the paper", _beyond),
     ("methods and caveats", _methods),
 )
 
 
 def build_sections(results: pd.DataFrame, models: pd.DataFrame,
-                   step: Callable[[str], None] | None = None) -> list[Section]:
+                   step: Callable[[str], None] | None = None,
+                   on_section: Callable[[Section], None] | None = None) -> list[Section]:
     """All report sections, in display order (the findings second).
 
     Parameters
@@ -571,6 +634,9 @@ def build_sections(results: pd.DataFrame, models: pd.DataFrame,
         Models table (family, params_b) for the models in ``results``.
     step : callable, optional
         Called with a short description before each section is computed (progress).
+    on_section : callable, optional
+        Called with each section as soon as it is computed (e.g. to start drawing its
+        figures while the next sections are computed).
 
     Returns
     -------
@@ -581,7 +647,10 @@ def build_sections(results: pd.DataFrame, models: pd.DataFrame,
     for name, builder in _BUILDERS:
         if step is not None:
             step(name)
-        sections.append(builder(ctx))
+        section = builder(ctx)
+        if on_section is not None:
+            on_section(section)
+        sections.append(section)
     findings = finding_sentences(ctx.tables)
     summary = (Section(id="findings", title="Key findings", bullets=findings) if findings else
                Section.omitted("findings", "Key findings", "No statistic could be computed from these results."))

@@ -5,9 +5,9 @@ Both functions read the tables the section builders computed (see
 the numbers formatted by :mod:`kdanalysis.report.formatting`; a sentence is produced only
 when its table is present, so nothing is stated that the data do not show.
 
-Tables read: ``gains`` (KD gains), ``gain_tests``, ``size_rho``, ``size_slope``,
-``teacher_rho``, ``expertise_test``, ``temperature``, ``paradox``, ``paper``,
-``dependence``, ``selection``.
+Tables read: ``gains`` (KD gains), ``gain_tests``, ``size_rho``, ``teacher_rho``,
+``expertise``, ``temperature_best``, ``paradox``, ``paper``, ``beyond_size_vs_gain``,
+``beyond_fidelity_vs_gain``, ``dependence``, ``selection``.
 """
 
 from __future__ import annotations
@@ -84,21 +84,22 @@ def finding_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
     for row in _rows(tables.get("size_rho")):
         verb = _relation(row, "rises", "falls", "shows no clear trend")
         out.append(f"{row['domain'].capitalize()}: the gain {verb} with student size ({_rho_text(row)}).")
-    for row in _rows(tables.get("size_slope")):
-        out.append(f"{row['domain'].capitalize()}: each doubling of student size changes the overall gain by "
-                   f"{fmt_pp(row['estimate'])} (95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, SE clustered "
-                   f"by {fmt_int(row['n_clusters'])} teacher→student pairs, p = {fmt_p(row['p_val'])}).")
+    for row in _pooled(tables.get("beyond_size_vs_gain"), "log2_size"):
+        out.append(f"{row['domain'].capitalize()}, respecting the dependence between units (τ = 1, per-task "
+                   f"gains, SE clustered by {fmt_int(row['n_groups'])} pairs): each doubling of student size "
+                   f"changes the gain by {fmt_pp(row['estimate'])} (95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}"
+                   f", p = {fmt_p(row['p_val'])}).")
     for row in _rows(tables.get("teacher_rho")):
         verb = _relation(row, "rises", "falls", "barely tracks")
         out.append(f"{row['domain'].capitalize()}: the gain {verb} with the teacher's own accuracy "
                    f"({_rho_text(row)}).")
-    for row in _rows(tables.get("expertise_test")):
-        out.append(f"{row['domain'].capitalize()}: a task-aware teacher gives {fmt_pp(row['mean_diff'])} more "
+    for row in _pooled(tables.get("expertise"), "task_aware_minus_base"):
+        out.append(f"{row['domain'].capitalize()}: a task-aware teacher gives {fmt_pp(row['estimate'])} more "
                    f"gain than the un-tuned base teacher (95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, "
-                   f"paired t-test over {fmt_int(row['n'])} matched runs, p = {fmt_p(row['p_val'])}).")
-    temperature = tables.get("temperature")
-    if temperature is not None and not temperature.empty:
-        for domain, part in temperature.groupby("domain", sort=False):
+                   f"{fmt_int(row['n'])} matched results, SE clustered by pair, p = {fmt_p(row['p_val'])}).")
+    best = tables.get("temperature_best")
+    if best is not None and not best.empty:
+        for domain, part in best.groupby("domain", sort=False):
             wins = part.groupby("temperature")["n_best"].sum()
             out.append(f"{domain.capitalize()}: the best temperature was "
                        + ", ".join(f"τ = {t:g} for {fmt_int(n)}" for t, n in wins.items())
@@ -109,8 +110,21 @@ def finding_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
         if "statistic_partial" in row and not pd.isna(row["statistic_partial"]):
             text += f"; controlling for student size ρ = {fmt_signed(row['statistic_partial'])}"
         out.append(text + ").")
+    for term, what in (("agreement", "point of agreement"), ("bleu", "BLEU point")):
+        for row in _pooled(tables.get("beyond_fidelity_vs_gain"), term):
+            out.append(f"{row['domain'].capitalize()}, respecting the dependence between units and controlling "
+                       f"for student size: each {what} with the teacher goes with {fmt_pp(row['estimate'])} of "
+                       f"gain (95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, p = {fmt_p(row['p_val'])}).")
     out.extend(_paper_sentences(tables.get("paper")))
     return out
+
+
+def _pooled(table: pd.DataFrame | None, term: str, model: str = "ols_cluster_pair") -> list[pd.Series]:
+    """Pooled-over-tasks rows of a beyond-paper table for one term and model."""
+    if table is None or table.empty:
+        return []
+    rows = table[(table["task"] == "all") & (table["model"] == model) & (table["term"] == term)]
+    return _rows(rows)
 
 
 def _paper_sentences(paper: pd.DataFrame | None) -> list[str]:
@@ -174,6 +188,7 @@ def caveat_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
         if len(h1):
             out.append(f"Of the paper's {len(h1)} per-task H1 t-tests (pooled and per method), {raw_h1} have "
                        f"p < {ALPHA:g}, {held_h1} after Holm correction across tasks.")
+    out.extend(_h3_caveat(tables.get("paper"), tables.get("beyond_size_vs_gain")))
     selection = tables.get("selection")
     if selection is not None and not selection.empty:
         for domain, part in selection.groupby("domain", sort=False):
@@ -188,3 +203,21 @@ def caveat_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
                 + f" ({fmt_int(best['n'].iloc[0])} units): the maximum is chosen after seeing the test scores.")
     return out
 
+
+def _h3_caveat(paper: pd.DataFrame | None, beyond: pd.DataFrame | None) -> list[str]:
+    """The paper's size-gain test next to the dependence-aware models of the same question."""
+    if paper is None or paper.empty:
+        return []
+    h3 = paper[(paper["hypothesis"] == "H3") & (paper["methods"] == "all") & (paper["task"] == "average")]
+    out = []
+    for row in _rows(h3):
+        models = [r for r in _pooled(beyond, "log2_size") + _pooled(beyond, "log2_size", "mixedlm_task_student")
+                  if r["domain"] == row["domain"]]
+        if not models:
+            continue
+        others = "; ".join(f"{r['model']}: {fmt_pp(r['estimate'])} per doubling, p = {fmt_p(r['p_val'])}"
+                           for r in models)
+        out.append(f"Student size ({row['domain']}): the paper's Spearman test treats its {fmt_int(row['n'])} "
+                   f"units as independent (ρ = {fmt_signed(row['statistic'])}, p = {fmt_p(row['p_val'])}); "
+                   f"models that respect the shared students and pairs give {others}.")
+    return out

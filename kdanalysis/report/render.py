@@ -13,7 +13,8 @@ import logging
 import os
 import struct
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -25,7 +26,7 @@ from kdanalysis.errors import BackendUnavailableError
 from kdanalysis.report.formatting import format_table
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
 
-__all__ = ["PDF_INSTALL_HINT", "draw_figures", "write_tables", "render_html", "write_pdf"]
+__all__ = ["PDF_INSTALL_HINT", "FigureDrawer", "write_tables", "render_html", "write_pdf"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,41 +39,53 @@ _DPI = 150
 def _draw_one(spec: FigureSpec, stem: str) -> None:
     from kdanalysis.plots.style import save_figure
 
-    fig = spec.plot(*spec.args, **dict(spec.kwargs))
-    save_figure(fig, stem, dpi=_DPI)
+    save_figure(spec.plot(*spec.args, **dict(spec.kwargs)), stem, dpi=_DPI)
 
 
-def draw_figures(specs: Sequence[FigureSpec], figure_dir: Path, *, workers: int = 1,
-                 step: Callable[[str], None] | None = None) -> None:
-    """Draw every figure into ``figure_dir/<id>.png`` and ``.svg``.
+class FigureDrawer:
+    """Draw figures into ``figure_dir/<id>.png`` and ``.svg``, in worker processes if asked.
 
-    Parameters
-    ----------
-    specs : sequence of FigureSpec
-    figure_dir : Path
-        Existing output folder.
-    workers : int
-        Worker processes (1: draw in this process). Figures are independent, so they
-        can be drawn in parallel; matplotlib's Agg canvas is used either way.
-    step : callable, optional
-        Called with each figure's id when it is done (progress).
+    Figures are independent, so with ``workers > 1`` each :meth:`submit` hands the figure
+    to a process pool and the caller keeps computing; :meth:`wait` collects them. The
+    pool's processes come from a fork server that has imported the plotting modules once
+    (no fork of a process with running threads). With ``workers <= 1`` figures are drawn
+    at once, in this process. Use as a context manager.
     """
-    stems = [str(figure_dir / spec.id) for spec in specs]
-    if workers <= 1 or len(specs) < 2:
-        for spec, stem in zip(specs, stems, strict=True):
-            _draw_one(spec, stem)
-            if step is not None:
-                step(spec.id)
-        return
-    import multiprocessing
 
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_draw_one, spec, stem) for spec, stem in zip(specs, stems, strict=True)]
-        for spec, future in zip(specs, futures, strict=True):
+    def __init__(self, figure_dir: Path, workers: int = 1) -> None:
+        self.figure_dir = figure_dir
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: list[tuple[str, Future[None]]] = []
+
+    def __enter__(self) -> FigureDrawer:
+        if self.workers > 1:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["kdanalysis.plots.figures", "kdanalysis.plots.style"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, spec: FigureSpec) -> None:
+        """Draw one figure (now, or in a worker)."""
+        stem = str(self.figure_dir / spec.id)
+        if self._pool is None:
+            _draw_one(spec, stem)
+            done: Future[None] = Future()
+            done.set_result(None)
+            self._pending.append((spec.id, done))
+        else:
+            self._pending.append((spec.id, self._pool.submit(_draw_one, spec, stem)))
+
+    def wait(self, step: Callable[[str], None] | None = None) -> None:
+        """Wait for every submitted figure; re-raise the first failure."""
+        for figure_id, future in self._pending:
             future.result()
             if step is not None:
-                step(spec.id)
+                step(figure_id)
 
 
 def write_tables(tables: Sequence[TableSpec], table_dir: Path) -> None:
