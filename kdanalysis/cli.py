@@ -113,6 +113,40 @@ def collect(
                f"{items_path}: {len(read_items(items_path))} items")
 
 
+@app.command()
+def report(
+    results: Annotated[Path | None, typer.Argument(
+        help="Results table (.parquet/.csv) or a runs folder; default: the bundled published results.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("report"),
+    formats: Annotated[str, typer.Option("--format", "-f", help="Comma-separated: html, pdf.")] = "html,pdf",
+    title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
+    models: Annotated[Path | None, typer.Option(
+        "--models", help="Models table (model, family, params_b, ...) for sizes and families.")] = None,
+) -> None:
+    """Build the study report: report.html, report.pdf, figures/ (PNG, SVG) and tables/ (CSV)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from kdanalysis.report import build_report, load_report_input
+    from kdanalysis.report.build import DEFAULT_TITLE
+    from kdanalysis.results import read_models
+
+    data, found_models, source = load_report_input(results)
+    models_table = read_models(models) if models is not None else found_models
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("report: starting", total=None)
+        paths = build_report(data, out, formats=formats.split(","), title=title or DEFAULT_TITLE,
+                             progress=lambda message: bar.update(task, description=f"report: {message}"),
+                             models=models_table, source=source)
+    for message in paths.messages:
+        console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+    for label, path in (("html", paths.html), ("pdf", paths.pdf)):
+        if path is not None:
+            typer.echo(f"{label}: {path}")
+    typer.echo(f"figures: {len(paths.figures)} files in {paths.out_dir / 'figures'}")
+    typer.echo(f"tables: {len(paths.tables)} files in {paths.out_dir / 'tables'}")
+
+
 def main() -> None:
     """Entry point of the ``kdanalysis`` console script."""
     try:
