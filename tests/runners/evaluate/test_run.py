@@ -219,3 +219,30 @@ def test_command_line(toy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main([str(path), "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "batch: Extra inputs are not permitted" in err
+
+
+def test_several_samples_per_item_are_scored_as_rows(
+    toy_dir: Path, tmp_path: Path, backend: HFBackend
+) -> None:
+    config = EvalConfig(
+        model=str(toy_dir / "model"),
+        tasks=["arithmetic"],
+        limit=2,
+        custom_tasks=[
+            {
+                "id": "arithmetic",
+                "file": str(toy_dir / "arithmetic.json"),
+                "domain": "math",
+                "answer_type": "number",
+            }
+        ],
+        decoding={"preset": "published", "n": 3, "max_new_tokens": 3, "seed": 1},
+    )
+    run_dir = run_eval(config, tmp_path / "run", backend=backend)
+    items = pd.read_parquet(run_dir / "items.parquet")
+    assert items["item_id"].tolist() == ["0#0", "0#1", "0#2", "1#0", "1#1", "1#2"]
+    assert items["prompt_hash"].nunique() == 2
+    results = pd.read_parquet(run_dir / "results.parquet")
+    assert results["n"].tolist() == [6]
+    throughput = json.loads((run_dir / "throughput.json").read_text())
+    assert throughput["items"] == 2 and throughput["samples"] == 6
