@@ -13,9 +13,14 @@ to the letter, quirks included:
 - H1: one-sided one-sample t-test of gain > 0, pooled (``methods="all"``) and per group;
   one-way ANOVA of gain across the three groups (``methods="all"``).
 - H2: Spearman rho(gain, the teacher's own SFT score on the task); H3: rho(gain, student
-  size in billions); H3.2: rho(gain, the student's SFT score); H4: rho(gain, agreement from
+  size in billions: the models table's ``params_b``, the number the paper parsed from the
+  name); H3.2: rho(gain, the student's SFT score); H4: rho(gain, agreement from
   the KD rows of EM1), no average; H5 (math only): rho(gain, BLEU of the KD rows), no
   average. Each pooled and per group, two-sided.
+
+Each test is scipy's (``ttest_1samp``, ``f_oneway``, Spearman via ranks), run on all cells
+of equal size at once (:mod:`kdanalysis.studies._batched`); the tests check every cell
+against :mod:`kdanalysis.stats` and the paper's printed outputs.
 
 The 33 units share students, teachers and pairs, so these p-values overstate the evidence;
 :mod:`kdanalysis.studies.beyond` answers the same questions with models that respect that.
