@@ -29,14 +29,28 @@ HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 
 def test_greedy_maps_to_temperature_zero() -> None:
     kw = sampling_params_kwargs(DecodingConfig(max_new_tokens=32, stop=("\n\n",), temperature=0.7))
-    assert kw == {"n": 1, "temperature": 0.0, "top_p": 1.0, "top_k": -1, "seed": 0, "max_tokens": 32,
-                  "stop": ["\n\n"], "include_stop_str_in_output": False}
+    assert kw == {
+        "n": 1,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "top_k": -1,
+        "seed": 0,
+        "max_tokens": 32,
+        "stop": ["\n\n"],
+        "include_stop_str_in_output": False,
+    }
 
 
 def test_published_protocol_mapping() -> None:
     kw = sampling_params_kwargs(decoding_preset("published", seed=7))
     assert (kw["temperature"], kw["top_p"], kw["top_k"], kw["n"], kw["max_tokens"], kw["seed"]) == (
-        1.0, 1.0, -1, 1, 256, 7)
+        1.0,
+        1.0,
+        -1,
+        1,
+        256,
+        7,
+    )
 
 
 def test_sampling_with_truncation_and_samples() -> None:
@@ -45,8 +59,12 @@ def test_sampling_with_truncation_and_samples() -> None:
 
 
 def test_loglikelihood_params() -> None:
-    assert loglikelihood_params_kwargs() == {"temperature": 0.0, "max_tokens": 1, "prompt_logprobs": 1,
-                                             "detokenize": False}
+    assert loglikelihood_params_kwargs() == {
+        "temperature": 0.0,
+        "max_tokens": 1,
+        "prompt_logprobs": 1,
+        "detokenize": False,
+    }
 
 
 @dataclass
@@ -79,8 +97,8 @@ def test_parse_prompt_logprobs_sums_continuation_and_checks_greedy() -> None:
     prompt_logprobs = [
         None,
         {10: _Logprob(-0.1)},
-        {11: _Logprob(-0.5, 1), 3: _Logprob(-2.0, 2)},           # continuation token is the top one
-        {12: _Logprob(-1.5, 2), 4: _Logprob(-0.3, 1)},           # another token was more likely
+        {11: _Logprob(-0.5, 1), 3: _Logprob(-2.0, 2)},  # continuation token is the top one
+        {12: _Logprob(-1.5, 2), 4: _Logprob(-0.3, 1)},  # another token was more likely
     ]
     res = parse_prompt_logprobs(prompt_logprobs, tokens, n_context=2)
     assert res.logprob == pytest.approx(-2.0) and res.is_greedy is False
@@ -144,3 +162,99 @@ def test_real_vllm_tiny_model_greedy(tmp_path: Path) -> None:
         scores = backend.loglikelihood([LoglikelihoodRequest("1 + 1 =", " 2")])
     assert len(out) == 1 and 1 <= out[0].n_tokens[0] <= 8
     assert scores[0].logprob < 0
+
+
+class _FakeSamplingParams:
+    def __init__(self, **kwargs: object) -> None:
+        self.kwargs = kwargs
+
+
+class _FakeLoRARequest:
+    def __init__(self, lora_name: str, lora_int_id: int, lora_path: str) -> None:
+        self.lora_name, self.lora_int_id, self.lora_path = lora_name, lora_int_id, lora_path
+
+
+class _FakeTokenizer:
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": ([1] if add_special_tokens else []) + [ord(c) for c in text]}
+
+
+class _FakeLLM:
+    """Stands in for vllm.LLM with its documented generate() contract (outputs in input order)."""
+
+    instances: list[_FakeLLM] = []
+
+    def __init__(self, **kwargs: object) -> None:
+        self.kwargs = kwargs
+        self.calls: list[dict[str, object]] = []
+        _FakeLLM.instances.append(self)
+
+    def get_tokenizer(self) -> _FakeTokenizer:
+        return _FakeTokenizer()
+
+    def generate(
+        self,
+        prompts: list,
+        sampling_params: object = None,
+        lora_request: object = None,
+        use_tqdm: bool = True,
+    ) -> list[_RequestOutput]:
+        self.calls.append({"prompts": prompts, "params": sampling_params, "lora": lora_request})
+        outputs = []
+        for i, prompt in enumerate(prompts):
+            if isinstance(prompt, dict):  # scoring: logprob of token t is -t/1000, top token is 0
+                ids = prompt["prompt_token_ids"]
+                lps = [None] + [{t: _Logprob(-t / 1000), 0: _Logprob(0.0)} for t in ids[1:]]
+                out = _RequestOutput(str(i), "", [_Completion("", [0])])
+                out.prompt_logprobs = lps  # type: ignore[attr-defined]
+            else:
+                n = sampling_params[i].kwargs["n"]  # type: ignore[index]
+                out = _RequestOutput(
+                    str(i), prompt, [_Completion(prompt.upper() + str(k), [7] * (k + 1)) for k in range(n)]
+                )
+            outputs.append(out)
+        return outputs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> type[_FakeLLM]:
+    import types
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = _FakeLLM  # type: ignore[attr-defined]
+    vllm.SamplingParams = _FakeSamplingParams  # type: ignore[attr-defined]
+    lora = types.ModuleType("vllm.lora")
+    request = types.ModuleType("vllm.lora.request")
+    request.LoRARequest = _FakeLoRARequest  # type: ignore[attr-defined]
+    for name, module in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
+        monkeypatch.setitem(sys.modules, name, module)
+    _FakeLLM.instances = []
+    return _FakeLLM
+
+
+def test_engine_wiring_with_a_stand_in_engine(fake_vllm: type[_FakeLLM], tmp_path: Path) -> None:
+    """One generate call for all requests, per-request SamplingParams, LoRARequest, order kept."""
+    from runners.evaluate.backend import GenerationRequest, LoglikelihoodRequest
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    backend = VLLMBackend("base-model", adapter=str(tmp_path), tensor_parallel_size=2)
+    engine = fake_vllm.instances[0]
+    assert engine.kwargs["enable_lora"] is True and engine.kwargs["tensor_parallel_size"] == 2
+    sample = decoding_preset("published", n=2, seed=4)
+    done: list[int] = []
+    results = backend.generate(
+        [GenerationRequest("a", DecodingConfig()), GenerationRequest("b", sample)], progress=done.append
+    )
+    assert [r.texts for r in results] == [("A0",), ("B0", "B1")] and results[1].n_tokens == (1, 2)
+    assert done == [2] and len(engine.calls) == 1
+    call = engine.calls[0]
+    assert call["prompts"] == ["a", "b"]
+    assert [p.kwargs["temperature"] for p in call["params"]] == [0.0, 1.0]  # type: ignore[attr-defined]
+    assert call["lora"].lora_path == str(tmp_path) and call["lora"].lora_int_id == 1  # type: ignore[attr-defined]
+
+    scores = backend.loglikelihood([LoglikelihoodRequest("ab", "c"), LoglikelihoodRequest("a", "bc")])
+    assert scores[0] == (pytest.approx(-ord("c") / 1000), False)
+    assert scores[1].logprob == pytest.approx(-(ord("b") + ord("c")) / 1000)
+    assert engine.calls[1]["params"].kwargs["prompt_logprobs"] == 1  # type: ignore[attr-defined]
+    backend.close()
+    assert backend._llm is None
