@@ -26,15 +26,26 @@ def dense_codes(values: np.ndarray) -> np.ndarray:
 
 
 def average_ranks(codes: np.ndarray) -> np.ndarray:
-    """Average (1-based, tie-averaged) ranks of integer codes along the last axis."""
+    """Average (1-based, tie-averaged) ranks of integer codes along the last axis.
+
+    Codes are counted per row in one flat table (row r, code c at ``r * n_codes + c``);
+    its running sum at (r, c) is ``r * n`` plus the number of row-r values with a code
+    <= c, so the average rank of c is that minus ``r * n`` and ``(count - 1) / 2``.
+    """
     ints = codes.astype(np.int64)
-    n_codes = int(ints.max()) + 1 if ints.size else 0
-    rows = ints.reshape(-1, ints.shape[-1])
-    offsets = np.arange(rows.shape[0])[:, None] * n_codes
-    positions = (rows + offsets).ravel()  # index of (row, code) in the flattened count table
-    counts = np.bincount(positions, minlength=rows.shape[0] * n_codes).reshape(rows.shape[0], n_codes)
-    rank_of_code = np.cumsum(counts, axis=1) - (counts - 1) / 2.0
-    return rank_of_code.ravel()[positions].reshape(ints.shape)
+    n = ints.shape[-1]
+    rows = ints.reshape(-1, n)
+    n_codes = int(rows.max()) + 1 if rows.size else 0
+    row_index = np.arange(rows.shape[0])[:, None]
+    positions = rows + row_index * n_codes
+    counts = np.bincount(positions.ravel(), minlength=rows.shape[0] * n_codes)
+    # in-place steps: fresh temporaries of this size cost more than the arithmetic
+    average = np.cumsum(counts, dtype=np.float64)
+    average -= 0.5 * counts
+    average += 0.5
+    ranks = average[positions]
+    ranks -= row_index * n
+    return ranks.reshape(ints.shape)
 
 
 def rowwise_pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
