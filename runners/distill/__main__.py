@@ -28,8 +28,11 @@ class _ProgressBar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn(),
+            TextColumn("[bold]distill"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s"),
+            TimeRemainingColumn(),
         )
         self.task: Any = None
 
@@ -37,8 +40,9 @@ class _ProgressBar:
         if self.task is None:
             self.progress.start()
             self.task = self.progress.add_task("train", total=record["total_steps"], loss=0.0, tps=0.0)
-        self.progress.update(self.task, completed=record["step"], loss=record["loss"],
-                             tps=record["tokens_per_s"])
+        self.progress.update(
+            self.task, completed=record["step"], loss=record["loss"], tps=record["tokens_per_s"]
+        )
 
     def close(self) -> None:
         if self.task is not None:

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import METHODS, NO_TEACHER, TEACHER_KINDS
 from runners.evaluate.prompts import PROMPT_STYLES, PromptStyle
+from runners.models import looks_like_local_path
 
 __all__ = [
     "TRAIN_METHODS",
@@ -45,27 +46,12 @@ __all__ = [
     "GenerationConfig",
     "DistillConfig",
     "load_config",
-    "looks_like_local_path",
 ]
 
 #: Method ids a run can train (``base`` is not trained, ``kd`` is only a label in the paper's files).
 TRAIN_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in {"base", "kd"})
 #: Token-level KD methods: a loss of :func:`runners.distill.losses.kd_loss` on ground-truth sequences.
 TOKEN_KD_METHODS: frozenset[str] = frozenset({"fkl", "rkl", "jsd", "tvd", "skl", "srkl"})
-
-
-def looks_like_local_path(name: str) -> bool:
-    """Whether a model name is meant as a local path rather than a hub id ``org/name``.
-
-    A name is local if it exists, starts with ``/``, ``.`` or ``~``, or has more than one
-    ``/`` (hub ids have exactly one).
-    """
-    return (
-        Path(name).expanduser().exists()
-        or name.startswith(("/", ".", "~"))
-        or name.count("/") > 1
-        or (os.sep != "/" and os.sep in name)
-    )
 
 
 class _Strict(BaseModel):

@@ -153,14 +153,26 @@ def encode_pairs(
     """Tokenise items, keeping ``(item, example)`` pairs; items without any target token
     (the prompt fills ``max_length``) are dropped with a warning."""
     pairs = [
-        (it, encode_item(tokenizer, it, max_length=max_length, train_on_inputs=train_on_inputs,
-                         prompt_style=prompt_style))
+        (
+            it,
+            encode_item(
+                tokenizer,
+                it,
+                max_length=max_length,
+                train_on_inputs=train_on_inputs,
+                prompt_style=prompt_style,
+            ),
+        )
         for it in items
     ]
     kept = [(it, ex) for it, ex in pairs if ex.prompt_len < len(ex.input_ids)]
     if len(kept) < len(pairs):
-        log.warning("dropped %d of %d items whose prompt fills max_length=%d",
-                    len(pairs) - len(kept), len(pairs), max_length)
+        log.warning(
+            "dropped %d of %d items whose prompt fills max_length=%d",
+            len(pairs) - len(kept),
+            len(pairs),
+            max_length,
+        )
     return kept
 
 
@@ -173,8 +185,16 @@ def encode_items(
     prompt_style: PromptStyle,
 ) -> list[Example]:
     """Tokenise items into examples (see :func:`encode_pairs` for dropped items)."""
-    return [ex for _, ex in encode_pairs(tokenizer, items, max_length=max_length,
-                                         train_on_inputs=train_on_inputs, prompt_style=prompt_style)]
+    return [
+        ex
+        for _, ex in encode_pairs(
+            tokenizer,
+            items,
+            max_length=max_length,
+            train_on_inputs=train_on_inputs,
+            prompt_style=prompt_style,
+        )
+    ]
 
 
 def example_key(input_ids: Sequence[int]) -> str:
@@ -186,7 +206,7 @@ def epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int) -> li
     """Index batches of one epoch: a permutation seeded by ``(seed, epoch)``, last partial batch dropped."""
     order = np.random.default_rng([seed, epoch]).permutation(n_examples)
     n_batches = n_examples // batch_size
-    return [order[b * batch_size:(b + 1) * batch_size].tolist() for b in range(n_batches)]
+    return [order[b * batch_size : (b + 1) * batch_size].tolist() for b in range(n_batches)]
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
@@ -214,6 +234,6 @@ def collate_prompts(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for row, ex in enumerate(examples):
         n = ex.prompt_len
-        ids[row, width - n:] = torch.tensor(ex.prompt_ids)
-        mask[row, width - n:] = 1
+        ids[row, width - n :] = torch.tensor(ex.prompt_ids)
+        mask[row, width - n :] = 1
     return {"input_ids": ids, "attention_mask": mask}

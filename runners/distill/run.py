@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ STATUS_FILE = "status.json"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -88,8 +88,10 @@ def run_distill(
     if config_file.is_file():
         previous = yaml.safe_load(config_file.read_text(encoding="utf-8"))
         if previous != config.model_dump(mode="json"):
-            raise ConfigError(f"{run_dir} holds a run with another config; use a new folder "
-                              f"(differences: {_diff(previous, config.model_dump(mode='json'))})")
+            raise ConfigError(
+                f"{run_dir} holds a run with another config; use a new folder "
+                f"(differences: {_diff(previous, config.model_dump(mode='json'))})"
+            )
         status = read_status(run_dir) or {}
         if status.get("status") == "done":
             log.info("run %s is already done", run_dir)
@@ -101,29 +103,50 @@ def run_distill(
     atomic_write_text(config_file, config.to_yaml())
     atomic_write_json(run_dir / "env.json", environment_snapshot())
     started = _now()
-    status: dict[str, Any] = {"status": "running", "error": None, "started_utc": started, "finished_utc": None,
-                              "method": config.method, "steps": None, "best_step": None, "best_val_loss": None}
+    status: dict[str, Any] = {
+        "status": "running",
+        "error": None,
+        "started_utc": started,
+        "finished_utc": None,
+        "method": config.method,
+        "steps": None,
+        "best_step": None,
+        "best_val_loss": None,
+    }
     atomic_write_json(run_dir / STATUS_FILE, status)
     try:
         result = train(config, run_dir, callbacks=callbacks)
     except BaseException as err:
         message = str(err) if isinstance(err, KDAnalysisError) else f"{type(err).__name__}: {err}"
-        atomic_write_json(run_dir / STATUS_FILE, {**status, "status": "failed", "error": message,
-                                                  "finished_utc": _now()})
+        atomic_write_json(
+            run_dir / STATUS_FILE, {**status, "status": "failed", "error": message, "finished_utc": _now()}
+        )
         if isinstance(err, ConfigError):
             raise
         if isinstance(err, Exception):
             raise RunFailedError(f"distillation run {run_dir} failed: {message}") from err
         raise  # KeyboardInterrupt / SystemExit: recorded, then passed on
-    atomic_write_json(run_dir / STATUS_FILE, {
-        **status, "status": "done", "finished_utc": _now(), "steps": result.steps,
-        "best_step": result.best_step, "best_val_loss": result.best_val_loss})
+    atomic_write_json(
+        run_dir / STATUS_FILE,
+        {
+            **status,
+            "status": "done",
+            "finished_utc": _now(),
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "best_val_loss": result.best_val_loss,
+        },
+    )
     log.info("run %s done: %d steps, model in %s", run_dir, result.steps, result.model_dir)
     return run_dir
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> str:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
-        parts = [_diff(a.get(k), b.get(k), f"{prefix}{k}.") for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        parts = [
+            _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)
+        ]
         return "; ".join(p for p in parts if p)
     return f"{prefix.rstrip('.')}: {a!r} -> {b!r}"

@@ -18,10 +18,26 @@ pytest.importorskip("transformers")
 N_ITEMS = 40
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Any:
+    """Toy models are far too small for intra-op threads; on a loaded 2-core machine the
+    thread hand-offs cost 100x the arithmetic. Restored after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of a toy teacher ("small"), a toy student ("tiny") and a training file."""
+    import torch
+
     from runners.toy import make_arithmetic_task, save_toy_model, write_task_json
+
+    torch.set_num_threads(1)
 
     root = tmp_path_factory.mktemp("toy")
     teacher = save_toy_model(root / "teacher", family="qwen2", size="small", seed=1)
@@ -45,7 +61,9 @@ def make_config(toy: dict[str, Path]) -> Callable[..., Any]:
             "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
             "optim": {"lr": 3e-3, "warmup_steps": 2, "max_steps": 12, "batch_size": 8, "micro_batch_size": 4},
             "generation": {"max_new_tokens": 12, "batch_size": 16},
-            "log_every": 1, "eval_every": 4, "checkpoint_every": 4,
+            "log_every": 1,
+            "eval_every": 4,
+            "checkpoint_every": 4,
             "seed": 6,
         }
         for key, value in overrides.items():

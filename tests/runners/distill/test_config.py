@@ -21,8 +21,13 @@ def data_file(tmp_path: Path) -> Path:
 
 
 def _cfg(data_file: Path, **kw: Any) -> dict[str, Any]:
-    return {"student": "org/student", "teacher": "org/teacher", "method": "fkl",
-            "data": {"train": str(data_file)}, **kw}
+    return {
+        "student": "org/student",
+        "teacher": "org/teacher",
+        "method": "fkl",
+        "data": {"train": str(data_file)},
+        **kw,
+    }
 
 
 def test_defaults_follow_the_paper(data_file: Path) -> None:
@@ -119,8 +124,11 @@ def test_bad_config_fails_before_any_model_is_loaded(
         raise AssertionError("a model was loaded for an invalid config")
 
     monkeypatch.setattr(runners.models, "load_causal_lm", forbidden)
-    for bad in (_cfg(data_file, method="gkd", teacher=None), _cfg(data_file, bogus=1),
-                _cfg(data_file, teacher="/missing/teacher")):
+    for bad in (
+        _cfg(data_file, method="gkd", teacher=None),
+        _cfg(data_file, bogus=1),
+        _cfg(data_file, teacher="/missing/teacher"),
+    ):
         with pytest.raises(ConfigError):
             run_distill(bad, tmp_path / "run")
     assert not (tmp_path / "run").exists()

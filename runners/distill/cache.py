@@ -1,0 +1,430 @@
+"""Offline teacher-logit cache: one teacher pass, reused by every student of that teacher.
+
+:func:`build_teacher_cache` runs the teacher once over every item of the training
+file(s) and stores, for every token position, the top-k logits and their token ids.
+A student run points ``DistillConfig.teacher_cache`` at the folder and never loads the
+teacher; the grid builds one cache per (teacher, data) and shares it across cells.
+
+Layout of a cache folder::
+
+    index.json                  written last: its presence means the cache is complete
+    shard_00000.safetensors     values [N, k] (float32/bfloat16/float16), indices [N, k] int32,
+                                rest_tau_<τ> [N] float32 for each cached temperature τ
+    shard_00001.safetensors     ...
+
+``values``/``indices`` are the teacher's top-k raw logits and token ids over the
+tokenizer's vocabulary (embedding padding rows excluded); ``rest_tau_<τ>`` is the log of
+the un-normalised mass of all other tokens at temperature τ, which makes the top-k loss
+of :mod:`runners.distill.losses` exact (see :class:`~runners.distill.losses.TopKTeacher`).
+The top-k set does not depend on τ, so one pass serves every temperature listed at
+build time (default 1, 2, 5: the paper's grid).
+
+``index.json`` holds ``format``, the ``fingerprint`` (teacher, teacher_gguf_file,
+tokenizer hash, data files and their SHA-256, max_length, prompt_style, k, vocab_size,
+dtype, temperatures), ``n_examples``, ``n_tokens``, ``shards`` and ``examples``: content key of the
+token sequence (:func:`runners.distill.data.example_key`) → ``[shard, start, length]``.
+Examples are found by content, so the validation split and the epoch order of a
+student run do not matter; a sequence that is not in the cache is a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from kdanalysis.errors import ConfigError
+from kdanalysis.io import atomic_write_json, read_json
+from runners.distill.data import encode_items, example_key, file_sha256, load_items
+from runners.evaluate.prompts import PromptStyle
+
+__all__ = [
+    "CACHE_FORMAT",
+    "tokenizer_fingerprint",
+    "build_teacher_cache",
+    "build_teacher_cache_for",
+    "TeacherCache",
+]
+
+log = logging.getLogger(__name__)
+
+#: Version of the folder layout; bumped when it changes.
+CACHE_FORMAT = 1
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """SHA-256 (16 hex) of a tokenizer's vocabulary and special-token ids."""
+    payload = {
+        "vocab": sorted(tokenizer.get_vocab().items()),
+        "special": [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id],
+    }
+    return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()[:16]
+
+
+def _fingerprint(
+    teacher: str,
+    teacher_gguf_file: str | None,
+    tokenizer: Any,
+    data: Sequence[Path],
+    max_length: int,
+    prompt_style: str,
+    k: int,
+    vocab_size: int,
+    dtype: str,
+    temperatures: Sequence[float],
+) -> dict[str, Any]:
+    return {
+        "teacher": teacher,
+        "teacher_gguf_file": teacher_gguf_file,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "data": [{"path": str(p), "sha256": file_sha256(p)} for p in data],
+        "max_length": max_length,
+        "prompt_style": prompt_style,
+        "k": k,
+        "vocab_size": vocab_size,
+        "dtype": dtype,
+        "temperatures": [float(t) for t in temperatures],
+    }
+
+
+def _rest_key(temperature: float) -> str:
+    return f"rest_tau_{float(temperature):g}"
+
+
+def build_teacher_cache(
+    teacher: str,
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    k: int = 64,
+    max_length: int = 256,
+    prompt_style: PromptStyle = "published_train",
+    teacher_gguf_file: str | None = None,
+    batch_size: int = 8,
+    shard_tokens: int = 1 << 20,
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16",
+    temperatures: Sequence[float] = (1.0, 2.0, 5.0),
+    device: str | None = None,
+) -> Path:
+    """Run the teacher once over the data and store its top-k logits per token.
+
+    Parameters
+    ----------
+    teacher : str
+        Hub id or local folder of the teacher (loaded with ``runners.models.load_causal_lm``).
+    data : path or list of paths
+        Training file(s) in the published JSON format; every item is cached (the
+        validation split of a student run is taken from these items too).
+    out_dir : path
+        Cache folder. If it already holds a complete cache with the same fingerprint it
+        is returned as is; a different fingerprint is an error.
+    k : int
+        Logits kept per token (k >= the vocabulary size keeps all of them; then KD from
+        the cache equals KD from the live teacher).
+    max_length, prompt_style
+        Must equal the student runs' settings (they define the token sequences).
+    teacher_gguf_file : str or None
+        GGUF file of the teacher.
+    batch_size : int
+        Sequences per teacher forward pass.
+    shard_tokens : int
+        Token positions per shard file.
+    dtype : {"float32", "bfloat16", "float16"}
+        Storage type of the logit values.
+    temperatures : sequence of float
+        KD temperatures the cache serves (the rest mass is stored for each; 1 is always
+        added, for the KL to the teacher that runs log).
+    device : str or None
+        Where the teacher runs (default: CUDA if available, else CPU).
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    ConfigError
+        Bad ``k``/``dtype``, missing data, or an existing cache with another fingerprint.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from runners.distill.losses import TopKTeacher
+    from runners.models import load_causal_lm
+
+    if k < 1:
+        raise ConfigError(f"cache k must be >= 1, got {k}")
+    if not temperatures or any(not t > 0 for t in temperatures):
+        raise ConfigError(f"cache temperatures must be positive numbers, got {list(temperatures)}")
+    temperatures = sorted({1.0, *map(float, temperatures)})  # tau = 1 also serves the logged KL
+    if dtype not in _DTYPES:
+        raise ConfigError(f"cache dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    paths = [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(p) for p in data]
+    paths = [p.expanduser().resolve() for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise ConfigError(f"cache data file not found: {p}")
+    out_dir = Path(out_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_causal_lm(teacher, dtype="auto", device=device, gguf_file=teacher_gguf_file)
+    model.eval()
+    vocab_size = len(tokenizer)  # logits beyond it are embedding padding rows
+    k = min(k, vocab_size)
+    fingerprint = _fingerprint(
+        teacher,
+        teacher_gguf_file,
+        tokenizer,
+        paths,
+        max_length,
+        prompt_style,
+        k,
+        vocab_size,
+        dtype,
+        temperatures,
+    )
+    if (out_dir / "index.json").is_file():
+        existing = TeacherCache.open(out_dir)
+        if existing.fingerprint != fingerprint:
+            raise ConfigError(
+                f"{out_dir} already holds a teacher cache with another fingerprint "
+                f"({_diff(existing.fingerprint, fingerprint)}); use a new folder"
+            )
+        log.info("teacher cache %s is complete; reusing it", out_dir)
+        return out_dir
+
+    items = [it for p in paths for it in load_items(p)]
+    examples = encode_items(
+        tokenizer, items, max_length=max_length, train_on_inputs=True, prompt_style=prompt_style
+    )
+    unique = list({example_key(ex.input_ids): ex for ex in examples}.items())
+    store_dtype = getattr(torch, dtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards: list[str] = []
+    index: dict[str, list[int]] = {}
+    keys = ["values", "indices", *(_rest_key(t) for t in temperatures)]
+    pending: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+    pending_rows = 0
+    n_tokens = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if not pending_rows:
+            return
+        name = f"shard_{len(shards):05d}.safetensors"
+        tmp = out_dir / f".{name}.tmp"
+        save_file({key: torch.cat(parts) for key, parts in pending.items()}, str(tmp))
+        os.replace(tmp, out_dir / name)
+        shards.append(name)
+        pending, pending_rows = {key: [] for key in keys}, 0
+
+    pad = tokenizer.pad_token_id
+    with torch.no_grad():
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start : start + batch_size]
+            width = max(len(ex.input_ids) for _, ex in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, (_, ex) in enumerate(chunk):
+                ids[row, : len(ex.input_ids)] = torch.tensor(ex.input_ids)
+                mask[row, : len(ex.input_ids)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logits = logits[..., :vocab_size].float()
+            tops = [TopKTeacher.from_logits(logits, k, temperature=t) for t in temperatures]
+            for row, (key, ex) in enumerate(chunk):
+                n = len(ex.input_ids)
+                if pending_rows + n > shard_tokens:
+                    flush()
+                index[key] = [len(shards), pending_rows, n]
+                pending["values"].append(tops[0].values[row, :n].to(store_dtype).cpu())
+                pending["indices"].append(tops[0].indices[row, :n].to(torch.int32).cpu())
+                for t, top in zip(temperatures, tops, strict=True):
+                    pending[_rest_key(t)].append(top.rest[row, :n].cpu())  # type: ignore[index]
+                pending_rows += n
+                n_tokens += n
+    flush()
+    atomic_write_json(
+        out_dir / "index.json",
+        {
+            "format": CACHE_FORMAT,
+            "fingerprint": fingerprint,
+            "n_examples": len(index),
+            "n_tokens": n_tokens,
+            "shards": shards,
+            "examples": index,
+        },
+    )
+    log.info(
+        "teacher cache %s: %d sequences, %d tokens, k=%d, %d shards",
+        out_dir,
+        len(index),
+        n_tokens,
+        k,
+        len(shards),
+    )
+    return out_dir
+
+
+def build_teacher_cache_for(
+    config: Any, out_dir: str | os.PathLike[str], *, k: int = 64, **kwargs: Any
+) -> Path:
+    """Build the cache a :class:`~runners.distill.config.DistillConfig` needs.
+
+    Uses the config's teacher, training (and validation) files, ``max_length``,
+    ``prompt_style`` and ``temperature``; ``kwargs`` go to :func:`build_teacher_cache`.
+    """
+    if config.teacher is None:
+        raise ConfigError(f"method {config.method!r} has no teacher to cache")
+    data = [config.data.train] + ([config.data.val_file] if config.data.val_file else [])
+    kwargs.setdefault("temperatures", sorted({1.0, 2.0, 5.0, config.temperature}))
+    return build_teacher_cache(
+        config.teacher,
+        data,
+        out_dir,
+        k=k,
+        max_length=config.max_length,
+        prompt_style=config.prompt_style,
+        teacher_gguf_file=config.teacher_gguf_file,
+        **kwargs,
+    )
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return "; ".join(
+        f"{key}: {a.get(key)!r} vs {b.get(key)!r}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key) != b.get(key)
+    )
+
+
+class TeacherCache:
+    """Read access to a cache folder written by :func:`build_teacher_cache`.
+
+    Use :meth:`open`; :meth:`check` compares the fingerprint with a run's settings and
+    :meth:`lookup` returns padded top-k tensors for a batch of sequences.
+    """
+
+    def __init__(self, root: Path, index: dict[str, Any]) -> None:
+        self.root = root
+        self.fingerprint: dict[str, Any] = index["fingerprint"]
+        self.k: int = int(self.fingerprint["k"])
+        self.vocab_size: int = int(self.fingerprint["vocab_size"])
+        self._examples: dict[str, list[int]] = index["examples"]
+        self._shard_names: list[str] = index["shards"]
+        self._shards: dict[int, Any] = {}
+
+    @classmethod
+    def open(cls, root: str | os.PathLike[str]) -> TeacherCache:
+        """Open a complete cache folder.
+
+        Raises
+        ------
+        ConfigError
+            If the folder has no ``index.json`` (missing or unfinished cache) or another format.
+        """
+        root = Path(root)
+        if not (root / "index.json").is_file():
+            raise ConfigError(f"teacher cache {root} is missing or unfinished (no index.json)")
+        index = read_json(root / "index.json")
+        if index.get("format") != CACHE_FORMAT:
+            raise ConfigError(
+                f"teacher cache {root} has format {index.get('format')!r}; "
+                f"this version reads format {CACHE_FORMAT}"
+            )
+        return cls(root, index)
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def check(
+        self,
+        *,
+        teacher: str,
+        teacher_gguf_file: str | None,
+        tokenizer: Any,
+        data: Sequence[Path],
+        max_length: int,
+        prompt_style: str,
+        temperature: float,
+    ) -> None:
+        """Raise ConfigError naming every field where the cache differs from a run's settings.
+
+        ``data`` files must each be one of the cached files (same SHA-256) and
+        ``temperature`` one of the cached temperatures.
+        """
+        fp = self.fingerprint
+        problems = []
+        for name, mine in (
+            ("teacher", teacher),
+            ("teacher_gguf_file", teacher_gguf_file),
+            ("max_length", max_length),
+            ("prompt_style", prompt_style),
+            ("tokenizer", tokenizer_fingerprint(tokenizer)),
+        ):
+            if fp[name] != mine:
+                problems.append(f"{name}: run {mine!r} vs cache {fp[name]!r}")
+        if float(temperature) not in fp["temperatures"]:
+            problems.append(f"temperature {temperature} is not cached (cached: {fp['temperatures']})")
+        cached = {d["sha256"] for d in fp["data"]}
+        for path in data:
+            if file_sha256(path) not in cached:
+                problems.append(
+                    f"data file {path} is not one of the cached files "
+                    f"({', '.join(d['path'] for d in fp['data'])})"
+                )
+        if problems:
+            raise ConfigError(f"teacher cache {self.root} does not match this run: " + "; ".join(problems))
+
+    def _shard(self, i: int) -> Any:
+        from safetensors import safe_open
+
+        if i not in self._shards:
+            self._shards[i] = safe_open(str(self.root / self._shard_names[i]), framework="pt")
+        return self._shards[i]
+
+    def lookup(self, keys: Sequence[str], width: int, temperature: float = 1.0) -> Any:
+        """Top-k teacher of a batch of sequences, right-padded to ``width`` positions.
+
+        Returns
+        -------
+        TopKTeacher
+            ``values`` [B, width, k] float32 raw logits, ``indices`` [B, width, k] int64,
+            ``rest`` [B, width] float32 at ``temperature``; 0 at padding positions.
+
+        Raises
+        ------
+        ConfigError
+            If a sequence or the temperature is not in the cache.
+        """
+        import torch
+
+        from runners.distill.losses import TopKTeacher
+
+        rest_key = _rest_key(temperature)
+        if float(temperature) not in self.fingerprint["temperatures"]:
+            raise ConfigError(
+                f"teacher cache {self.root} holds temperatures {self.fingerprint['temperatures']}, "
+                f"not {temperature}"
+            )
+        values = torch.zeros((len(keys), width, self.k), dtype=torch.float32)
+        indices = torch.zeros((len(keys), width, self.k), dtype=torch.long)
+        rest = torch.zeros((len(keys), width), dtype=torch.float32)
+        for row, key in enumerate(keys):
+            try:
+                shard, start, n = self._examples[key]
+            except KeyError:
+                raise ConfigError(
+                    f"teacher cache {self.root} has no logits for a training sequence "
+                    f"(key {key}); was it built from the same data and settings?"
+                ) from None
+            handle = self._shard(shard)
+            n = min(n, width)
+            values[row, :n] = handle.get_slice("values")[start : start + n].float()
+            indices[row, :n] = handle.get_slice("indices")[start : start + n].long()
+            rest[row, :n] = handle.get_slice(rest_key)[start : start + n]
+        return TopKTeacher(values, indices, rest, float(temperature))
