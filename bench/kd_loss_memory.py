@@ -89,8 +89,9 @@ def measure(variant: str, batch: int, length: int, vocab: int, loss: str, seed: 
 
 def _run_child(variant: str, args: argparse.Namespace) -> dict:
     command = [
-        sys.executable, __file__, "--child", variant, "--batch", str(args.batch), "--length", str(args.length),
-        "--vocab", str(args.vocab), "--loss", args.loss, "--seed", str(args.seed),
+        sys.executable, __file__, "--child", variant, "--batch", str(args.batch),
+        "--length", str(args.length), "--vocab", str(args.vocab),
+        "--loss", args.loss, "--seed", str(args.seed),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
