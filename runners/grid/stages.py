@@ -199,5 +199,12 @@ _STAGE_FUNCTIONS: dict[str, Callable[[Cell, Path, Mapping[str, Path]], dict[str,
 
 
 def run_stage(cell: Cell, work_dir: Path, dep_dirs: Mapping[str, Path]) -> dict[str, str]:
-    """Compute ``cell`` into ``work_dir`` (see the module docstring); returns its outputs."""
+    """Compute ``cell`` into ``work_dir`` (see the module docstring); returns its outputs.
+
+    transformers' own progress bars (weight loading, saving) are turned off: the grid
+    shows one progress display over cells, and each cell logs to its ``log.txt``.
+    """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     return _STAGE_FUNCTIONS[cell.kind](cell, Path(work_dir), dep_dirs)

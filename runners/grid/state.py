@@ -278,10 +278,12 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
     handler.setLevel(logging.INFO)
     root_logger = logging.getLogger()
     old_level = root_logger.level
-    # the cell log gets INFO; handlers already there (the console) keep showing what they showed
+    # the cell's log.txt gets INFO and Python warnings; the console (the handlers already there)
+    # only errors, so that the progress display stays readable
     console_levels = {h: h.level for h in root_logger.handlers}
     for h in root_logger.handlers:
-        h.setLevel(max(h.level, old_level))
+        h.setLevel(max(h.level, old_level, logging.ERROR))
+    logging.captureWarnings(True)
     root_logger.addHandler(handler)
     root_logger.setLevel(logging.INFO if old_level in (logging.NOTSET, 0) else min(old_level, logging.INFO))
     logger.info("cell %s: %s", cell.id, cell.label)
@@ -303,6 +305,7 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
         result = CellStatus(CellState.FAILED, duration, error)
     finally:
         root_logger.removeHandler(handler)
+        logging.captureWarnings(False)
         root_logger.setLevel(old_level)
         for h, level in console_levels.items():
             h.setLevel(level)

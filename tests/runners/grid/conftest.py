@@ -1,16 +1,14 @@
-"""Fixtures of the grid tests (helpers live in ``grid_helpers``)."""
+"""Makes ``grid_helpers`` (the small toy grid and the fake stages) importable by the grid tests.
+
+The suite runs with ``--import-mode=importlib``, which does not put test folders on
+``sys.path``; the helpers are also imported by subprocesses of the kill -9 test.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import pytest
-from grid_helpers import SMALL_GRID
-
-
-@pytest.fixture()
-def grid_file(tmp_path: Path) -> Path:
-    """The small toy grid as a file."""
-    path = tmp_path / "grid.yaml"
-    path.write_text(SMALL_GRID)
-    return path
+HERE = str(Path(__file__).parent)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)

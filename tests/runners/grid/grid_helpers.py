@@ -17,8 +17,8 @@ from runners.grid.plan import Cell
 SMALL_GRID = """\
 study: grid_test
 models:
-  teacher: {path: "toy:qwen2:teacher", family: toy, params_b: 0.001}
-  student: {path: "toy:qwen2:tiny", family: toy, params_b: 0.0001}
+  teacher: {path: "toy:qwen2:small", family: toy, params_b: 0.000137}
+  student: {path: "toy:qwen2:tiny", family: toy, params_b: 0.0000502}
 teachers: [teacher]
 students: [student]
 methods:
@@ -29,7 +29,7 @@ seeds: [6]
 domains:
   math: {train: "toy:arithmetic", tasks: [arithmetic], toy_items: 24, toy_test_items: 6}
 training:
-  max_length: 64
+  max_length: 128
   precision: fp32
   data: {val_size: 4}
   optim: {lr: 0.003, warmup_steps: 1, batch_size: 4, max_steps: 3}

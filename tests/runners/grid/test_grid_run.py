@@ -27,6 +27,14 @@ from runners.grid.state import CellState, GridLock, cells_dir
 HERE = Path(__file__).parent
 
 
+@pytest.fixture()
+def grid_file(tmp_path: Path) -> Path:
+    """The small toy grid as a file."""
+    path = tmp_path / "grid.yaml"
+    path.write_text(SMALL_GRID)
+    return path
+
+
 def _plan() -> Plan:
     return build_plan(parse_grid(SMALL_GRID))
 
