@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import shutil
 import subprocess
 import sys
@@ -202,22 +203,13 @@ def test_non_numeric_cell_is_rejected(raw_dir: Path, tmp_path: Path) -> None:
         build_paper_tables(raw)
 
 
-def test_script_reports_error_in_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "convert_paper_results.py"),
-            str(tmp_path / "nowhere"),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2
-    assert "raw results folder not found" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_script_reports_error_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    script = runpy.run_path(str(REPO / "scripts" / "convert_paper_results.py"))
+    code = script["main"]([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"error: raw results folder not found: {tmp_path / 'nowhere'}"
+    ]
     assert not (tmp_path / "out").exists()
 
 

@@ -27,7 +27,7 @@ def results() -> pd.DataFrame:
 def tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return run_all(results, n_boot=2000)
+        return run_all(results, n_boot=200)
 
 
 def test_run_all_returns_every_table(tables: dict[str, pd.DataFrame]) -> None:
