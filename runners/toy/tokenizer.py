@@ -24,7 +24,7 @@ The tokenizer mirrors the structure of the Qwen2/Llama-3 tokenizers at toy scale
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from kdanalysis.errors import ConfigError
 
@@ -87,14 +87,14 @@ _QWEN2_SPLIT = (
 
 def _corpus() -> list[str]:
     """The fixed training corpus of the BPE merges (see the module docstring)."""
-    from runners.evaluate.prompts import PROMPT_STYLES, format_prompt
+    from runners.evaluate.prompts import PROMPT_STYLES, PromptStyle, format_prompt
     from runners.toy.tasks import make_arithmetic_task, make_choice_task
 
     texts = list(_COMMONSENSE_TEMPLATES) + [" ".join(_COMMON_WORDS)] * 4
     texts += [f"the correct answer is {label}" for label in _LABEL_WORDS]
     items = make_arithmetic_task(_CORPUS_ITEMS, seed=0, difficulty=3) + make_choice_task(_CORPUS_ITEMS // 4)
     for index, item in enumerate(items):
-        style = PROMPT_STYLES[index % len(PROMPT_STYLES)]
+        style = cast(PromptStyle, PROMPT_STYLES[index % len(PROMPT_STYLES)])
         texts.append(format_prompt(item["instruction"], item["input"], style=style) + item["output"])
     return texts
 
