@@ -263,6 +263,7 @@ def train(
     TrainResult
     """
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import gather_object
 
     run_dir = Path(run_dir)
@@ -270,6 +271,9 @@ def train(
     # 1. devices and precision ------------------------------------------------------
     cuda = torch.cuda.is_available()
     mixed = resolve_precision(config.precision, cuda)
+    # accelerate keeps one global state per process; a previous run in this process (a grid
+    # worker, a test session) may have used another precision. The process group is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
@@ -374,6 +378,8 @@ def train(
     ckpts = _Checkpoints(run_dir / "checkpoints", config.keep_checkpoints)
     start_step, best_val, best_step = 0, float("inf"), None
     resume_from = ckpts.latest()
+    if resume_from is None and main:  # a fresh start: weights of an earlier failed attempt are stale
+        shutil.rmtree(run_dir / "best", ignore_errors=True)
     if resume_from is not None:
         state = read_json(resume_from / "state.json")
         load_trainable_state(student, resume_from / "trainable.safetensors")

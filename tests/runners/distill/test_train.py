@@ -101,3 +101,11 @@ def test_failure_is_recorded_and_raised(make_config, tmp_path: Path) -> None:  #
     status = read_status(tmp_path / "run")
     assert status["status"] == "failed" and "simulated crash" in status["error"]
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_000004"
+
+
+def test_bf16_autocast_on_cpu(make_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # also checks that a run may change precision after others ran in the same process
+    run = run_distill(make_config("fkl", precision="bf16", optim={"max_steps": 4}), tmp_path / "bf16")
+    train, _ = _records(run)
+    assert read_status(run)["status"] == "done"
+    assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in train)  # finite, not NaN
