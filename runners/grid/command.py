@@ -26,13 +26,13 @@ def default_runs_dir(study: str) -> Path:
 
 
 def _build_report(runs_dir: Path, console: Console) -> None:
-    try:
-        from kdanalysis.report import build_report
-    except ImportError:
-        console.print(f"report: run `kdanalysis report {runs_dir}`")
-        return
-    out = build_report(runs_dir, out=runs_dir / "report")
-    console.print(f"report: {out}")
+    """The HTML report of the collected runs in ``RUNS_DIR/report`` (PDF: ``kdanalysis report``)."""
+    from kdanalysis.report import build_report, load_report_input
+
+    results, models, source = load_report_input(runs_dir)
+    paths = build_report(results, runs_dir / "report", formats=("html",), models=models, source=source)
+    console.print(f"report: {paths.html} (PDF too: kdanalysis report {runs_dir} --out {runs_dir / 'report'})",
+                  highlight=False)
 
 
 def run_grid_command(grid: str | Path, runs_dir: Path | None = None, *, dry_run: bool = False,

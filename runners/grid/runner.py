@@ -16,14 +16,19 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import pandas as pd
+
 from kdanalysis.collect import write_collected
 from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, atomic_write_text
+from kdanalysis.results import MODEL_COLUMNS, validate_models, write_models
 from runners.grid.executors import Executor, make_executor
 from runners.grid.plan import Plan
+from runners.grid.spec import GridSpec
 from runners.grid.state import CellState, CellStatus, GridLock, cells_dir, clean_stale, scan_states
 
-__all__ = ["GridRunResult", "ProgressCallback", "bundled_grids", "resolve_grid", "plan_states", "run_grid"]
+__all__ = ["GridRunResult", "ProgressCallback", "bundled_grids", "resolve_grid", "models_table",
+           "plan_states", "run_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +109,29 @@ def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path
     return all((root / cid / "status.json").stat().st_mtime <= oldest for cid in measured)
 
 
+def models_table(grid: GridSpec) -> pd.DataFrame:
+    """The grid's models as a models table (:data:`kdanalysis.results.MODEL_COLUMNS`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns model, family, params_b, vocab_size (NA: not known without loading), role
+        (``teacher``, ``student`` or ``both``).
+    """
+    rows = []
+    for name, spec in grid.models.items():
+        teacher, student = name in grid.teachers, name in grid.students
+        if teacher or student:
+            role = "both" if teacher and student else "teacher" if teacher else "student"
+            rows.append({"model": name, "family": spec.family, "params_b": spec.params_b,
+                         "vocab_size": pd.NA, "role": role})
+    return validate_models(pd.DataFrame(rows, columns=list(MODEL_COLUMNS)))
+
+
 def _save_plan(plan: Plan, runs_dir: Path, grid_text: str | None) -> None:
     atomic_write_json(runs_dir / "plan.json", {"study": plan.grid.study,
                                                "cells": [c.to_json() for c in plan]})
+    write_models(models_table(plan.grid), runs_dir / "models.parquet")
     if grid_text is not None:
         atomic_write_text(runs_dir / "grid.yaml", grid_text)
 
