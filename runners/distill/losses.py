@@ -12,24 +12,25 @@ Every loss takes
 and returns the **masked token mean** of a per-token divergence (a 0-dim float32 tensor;
 0 when the mask is empty). Softmaxes are computed in float32 whatever the input dtype.
 
-Definitions (``p_T``, ``p_S`` the teacher/student distributions at τ; ``KL(p‖q) = Σ p log(p/q)``)
+Definitions (``p_T``, ``p_S`` the teacher/student distributions at τ; ``KL(p‖q) = Σ p log(p/q)``):
 
-==========================  ============================================================
-``forward_kl``   (``fkl``)  ``KL(p_T ‖ p_S)`` — the paper's "SeqKD"
-``reverse_kl``   (``rkl``)  ``KL(p_S ‖ p_T)`` — the paper's "RevKD"
-``generalized_jsd(β)``      ``β·KL(p_T ‖ m) + (1−β)·KL(p_S ‖ m)``, ``m = β·p_T + (1−β)·p_S``
-(``jsd``)                   (GKD, Agarwal et al. 2024, and TRL's ``generalized_jsd_loss``).
-                            ``β = 0`` is *defined* as ``KL(p_T‖p_S)`` and ``β = 1`` as
-                            ``KL(p_S‖p_T)`` (TRL's convention). These are the limits of the
-                            *normalised* divergence: ``JSD_β / β → KL(p_T‖p_S)`` as β→0 and
-                            ``JSD_β / (1−β) → KL(p_S‖p_T)`` as β→1 (the unnormalised JSD_β
-                            itself tends to 0 at both ends). ``β = 0.5`` is the symmetric JSD.
-``total_variation`` (tvd)   ``½ Σ |p_T − p_S|``
-``skew_forward_kl(α)``      ``KL(p_T ‖ α·p_T + (1−α)·p_S)`` (DistiLLM); α=0 is forward KL,
-(``skl``)                   α=1 gives 0.
-``skew_reverse_kl(α)``      ``KL(p_S ‖ α·p_S + (1−α)·p_T)``; α=0 is reverse KL.
-(``srkl``)
-==========================  ============================================================
+``forward_kl`` (method id ``fkl``)
+    ``KL(p_T ‖ p_S)`` — the paper's "SeqKD".
+``reverse_kl`` (``rkl``)
+    ``KL(p_S ‖ p_T)`` — the paper's "RevKD".
+``generalized_jsd`` (``jsd``; parameter ``beta`` in [0, 1], default 0.5)
+    ``β·KL(p_T ‖ m) + (1−β)·KL(p_S ‖ m)`` with ``m = β·p_T + (1−β)·p_S`` (GKD, Agarwal et
+    al. 2024, and TRL's ``generalized_jsd_loss``). ``β = 0`` is *defined* as
+    ``KL(p_T‖p_S)`` and ``β = 1`` as ``KL(p_S‖p_T)`` (TRL's convention). These are the limits
+    of the *normalised* divergence: ``JSD_β / β → KL(p_T‖p_S)`` as β→0 and
+    ``JSD_β / (1−β) → KL(p_S‖p_T)`` as β→1 (the unnormalised ``JSD_β`` itself tends to 0 at
+    both ends). ``β = 0.5`` is the symmetric Jensen–Shannon divergence (≤ log 2).
+``total_variation`` (``tvd``)
+    ``½ Σ |p_T − p_S|`` (≤ 1).
+``skew_forward_kl`` (``skl``; parameter ``alpha`` in [0, 1], default 0.1)
+    ``KL(p_T ‖ α·p_T + (1−α)·p_S)`` (DistiLLM); α = 0 is forward KL, α = 1 gives 0.
+``skew_reverse_kl`` (``srkl``; parameter ``alpha``)
+    ``KL(p_S ‖ α·p_S + (1−α)·p_T)``; α = 0 is reverse KL.
 
 Memory: the loss is computed over chunks of ``chunk_size`` masked tokens (default: about
 2²¹ logits per chunk), and the gradient with respect to the student logits is computed
@@ -39,7 +40,12 @@ the next. Peak memory is therefore the gradient buffer plus one chunk's intermed
 instead of several float32 ``tokens × V`` tensors kept for autograd by the dense
 computation (``chunked=False``, kept as the reference and the benchmark baseline; see
 ``bench/kd_loss_memory.py``). The returned loss supports one backward pass (call the loss
-again to backward twice); double backward is not supported.
+again to backward twice); double backward is not supported. Without gradients (student
+logits not requiring grad, or under ``torch.no_grad``) no buffer is allocated.
+
+Numerics: log-probabilities are floored at -1e30 (``exp`` of it is exactly 0 in float32), so
+``-inf`` logits (a teacher masking part of its vocabulary) give finite values and gradients
+with ``0·log 0 = 0``.
 
 Top-k teacher (:class:`TopKTeacher`): the teacher distribution is collapsed to ``k + 1``
 buckets — its top-k tokens and one bucket for all other tokens — and the student's
