@@ -32,7 +32,8 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import torch
 
@@ -145,7 +146,7 @@ class HFBackend(Backend):
         *,
         adapter: str | None = None,
         gguf_file: str | None = None,
-        dtype: str = "auto",
+        dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto",
         device: str | None = None,
         batch_size: int = 16,
     ) -> HFBackend:
@@ -180,9 +181,7 @@ class HFBackend(Backend):
             config = hf_generation_config(decoding, eos_token_id=self._eos,
                                           pad_token_id=self.tokenizer.pad_token_id)
             batch_results = self._run_batched(
-                [len(r) for r in ids],
-                lambda chunk, offset, ids=ids, cfg=config, dec=decoding: self._generate_batch(
-                    [ids[i] for i in chunk], offset, cfg, dec),
+                [len(r) for r in ids], partial(self._generate_batch, ids, config=config, decoding=decoding),
                 progress,
             )
             for i, res in zip(members, batch_results, strict=True):
@@ -193,8 +192,15 @@ class HFBackend(Backend):
         return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
     def _generate_batch(
-        self, rows: Sequence[list[int]], offset: int, config: Any, decoding: DecodingConfig
+        self,
+        ids: Sequence[list[int]],
+        chunk: list[int],
+        offset: int,
+        *,
+        config: Any,
+        decoding: DecodingConfig,
     ) -> list[GenerationResult]:
+        rows = [ids[i] for i in chunk]
         input_ids, mask = _pad(rows, self.tokenizer.pad_token_id, "left")
         if decoding.do_sample:
             torch.manual_seed(decoding.seed + offset)
@@ -234,15 +240,14 @@ class HFBackend(Backend):
         pairs = [encode_loglikelihood_pair(self.tokenizer, r.context, r.continuation) for r in requests]
         rows = [ctx + cont for ctx, cont in pairs]
         n_ctx = [len(ctx) for ctx, _ in pairs]
-        return self._run_batched(
-            [len(r) for r in rows],
-            lambda chunk, offset: self._score_batch([rows[i] for i in chunk], [n_ctx[i] for i in chunk]),
-            progress,
-        )
+        return self._run_batched([len(r) for r in rows], partial(self._score_batch, rows, n_ctx), progress)
 
     def _score_batch(
-        self, rows: Sequence[list[int]], ctx_lengths: Sequence[int]
+        self, all_rows: Sequence[list[int]], all_ctx: Sequence[int], chunk: list[int], offset: int
     ) -> list[LoglikelihoodResult]:
+        del offset  # scoring is deterministic
+        rows = [all_rows[i] for i in chunk]
+        ctx_lengths = [all_ctx[i] for i in chunk]
         input_ids, mask = _pad(rows, self.tokenizer.pad_token_id, "right")
         with torch.inference_mode():
             device = self.device

@@ -41,6 +41,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +340,7 @@ def _run_pending(
             status["current_task"] = label
             _write_status(run_dir, status)
             start = time.perf_counter()
-            outputs = _infer(engine, config, chunk, lambda n, label=label: advance(label, n))
+            outputs = _infer(engine, config, chunk, partial(advance, label))
             elapsed = time.perf_counter() - start
             wall += elapsed
             chunk_items = sum(len(w.items) for w in chunk)
