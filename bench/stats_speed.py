@@ -210,7 +210,7 @@ def main() -> None:
     old_paper = naive_paper(results)
     keys = ["domain", "hypothesis", "methods", "task", "test"]
     both = new_paper.merge(old_paper, on=keys, suffixes=("", "_naive"))
-    figures = {
+    figures: dict[str, float] = {
         "paper_hypotheses_s": _median_time(lambda: paper_hypotheses(results), args.repeats),
         "naive_paper_s": _median_time(lambda: naive_paper(results), args.repeats),
         "full_study_s": _median_time(lambda: run_all(results, n_boot=args.n_boot), args.repeats),
@@ -222,8 +222,9 @@ def main() -> None:
     )
     figures["paper_speedup"] = figures["naive_paper_s"] / figures["paper_hypotheses_s"]
     figures["full_speedup"] = figures["naive_s"] / figures["full_study_s"]
-    figures.update(
-        {
+    details: dict[str, object] = {
+        **{k: round(v, 4) for k, v in figures.items()},
+        **{
             "n_paper_tests": len(new_paper),
             "n_paper_tests_matched_naive": len(both),
             "max_abs_diff_paper": float(
@@ -239,15 +240,11 @@ def main() -> None:
             "repeats": args.repeats,
             "goal_paper_hypotheses_s": 1.0,
             "goal_full_study_s": 2.0,
-            "load_average_1min": os.getloadavg()[0],
+            "load_average_1min": round(os.getloadavg()[0], 2),
             "cpu_count": os.cpu_count(),
-        }
-    )
-    rounded = {
-        k: round(v, 4) if isinstance(v, float) and k != "max_abs_diff_paper" else v
-        for k, v in figures.items()
+        },
     }
-    print(json.dumps(rounded))
+    print(json.dumps(details))
 
 
 if __name__ == "__main__":
