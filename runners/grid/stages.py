@@ -204,7 +204,8 @@ def run_stage(cell: Cell, work_dir: Path, dep_dirs: Mapping[str, Path]) -> dict[
     transformers' own progress bars (weight loading, saving) are turned off: the grid
     shows one progress display over cells, and each cell logs to its ``log.txt``.
     """
-    from transformers.utils import logging as hf_logging
+    if cell.kind != "prepare" or cell.config["what"] == "toy_model":
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()
     return _STAGE_FUNCTIONS[cell.kind](cell, Path(work_dir), dep_dirs)

@@ -225,6 +225,8 @@ class GridLock:
 def _status(cell: Cell, state: str, started: float, **extra: Any) -> dict[str, Any]:
     return {"cell": cell.id, "stage": cell.stage, "label": cell.label, "state": state,
             "pid": os.getpid(), "host": socket.gethostname(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), **extra}
 
 

@@ -18,7 +18,7 @@ from grid_helpers import SMALL_GRID, fake_stage
 from kdanalysis.errors import RunFailedError
 from kdanalysis.io import read_json
 from kdanalysis.results import read_results
-from runners.grid.executors import SequentialExecutor, SubmititExecutor
+from runners.grid.executors import GpuPoolExecutor, SequentialExecutor, SubmititExecutor
 from runners.grid.plan import Plan, build_plan
 from runners.grid.runner import plan_states, run_grid
 from runners.grid.spec import SlurmSpec, load_grid, parse_grid
@@ -153,3 +153,19 @@ def test_submitit_debug_executor_runs_a_plan(tmp_path: Path) -> None:
     assert result.counts == {"done": len(plan)}
     pd.testing.assert_frame_equal(read_results(result.results_path),
                                   read_results(_run(plan, tmp_path / "seq").results_path))
+
+
+def test_gpu_pool_runs_one_worker_process_per_gpu(tmp_path: Path) -> None:
+    two_domains = SMALL_GRID.replace(
+        "domains:\n", "domains:\n  other: {train: \"toy:arithmetic\", tasks: [arithmetic], toy_items: 12}\n")
+    full = build_plan(parse_grid(two_domains))
+    data_cells = {c.id: c for c in full if c.config.get("what") == "toy_data"}
+    assert len(data_cells) == 2
+    plan = Plan(grid=full.grid, root=full.root, cells=data_cells)
+    result = run_grid(plan, tmp_path, executor=GpuPoolExecutor(tmp_path, gpus=[0, 1]), poll_s=0.1)
+    assert result.counts == {"done": 2} and result.results_path is None
+    statuses = [read_json(cells_dir(tmp_path) / cid / "status.json") for cid in data_cells]
+    assert {s["cuda_visible_devices"] for s in statuses} == {"0", "1"}
+    assert all(s["pid"] != os.getpid() for s in statuses)
+    for cid in data_cells:
+        assert (cells_dir(tmp_path) / cid / "data" / "train.json").is_file()
