@@ -71,13 +71,17 @@ class ReportContext:
         """Compute the gains and run the studies once for all sections."""
         from kdanalysis.studies import run_all
 
+        kd = analysis.kd_gains(results, models)
         studies, error = {}, ""
-        try:
-            studies = _quiet(run_all, results, models, n_boot=N_BOOT, seed=SEED)
-        except KDAnalysisError as exc:
-            error = str(exc)
-            logger.info("studies skipped: %s", exc)
-        return cls(results=results, models=models, kd=analysis.kd_gains(results, models),
+        if kd.empty:
+            error = "no KD result has an SFT baseline of the same student"
+        else:
+            try:
+                studies = _quiet(run_all, results, models, n_boot=N_BOOT, seed=SEED)
+            except KDAnalysisError as exc:
+                error = str(exc)
+                logger.info("studies skipped: %s", exc)
+        return cls(results=results, models=models, kd=kd,
                    kd_each=analysis.kd_gains(results, models, over_temperature="each"),
                    studies=studies, studies_error=error)
 
