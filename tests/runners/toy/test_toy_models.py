@@ -14,6 +14,7 @@ pytest.importorskip("transformers")
 from kdanalysis.errors import ConfigError  # noqa: E402
 from runners.evaluate.prompts import format_prompt  # noqa: E402
 from runners.toy import build_model, build_tokenizer, make_arithmetic_task, save_toy_model  # noqa: E402
+from runners.toy.tokenizer import _tokenizer_json  # noqa: E402
 
 
 def test_tokenizer_special_tokens_and_padding_side() -> None:
@@ -45,9 +46,10 @@ def test_tokenizer_round_trips_shipped_and_synthetic_text(shared_data) -> None:
 
 
 def test_tokenizer_is_identical_across_processes() -> None:
-    code = "from runners.toy import build_tokenizer; print(build_tokenizer().backend_tokenizer.to_str())"
+    # the trained pipeline, without importing transformers in the child (fast)
+    code = "from runners.toy.tokenizer import _tokenizer_json; print(_tokenizer_json())"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert other.strip() == build_tokenizer().backend_tokenizer.to_str()
+    assert other.strip() == _tokenizer_json()
 
 
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
