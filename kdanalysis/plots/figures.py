@@ -96,7 +96,7 @@ def accuracy_by_task(data: pd.DataFrame, *, ncols: int = 2, title: str | None = 
         for ax, student in zip(axes, students, strict=True):
             sub = data[data["student"] == student]
             sns.barplot(sub, x="task", y="value", hue="method", order=tasks, hue_order=methods,
-                        palette=palette, errorbar=("pi", 100), err_kws={"linewidth": 1.0}, ax=ax,
+                        palette=palette, saturation=1, errorbar=("pi", 100), err_kws={"linewidth": 1.0}, ax=ax,
                         legend=False)
             ax.set_title(student)
             ax.set_xlabel("")
