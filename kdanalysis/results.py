@@ -61,8 +61,8 @@ was extracted), gold (str), correct (bool), n_tokens (Int64).
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ import numpy as np
 import pandas as pd
 
 from kdanalysis.errors import SchemaError
+from kdanalysis.io import atomic_write_bytes
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -378,23 +379,15 @@ def _read_table(path: str | os.PathLike[str], what: str) -> pd.DataFrame:
 
 
 def _write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+    """Serialise in memory, then write atomically (:func:`kdanalysis.io.atomic_write_bytes`)."""
     path = Path(path)
-    if path.suffix not in (".parquet", ".csv"):
-        raise SchemaError(f"{path}: unsupported file type {path.suffix!r}; use .parquet or .csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        if path.suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    if path.suffix == ".parquet":
+        buffer = io.BytesIO()
+        df.to_parquet(buffer, index=False)
+        return atomic_write_bytes(path, buffer.getvalue())
+    if path.suffix == ".csv":
+        return atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+    raise SchemaError(f"{path}: unsupported file type {path.suffix!r}; use .parquet or .csv")
 
 
 def _read_validated(path: str | os.PathLike[str], what: str, validate: Any) -> pd.DataFrame:
