@@ -11,6 +11,7 @@ into ``results.parquet`` and ``items.parquet`` (:func:`kdanalysis.collect.collec
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -98,6 +99,14 @@ def plan_states(plan: Plan, runs_dir: Path, *, retry_failed: bool = False) -> di
         if states[cid].state is CellState.PENDING:
             states[cid] = CellStatus(CellState.BLOCKED)
     return states
+
+
+def _ended_state(status: CellStatus, cid: str, runs_dir: Path) -> CellStatus:
+    """State of a cell its executor reported ended; no result on disk = failed (for this call)."""
+    if status.state in (CellState.DONE, CellState.FAILED):
+        return status
+    return CellStatus(CellState.FAILED, error=f"cell ended without a result (worker crashed?); see "
+                                              f"{runs_dir}/logs/{cid}.txt or the executor's logs")
 
 
 def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path) -> bool:
@@ -188,14 +197,21 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
                     running |= {c.id for c in batch}
                 if progress:
                     progress(states, running)
+                # cells still computed by a worker of an earlier, killed driver: wait for them
+                foreign = [cid for cid, s in states.items() if s.state is CellState.RUNNING]
                 if not running:
-                    break
+                    if not foreign:
+                        break
+                    time.sleep(poll_s)
+                    states.update(scan_states(runs_dir, foreign))
+                    continue
                 ended = executor.wait(poll_s)
                 if not ended:
                     continue
                 running -= set(ended)
                 computed.extend(ended)
-                fresh = scan_states(runs_dir, ended)
+                fresh = {cid: _ended_state(status, cid, runs_dir)
+                         for cid, status in scan_states(runs_dir, ended).items()}
                 states.update(fresh)
                 newly_failed = {cid for cid, s in fresh.items() if s.state is CellState.FAILED}
                 for cid in newly_failed:
