@@ -78,5 +78,20 @@ def _adjust(p: np.ndarray, method: str, name: str) -> np.ndarray:
             f"{name} holds {int(outside.sum())} value(s) outside [0, 1], e.g. {p[outside][0]!r}"
         )
     if present.any():
-        adjusted[present] = multipletests(p[present], method=method)[1]
+        values = p[present]
+        adjusted[present] = _holm(values) if method == "holm" else multipletests(values, method=method)[1]
     return adjusted
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment: running maximum of ``(m - i) * p_(i)``, capped at 1.
+
+    Identical to ``multipletests(p, method="holm")[1]`` (tested), written out because
+    statsmodels runs a full ``gc.collect()`` on every Holm call, which costs tenths of
+    a second per family in a process holding many objects (a study adjusts dozens).
+    """
+    order = np.argsort(p, kind="stable")
+    steps = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
+    out = np.empty_like(p)
+    out[order] = np.minimum(steps, 1.0)
+    return out

@@ -64,3 +64,12 @@ def test_bad_arguments() -> None:
         adjust_pvalues(np.zeros((2, 2)))
     with pytest.raises(SchemaError, match="'pvalue'"):
         adjust_pvalues(pd.DataFrame({"p": [0.1]}), p_col="pvalue")
+
+
+@settings(max_examples=50, deadline=None)
+@given(p=st.lists(st.sampled_from([0.0, 0.001, 0.01, 0.02, 0.04, 0.3, 0.9, 1.0]) | st.floats(0, 1),
+                  min_size=1, max_size=40))
+def test_holm_equals_statsmodels_including_ties(p: list[float]) -> None:
+    raw = np.array(p)
+    np.testing.assert_allclose(adjust_pvalues(raw, "holm"), multipletests(raw, method="holm")[1],
+                               rtol=1e-15, atol=0)
