@@ -94,7 +94,7 @@ class LoraConfig(_Strict):
     """LoRA adapter settings (the paper: r=8, alpha=16, dropout 0.05 on q,k,v,up,down)."""
 
     r: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
+    alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "up_proj", "down_proj")
 
@@ -227,15 +227,15 @@ class DistillConfig(_Strict):
     beta: float = Field(0.5, ge=0, le=1)
     skew_alpha: float = Field(0.1, ge=0, le=1)
     gkd_lambda: float = Field(0.5, ge=0, le=1)
-    generation: GenerationConfig = GenerationConfig()
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
     teacher_noise: float = Field(0.0, ge=0)
     train_on_inputs: bool = False
     prompt_style: PromptStyle = "published_train"
     data: DataConfig
     max_length: int = Field(256, ge=8)
     finetuning: Literal["lora", "full"] = "lora"
-    lora: LoraConfig = LoraConfig()
-    optim: OptimConfig = OptimConfig()
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     seed: int = 6
     log_every: int = Field(10, ge=1)

@@ -171,7 +171,7 @@ class Method:
         self.kd_name: str | None = (
             {"gkd": "jsd"}.get(name, name) if name in TOKEN_KD_METHODS | {"gkd"} else None
         )
-        self.kd_params: dict[str, float] = {}
+        self.kd_params: dict[str, Any] = {}
         if self.kd_name == "jsd":
             self.kd_params = {"beta": config.beta}
         elif self.kd_name in ("skl", "srkl"):

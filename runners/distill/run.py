@@ -92,8 +92,7 @@ def run_distill(
                 f"{run_dir} holds a run with another config; use a new folder "
                 f"(differences: {_diff(previous, config.model_dump(mode='json'))})"
             )
-        status = read_status(run_dir) or {}
-        if status.get("status") == "done":
+        if (read_status(run_dir) or {}).get("status") == "done":
             log.info("run %s is already done", run_dir)
             return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)

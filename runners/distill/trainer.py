@@ -27,6 +27,7 @@ with the same weights as an uninterrupted one (bit-identical on CPU; tested).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
 from runners.distill.cache import TeacherCache
 from runners.distill.config import TOKEN_KD_METHODS, DistillConfig
-from runners.distill.data import Example, encode_items, encode_pairs, epoch_batches, load_items, split_items
+from runners.distill.data import Example, encode_pairs, epoch_batches, load_items, split_items
 from runners.distill.methods import LossOutput, TeacherSignal, build_method, generate_teacher_outputs
 from runners.distill.vocab import check_same_tokenizer
 
@@ -143,9 +144,13 @@ def _seed_everything(seed: int) -> None:
 def _load_model(
     name: str, gguf_file: str | None, dtype: torch.dtype, device: torch.device
 ) -> tuple[Any, Any]:
-    from runners.models import load_causal_lm
+    from runners.models import DtypeName, load_causal_lm
 
-    dtype_name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype, "float32")
+    dtype_name: DtypeName = "float32"
+    if dtype == torch.bfloat16:
+        dtype_name = "bfloat16"
+    elif dtype == torch.float16:
+        dtype_name = "float16"
     return load_causal_lm(name, dtype=dtype_name, device=str(device), gguf_file=gguf_file)
 
 
@@ -293,7 +298,7 @@ def train(
 
     # 2. student, teacher ------------------------------------------------------------
     student, tokenizer = _load_model(config.student, config.student_gguf_file, weights_dtype, device)
-    if cache is not None:
+    if cache is not None and config.teacher is not None:  # the config guarantees a teacher with a cache
         cache.check(
             teacher=config.teacher,
             teacher_gguf_file=config.teacher_gguf_file,
@@ -304,7 +309,7 @@ def train(
             temperature=config.temperature,
         )
     teacher_model = None
-    if config.is_kd and cache is None:
+    if config.teacher is not None and cache is None:
         teacher_model, teacher_tok = _load_model(
             config.teacher, config.teacher_gguf_file, compute_dtype, device
         )
@@ -318,12 +323,16 @@ def train(
         train_items, val_items = split_items(items, config.data.val_size, config.seed)
     if config.data.max_train_items:
         train_items = train_items[: config.data.max_train_items]
-    encode = dict(
-        max_length=config.max_length, train_on_inputs=config.train_on_inputs, prompt_style=config.prompt_style
+    encode = functools.partial(
+        encode_pairs,
+        tokenizer,
+        max_length=config.max_length,
+        train_on_inputs=config.train_on_inputs,
+        prompt_style=config.prompt_style,
     )
-    train_pairs = encode_pairs(tokenizer, train_items, **encode)
+    train_pairs = encode(train_items)
     train_examples = [ex for _, ex in train_pairs]
-    val_examples = encode_items(tokenizer, val_items, **encode)
+    val_examples = [ex for _, ex in encode(val_items)]
 
     if config.method == "seqkd":
         with accelerator.main_process_first():
@@ -341,7 +350,7 @@ def train(
             {"instruction": it["instruction"], "input": it.get("input"), "output": out}
             for (it, _), out in zip(train_pairs, outputs, strict=True)
         ]
-        train_examples = encode_items(tokenizer, seq_items, **encode)
+        train_examples = [ex for _, ex in encode(seq_items)]
         del teacher_model
         teacher_model = None
         if cuda:
@@ -444,14 +453,14 @@ def train(
                 )
         student.train()
         sums = accelerator.reduce(sums, reduction="sum")
-        n = max(float(sums[4]), 1.0)
+        n_tokens = max(float(sums[4]), 1.0)
         has_teacher = signal is not None
         return {
             "step": step,
-            "val_loss": float(sums[0]) / n,
-            "val_ce": float(sums[1]) / n,
-            "val_kd": float(sums[2]) / n if has_teacher else None,
-            "val_kl": float(sums[3]) / n if has_teacher else None,
+            "val_loss": float(sums[0]) / n_tokens,
+            "val_ce": float(sums[1]) / n_tokens,
+            "val_kd": float(sums[2]) / n_tokens if has_teacher else None,
+            "val_kl": float(sums[3]) / n_tokens if has_teacher else None,
         }
 
     def save_checkpoint(step: int) -> None:
