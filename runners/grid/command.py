@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kdanalysis.errors import RunFailedError
+from kdanalysis.errors import ConfigError, RunFailedError
 from runners.grid.estimate import estimate_plan
 from runners.grid.plan import build_plan
 from runners.grid.progress import GridProgress, estimate_table
@@ -66,7 +66,10 @@ def run_grid_command(grid: str | Path, runs_dir: Path | None = None, *, dry_run:
     """
     path = resolve_grid(grid)
     spec = load_grid(path)
-    plan = build_plan(spec, root=path.parent)
+    try:
+        plan = build_plan(spec, root=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     runs_dir = runs_dir or default_runs_dir(spec.study)
     out = Console() if Console().is_terminal else Console(width=160)
     if dry_run:

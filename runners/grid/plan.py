@@ -308,7 +308,20 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
     -------
     Plan
         Cells in a topological order; identical cells merged.
+
+    Raises
+    ------
+    ConfigError
+        If ``training``/``evaluation`` hold keys the runners' configs do not know.
+
+    Notes
+    -----
+    Teachers are fine-tuned, evaluated and cached once per domain, with the first seed;
+    students get base evaluation, SFT and KD cells for every seed.
     """
+    from runners.grid.stages import check_settings
+
+    check_settings(grid.training, grid.evaluation)
     b = _Builder(grid, Path(root).resolve())
     pairs = grid.resolved_pairs()
     first_seed = grid.seeds[0]

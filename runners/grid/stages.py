@@ -28,13 +28,62 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.results import write_results
 from runners.grid.plan import Cell
 
-__all__ = ["TOY_TASKS", "run_stage", "model_path", "adapter_path"]
+__all__ = ["TOY_TASKS", "check_settings", "run_stage", "model_path", "adapter_path"]
 
 logger = logging.getLogger(__name__)
 
 #: Synthetic tasks a toy domain can list: task id → answer type of its test set.
 TOY_TASKS: dict[str, str] = {"arithmetic": "number"}
 _TOY_TEST_SEED_OFFSET = 1000  # test items come from another generator seed than the training items
+
+
+#: Runner-config fields the grid sets per cell (not allowed in ``training``/``evaluation``).
+_SET_BY_GRID = {
+    "training": {"student", "teacher", "teacher_kind", "method", "temperature", "teacher_noise", "seed",
+                 "teacher_cache", "data.train"},
+    "evaluation": {"model", "adapter", "tasks", "custom_tasks", "data_dir", "run_id", "meta"},
+}
+
+
+def _unknown_key(settings: Mapping[str, Any], model: Any, where: str, section: str) -> str | None:
+    from pydantic import BaseModel
+
+    for key, value in settings.items():
+        path = f"{where}.{key}"
+        if path.split(".", 1)[1] in _SET_BY_GRID[section]:
+            return f"{path}: set by the grid for each cell; remove it"
+        field = model.model_fields.get(key)
+        if field is None:
+            return f"{path}: unknown {model.__name__} field; known: {', '.join(model.model_fields)}"
+        sub = field.annotation
+        if isinstance(value, Mapping) and "preset" not in value and isinstance(sub, type) \
+                and issubclass(sub, BaseModel):
+            problem = _unknown_key(value, sub, path, section)
+            if problem:
+                return problem
+    return None
+
+
+def check_settings(training: Mapping[str, Any], evaluation: Mapping[str, Any]) -> None:
+    """Check the grid's pass-through settings against the runners' configs before anything runs.
+
+    Unknown keys (at any depth) and keys the grid sets per cell are refused; values are
+    validated by :class:`~runners.distill.config.DistillConfig` /
+    :class:`~runners.evaluate.config.EvalConfig` when each cell starts.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key path (``training.optim.lrr: unknown OptimConfig field; known: ...``).
+    """
+    from runners.distill.config import DistillConfig
+    from runners.evaluate.config import EvalConfig
+
+    checks = (("training", training, DistillConfig), ("evaluation", evaluation, EvalConfig))
+    for section, settings, model in checks:
+        problem = _unknown_key(settings, model, section, section)
+        if problem:
+            raise ConfigError(problem)
 
 
 def _dep(deps: Mapping[str, Path], cid: str) -> Path:

@@ -10,6 +10,7 @@ import pytest
 from grid_helpers import SMALL_GRID
 
 from kdanalysis.errors import ConfigError
+from runners.grid.plan import build_plan
 from runners.grid.runner import bundled_grids, resolve_grid
 from runners.grid.spec import load_grid, parse_grid
 
@@ -55,6 +56,18 @@ def test_malformed_grid_gives_one_located_error(tmp_path: Path, text: str, expec
     message = str(info.value)
     assert "\n" not in message
     assert expected in message, message
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("optim: {lr:", "optim: {lrr:", "training.optim.lrr: unknown OptimConfig field"),
+    ("  max_length: 128", "  max_len: 128", "training.max_len: unknown DistillConfig field"),
+    ("  max_length: 128", "  seed: 3", "training.seed: set by the grid for each cell"),
+    ("  batch_size: 8", "  model: x", "evaluation.model: set by the grid for each cell"),
+])
+def test_runner_settings_are_checked_when_planning(old: str, new: str, expected: str) -> None:
+    assert old in SMALL_GRID
+    with pytest.raises(ConfigError, match=expected):
+        build_plan(parse_grid(SMALL_GRID.replace(old, new)))
 
 
 def test_explicit_pairs_must_share_a_family() -> None:
