@@ -141,8 +141,8 @@ def estimate_plan(plan: Plan, states: Mapping[str, CellStatus]) -> list[StageEst
         st = [states[c.id].state for c in cells]
         todo = [c for c in cells if states[c.id].state in (CellState.PENDING, CellState.RUNNING)]
         work = [_work(c, plan, prepared) for c in todo]
-        durations = [states[c.id].duration_s for c in cells
-                     if states[c.id].state is CellState.DONE and states[c.id].duration_s is not None]
+        durations = [d for c in cells
+                     if states[c.id].state is CellState.DONE and (d := states[c.id].duration_s) is not None]
         per_cell = statistics.median(durations) if durations else None
         out.append(StageEstimate(
             stage=stage, cells=len(cells), done=st.count(CellState.DONE), failed=st.count(CellState.FAILED),

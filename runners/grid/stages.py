@@ -107,9 +107,8 @@ def adapter_path(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str | None
     return None
 
 
-def _teacher(ref: Mapping[str, Any] | None, deps: Mapping[str, Path]) -> str | None:
-    if ref is None:
-        return None
+def _teacher(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
+    """A teacher as one path: its trained adapter folder (naming its base model) or the base model."""
     return adapter_path(ref, deps) or model_path(ref, deps)
 
 

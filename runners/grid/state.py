@@ -266,7 +266,9 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
     if current.state is CellState.DONE:
         return current
     if stage_fn is None:
-        from runners.grid.stages import run_stage as stage_fn
+        from runners.grid.stages import run_stage
+
+        stage_fn = run_stage
     missing = [d for d in cell.deps if cell_state(runs_dir, d).state is not CellState.DONE]
     if missing:
         raise RunFailedError(f"cell {cell.id} ({cell.label}): dependencies not done: {', '.join(missing)}")
