@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -52,8 +53,16 @@ def _is_done(folder: Path) -> bool:
     return status.get("state", status.get("status")) in DONE_STATES
 
 
-def find_run_folders(runs_dir: str | os.PathLike[str]) -> list[Path]:
+def find_run_folders(runs_dir: str | os.PathLike[str],
+                     within: Iterable[str | os.PathLike[str]] | None = None) -> list[Path]:
     """Finished run folders under ``runs_dir`` (see the module docstring), sorted.
+
+    Parameters
+    ----------
+    runs_dir : path
+    within : iterable of paths, optional
+        Search only these sub-folders of ``runs_dir`` (e.g. the cells of the current grid,
+        so that cells of an earlier version of a grid are left out).
 
     Raises
     ------
@@ -63,8 +72,16 @@ def find_run_folders(runs_dir: str | os.PathLike[str]) -> list[Path]:
     root = Path(runs_dir)
     if not root.is_dir():
         raise SchemaError(f"runs folder not found: {root}")
+    tops = [root] if within is None else [root / p for p in within]
     found: list[Path] = []
-    for current, dirs, files in os.walk(root):
+    for top in tops:
+        found.extend(_walk(top))
+    return sorted(found)
+
+
+def _walk(top: Path) -> list[Path]:
+    found: list[Path] = []
+    for current, dirs, files in os.walk(top):
         here = Path(current)
         if "status.json" in files and not _is_done(here):
             dirs[:] = []
@@ -74,7 +91,7 @@ def find_run_folders(runs_dir: str | os.PathLike[str]) -> list[Path]:
             dirs[:] = []
             continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    return sorted(found)
+    return found
 
 
 def _read_raw(path: Path) -> pd.DataFrame:
@@ -108,9 +125,11 @@ def _check_duplicates(results: pd.DataFrame) -> None:
         raise SchemaError(f"duplicate results ({int(dup.sum())} rows, e.g. {key}) from run folders: {shown}")
 
 
-def collect_runs(runs_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect_runs(runs_dir: str | os.PathLike[str], *,
+                 within: Iterable[str | os.PathLike[str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build the results table and the per-item table from the run folders under ``runs_dir``.
 
+    ``within`` restricts the search to sub-folders (see :func:`find_run_folders`).
     ``source`` is set to the run folder relative to ``runs_dir`` (where the row was found;
     producers may have recorded a temporary path); an empty ``run_id`` becomes the
     folder's name.
@@ -132,7 +151,7 @@ def collect_runs(runs_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Dat
         message names the folders).
     """
     root = Path(runs_dir)
-    folders = find_run_folders(root)
+    folders = find_run_folders(root, within)
     if not folders:
         raise SchemaError(f"no finished run folders (status.json done + results.parquet) under {root}")
     results, items = [], []
@@ -163,8 +182,8 @@ def collect_runs(runs_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.Dat
     return table, item_table
 
 
-def write_collected(runs_dir: str | os.PathLike[str],
-                    out_dir: str | os.PathLike[str] | None = None) -> tuple[Path, Path]:
+def write_collected(runs_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None, *,
+                    within: Iterable[str | os.PathLike[str]] | None = None) -> tuple[Path, Path]:
     """Collect ``runs_dir`` and write ``results.parquet`` and ``items.parquet`` atomically.
 
     Parameters
@@ -172,12 +191,14 @@ def write_collected(runs_dir: str | os.PathLike[str],
     runs_dir : path
     out_dir : path, optional
         Destination folder (default: ``runs_dir``).
+    within : iterable of paths, optional
+        As in :func:`collect_runs`.
 
     Returns
     -------
     (Path, Path)
         The results and items files.
     """
-    results, items = collect_runs(runs_dir)
+    results, items = collect_runs(runs_dir, within=within)
     out = Path(out_dir) if out_dir is not None else Path(runs_dir)
     return write_results(results, out / "results.parquet"), write_items(items, out / "items.parquet")

@@ -10,6 +10,7 @@ into ``results.parquet`` and ``items.parquet`` (:func:`kdanalysis.collect.collec
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import pandas as pd
 
 from kdanalysis.collect import write_collected
 from kdanalysis.errors import ConfigError
-from kdanalysis.io import atomic_write_json, atomic_write_text
+from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
 from kdanalysis.results import MODEL_COLUMNS, validate_models, write_models
 from runners.grid.executors import Executor, make_executor
 from runners.grid.plan import Plan
@@ -110,12 +111,13 @@ def _ended_state(status: CellStatus, cid: str, runs_dir: Path) -> CellStatus:
 
 
 def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path) -> bool:
-    """Whether the collected tables are newer than every finished measuring cell."""
+    """Whether the collected tables are newer than the plan and every finished measuring cell."""
     if not all(p.is_file() for p in collected):
         return False
     oldest = min(p.stat().st_mtime for p in collected)
     root = cells_dir(runs_dir)
-    return all((root / cid / "status.json").stat().st_mtime <= oldest for cid in measured)
+    inputs = [runs_dir / "plan.json", *(root / cid / "status.json" for cid in measured)]
+    return all(p.stat().st_mtime <= oldest for p in inputs)
 
 
 def models_table(grid: GridSpec) -> pd.DataFrame:
@@ -138,9 +140,12 @@ def models_table(grid: GridSpec) -> pd.DataFrame:
 
 
 def _save_plan(plan: Plan, runs_dir: Path, grid_text: str | None) -> None:
-    atomic_write_json(runs_dir / "plan.json", {"study": plan.grid.study,
-                                               "cells": [c.to_json() for c in plan]})
-    write_models(models_table(plan.grid), runs_dir / "models.parquet")
+    """Write plan.json (only when it changed: its age tells whether the collection is current)."""
+    saved = {"study": plan.grid.study, "cells": [c.to_json() for c in plan]}
+    path = runs_dir / "plan.json"
+    if not path.is_file() or read_json(path) != json.loads(json.dumps(saved, default=str)):
+        atomic_write_json(path, saved)
+        write_models(models_table(plan.grid), runs_dir / "models.parquet")
     if grid_text is not None:
         atomic_write_text(runs_dir / "grid.yaml", grid_text)
 
@@ -227,7 +232,9 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
         if collect and measured:
             results_path, items_path = runs_dir / "results.parquet", runs_dir / "items.parquet"
             if not _collection_is_current(runs_dir, measured, results_path, items_path):
-                results_path, items_path = write_collected(runs_dir)
+                # only this grid's cells: cells of an earlier version of the grid stay out
+                cells = [f"cells/{cid}" for cid in measured]
+                results_path, items_path = write_collected(runs_dir, within=cells)
     counts: dict[str, int] = {}
     for status in states.values():
         counts[status.state.value] = counts.get(status.state.value, 0) + 1

@@ -169,3 +169,12 @@ def test_gpu_pool_runs_one_worker_process_per_gpu(tmp_path: Path) -> None:
     assert all(s["pid"] != os.getpid() for s in statuses)
     for cid in data_cells:
         assert (cells_dir(tmp_path) / cid / "data" / "train.json").is_file()
+
+
+def test_editing_the_grid_collects_only_the_current_cells(tmp_path: Path) -> None:
+    _run(_plan(), tmp_path)
+    edited = build_plan(parse_grid(SMALL_GRID.replace("lr: 0.003", "lr: 0.001")))
+    result = _run(edited, tmp_path)  # same result keys from new cells: no duplicates with the old ones
+    assert 0 < len(result.computed) < len(edited)  # untouched cells (toy data/models, base eval) reused
+    results = read_results(result.results_path)
+    assert len(results) == 8 and set(results["run_id"]) <= set(edited.cells)
