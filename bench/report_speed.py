@@ -54,16 +54,20 @@ def main() -> None:
     import_s = time.perf_counter() - start
     report_s, report_cpu_s = _time_build(None, args.repeat)
     serial_s, serial_cpu_s = _time_build(1, args.repeat)
-    print(json.dumps({
-        "report_s": round(report_s, 2),
-        "serial_s": round(serial_s, 2),
-        "speedup": round(serial_s / report_s, 2),
-        "report_cpu_s": round(report_cpu_s, 2),
-        "serial_cpu_s": round(serial_cpu_s, 2),
-        "import_s": round(import_s, 2),
-        "cpus": os.cpu_count(),
-        "load_avg_1min": round(os.getloadavg()[0], 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "report_s": round(report_s, 2),
+                "serial_s": round(serial_s, 2),
+                "speedup": round(serial_s / report_s, 2),
+                "report_cpu_s": round(report_cpu_s, 2),
+                "serial_cpu_s": round(serial_cpu_s, 2),
+                "import_s": round(import_s, 2),
+                "cpus": os.cpu_count(),
+                "load_avg_1min": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ def collect(
 @app.command()
 def report(
     results: Annotated[Path | None, typer.Argument(
-        help="Results table (.parquet/.csv) or a runs folder; default: the bundled published results.")] = None,
+        help="Results table (.parquet/.csv) or a runs folder; default: the bundled published results.",
+    )] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("report"),
     formats: Annotated[str, typer.Option("--format", "-f", help="Comma-separated: html, pdf.")] = "html,pdf",
     title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,

@@ -50,7 +50,9 @@ _N_BOOT = 1000  # bootstrap resamples for the regression bands (seeded)
 def _require(data: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in data.columns]
     if missing:
-        raise SchemaError(f"{what}: missing column(s) {', '.join(missing)}; got {', '.join(map(str, data.columns))}")
+        raise SchemaError(
+            f"{what}: missing column(s) {', '.join(missing)}; got {', '.join(map(str, data.columns))}"
+        )
     if data.empty:
         raise SchemaError(f"{what}: no rows to plot")
 
@@ -58,8 +60,9 @@ def _require(data: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 def _method_legend(fig: Figure, methods: Sequence[str], **kwargs: object) -> None:
     palette = method_palette(methods)
     handles = [Patch(color=palette[m], label=method_label(m)) for m in method_order(methods)]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6), title="Method",
-               **kwargs)
+    fig.legend(
+        handles=handles, loc="outside upper center", ncols=min(len(handles), 6), title="Method", **kwargs
+    )
 
 
 def _grid(n_panels: int, ncols: int, width: float, panel_height: float) -> tuple[Figure, list[Axes]]:
@@ -95,9 +98,20 @@ def accuracy_by_task(data: pd.DataFrame, *, ncols: int = 2, title: str | None = 
         palette = method_palette(methods)
         for ax, student in zip(axes, students, strict=True):
             sub = data[data["student"] == student]
-            sns.barplot(sub, x="task", y="value", hue="method", order=tasks, hue_order=methods,
-                        palette=palette, saturation=1, errorbar=("pi", 100), err_kws={"linewidth": 1.0}, ax=ax,
-                        legend=False)
+            sns.barplot(
+                sub,
+                x="task",
+                y="value",
+                hue="method",
+                order=tasks,
+                hue_order=methods,
+                palette=palette,
+                saturation=1,
+                errorbar=("pi", 100),
+                err_kws={"linewidth": 1.0},
+                ax=ax,
+                legend=False,
+            )
             ax.set_title(student)
             ax.set_xlabel("")
             ax.set_ylabel("Accuracy (%)")
@@ -153,11 +167,34 @@ def gain_scatter(
             sub = data[data[col] == panel]
             shake = rng.uniform(-jitter, jitter, len(sub))
             shown = sub.assign(_x=sub[x] * np.exp(shake) if logx else sub[x] + shake)
-            sns.scatterplot(shown, x="_x", y=y, hue="method", hue_order=methods, palette=palette, ax=ax,
-                            legend=False, alpha=0.8, edgecolor="white", linewidth=0.4)
+            sns.scatterplot(
+                shown,
+                x="_x",
+                y=y,
+                hue="method",
+                hue_order=methods,
+                palette=palette,
+                ax=ax,
+                legend=False,
+                alpha=0.8,
+                edgecolor="white",
+                linewidth=0.4,
+            )
             if sub[x].nunique() > 1 and len(sub) > 2:
-                sns.regplot(sub, x=x, y=y, scatter=False, logx=logx, ci=95, n_boot=_N_BOOT, seed=seed,
-                            color="#444444", line_kws={"linewidth": 1.2}, ax=ax, truncate=False)
+                sns.regplot(
+                    sub,
+                    x=x,
+                    y=y,
+                    scatter=False,
+                    logx=logx,
+                    ci=95,
+                    n_boot=_N_BOOT,
+                    seed=seed,
+                    color="#444444",
+                    line_kws={"linewidth": 1.2},
+                    ax=ax,
+                    truncate=False,
+                )
             if y == "gain":
                 ax.axhline(0, color="#666666", linewidth=0.8, linestyle=":")
             if logx:
@@ -200,9 +237,19 @@ def teacher_expertise(data: pd.DataFrame, *, y: str = "gain", ylabel: str = _GAI
                 ax.plot(range(len(kinds)), values, color="#BBBBBB", linewidth=0.7, zorder=1)
             for i, kind in enumerate(kinds):
                 ax.scatter(np.full(len(wide), i), wide[kind], color=TEACHER_KIND_COLORS[kind], s=14, zorder=2)
-            sns.pointplot(wide.melt(var_name="teacher_kind", value_name=y), x="teacher_kind", y=y,
-                          order=kinds, color="black", errorbar=("ci", 95), n_boot=_N_BOOT, seed=0,
-                          linestyles="none", markers="D", ax=ax)
+            sns.pointplot(
+                wide.melt(var_name="teacher_kind", value_name=y),
+                x="teacher_kind",
+                y=y,
+                order=kinds,
+                color="black",
+                errorbar=("ci", 95),
+                n_boot=_N_BOOT,
+                seed=0,
+                linestyles="none",
+                markers="D",
+                ax=ax,
+            )
             if y == "gain":
                 ax.axhline(0, color="#666666", linewidth=0.8, linestyle=":")
             ax.set_xticks(range(len(kinds)), [TEACHER_KIND_LABELS[k] for k in kinds])
@@ -229,11 +276,35 @@ def temperature_ablation(data: pd.DataFrame, *, y: str = "gain", ylabel: str = _
         palette = method_palette(methods)
         for ax, domain in zip(axes, panels, strict=True):
             sub = data[data["domain"] == domain]
-            sns.lineplot(sub, x="temperature", y=y, hue="method", hue_order=methods, palette=palette,
-                         units="unit", estimator=None, alpha=0.25, linewidth=0.8, ax=ax, legend=False)
-            sns.lineplot(sub, x="temperature", y=y, hue="method", hue_order=methods, palette=palette,
-                         errorbar=("ci", 95), n_boot=_N_BOOT, seed=0, marker="o", linewidth=2.2, ax=ax,
-                         legend=False)
+            sns.lineplot(
+                sub,
+                x="temperature",
+                y=y,
+                hue="method",
+                hue_order=methods,
+                palette=palette,
+                units="unit",
+                estimator=None,
+                alpha=0.25,
+                linewidth=0.8,
+                ax=ax,
+                legend=False,
+            )
+            sns.lineplot(
+                sub,
+                x="temperature",
+                y=y,
+                hue="method",
+                hue_order=methods,
+                palette=palette,
+                errorbar=("ci", 95),
+                n_boot=_N_BOOT,
+                seed=0,
+                marker="o",
+                linewidth=2.2,
+                ax=ax,
+                legend=False,
+            )
             if y == "gain":
                 ax.axhline(0, color="#666666", linewidth=0.8, linestyle=":")
             temps = sorted(sub["temperature"].unique())
@@ -264,16 +335,30 @@ def gain_heatmap(data: pd.DataFrame, *, value: str = "gain", label: str = _GAIN_
         axes = fig.subplots(1, len(panels), width_ratios=widths, squeeze=False)[0]
         grids = []
         for domain in panels:
-            grid = data[data["domain"] == domain].pivot_table(index="pair", columns="task", values=value,
-                                                              aggfunc="first", sort=False)
+            grid = data[data["domain"] == domain].pivot_table(
+                index="pair", columns="task", values=value, aggfunc="first", sort=False
+            )
             grids.append(grid.reindex(columns=task_order(grid.columns)))
         for i, (ax, domain, grid) in enumerate(zip(axes, panels, grids, strict=True)):
             last = i == len(panels) - 1
-            sns.heatmap(grid, cmap="RdBu", center=0, vmin=-limit, vmax=limit, annot=True, fmt=".1f",
-                        annot_kws={"fontsize": 7}, linewidths=0.4, linecolor="white", ax=ax, cbar=last,
-                        cbar_kws={"label": label} if last else None)
-            ax.set_xticks(np.arange(grid.shape[1]) + 0.5, [task_label(t) for t in grid.columns],
-                          rotation=35, ha="right")
+            sns.heatmap(
+                grid,
+                cmap="RdBu",
+                center=0,
+                vmin=-limit,
+                vmax=limit,
+                annot=True,
+                fmt=".1f",
+                annot_kws={"fontsize": 7},
+                linewidths=0.4,
+                linecolor="white",
+                ax=ax,
+                cbar=last,
+                cbar_kws={"label": label} if last else None,
+            )
+            ax.set_xticks(
+                np.arange(grid.shape[1]) + 0.5, [task_label(t) for t in grid.columns], rotation=35, ha="right"
+            )
             ax.set_xlabel("")
             ax.set_ylabel("teacher → student" if i == 0 else "")
             if i > 0 and grid.index.equals(grids[0].index):
@@ -298,8 +383,9 @@ def correlation_forest(data: pd.DataFrame, *, xlabel: str = "Spearman ρ (95 % C
     rows = [(d, t) for d in domains for t in task_order(data.loc[data["domain"] == d, "task"].unique())]
     ypos = {row: i for i, row in enumerate(rows)}
     with figure_style():
-        fig, axes = _grid(len(predictors), len(predictors), min(2.6 * len(predictors) + 1.6, 11.0),
-                          0.26 * len(rows) + 1.2)
+        fig, axes = _grid(
+            len(predictors), len(predictors), min(2.6 * len(predictors) + 1.6, 11.0), 0.26 * len(rows) + 1.2
+        )
         for k, (ax, predictor) in enumerate(zip(axes, predictors, strict=True)):
             sub = data[data["predictor"] == predictor]
             for domain in domains:
@@ -309,16 +395,33 @@ def correlation_forest(data: pd.DataFrame, *, xlabel: str = "Spearman ρ (95 % C
                 colour, marker = DOMAIN_STYLES.get(domain, ("#000000", "o"))
                 pos = [ypos[(domain, t)] for t in part["task"]]
                 err = np.vstack([part["statistic"] - part["ci_low"], part["ci_high"] - part["statistic"]])
-                ax.errorbar(part["statistic"], pos, xerr=np.clip(err.astype(float), 0, None), fmt=marker,
-                            color=colour, markersize=4, elinewidth=1, capsize=2, label=domain)
+                ax.errorbar(
+                    part["statistic"],
+                    pos,
+                    xerr=np.clip(err.astype(float), 0, None),
+                    fmt=marker,
+                    color=colour,
+                    markersize=4,
+                    elinewidth=1,
+                    capsize=2,
+                    label=domain,
+                )
             ax.axvline(0, color="#666666", linewidth=0.8, linestyle=":")
             ax.set_xlim(-1.05, 1.05)
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.set_yticks(range(len(rows)), [task_label(t) for _, t in rows] if k == 0 else [])
             ax.set_title(predictor, fontsize=9)
             ax.set_xlabel(xlabel)
-        handles = [Line2D([], [], color=DOMAIN_STYLES.get(d, ("#000000", "o"))[0],
-                          marker=DOMAIN_STYLES.get(d, ("#000000", "o"))[1], linestyle="none", label=d)
-                   for d in domains]
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=DOMAIN_STYLES.get(d, ("#000000", "o"))[0],
+                marker=DOMAIN_STYLES.get(d, ("#000000", "o"))[1],
+                linestyle="none",
+                label=d,
+            )
+            for d in domains
+        ]
         fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), title="Domain")
     return fig

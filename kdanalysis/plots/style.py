@@ -66,16 +66,30 @@ METHOD_LABELS: dict[str, str] = {
 }
 #: Colours and labels of teacher kinds.
 TEACHER_KIND_COLORS: dict[str, str] = {"task_aware": "#332288", "base": "#AA4499", "none": "#999999"}
-TEACHER_KIND_LABELS: dict[str, str] = {"task_aware": "task-aware teacher", "base": "base teacher",
-                                       "none": "no teacher"}
+TEACHER_KIND_LABELS: dict[str, str] = {
+    "task_aware": "task-aware teacher",
+    "base": "base teacher",
+    "none": "no teacher",
+}
 #: Colour and marker per domain (kept apart from the method colours).
 DOMAIN_STYLES: dict[str, tuple[str, str]] = {"math": ("#222222", "o"), "commonsense": ("#777777", "s")}
 #: Display labels of the paper's task ids, in the paper's order.
 TASK_LABELS: dict[str, str] = {
-    "gsm8k": "GSM8K", "svamp": "SVAMP", "multiarith": "MultiArith", "singleeq": "SingleEq",
-    "addsub": "AddSub", "aqua": "AQuA", "boolq": "BoolQ", "piqa": "PIQA", "siqa": "SIQA",
-    "hellaswag": "HellaSwag", "winogrande": "WinoGrande", "arc_e": "ARC-e", "arc_c": "ARC-c",
-    "obqa": "OBQA", "average": "Average",
+    "gsm8k": "GSM8K",
+    "svamp": "SVAMP",
+    "multiarith": "MultiArith",
+    "singleeq": "SingleEq",
+    "addsub": "AddSub",
+    "aqua": "AQuA",
+    "boolq": "BoolQ",
+    "piqa": "PIQA",
+    "siqa": "SIQA",
+    "hellaswag": "HellaSwag",
+    "winogrande": "WinoGrande",
+    "arc_e": "ARC-e",
+    "arc_c": "ARC-c",
+    "obqa": "OBQA",
+    "average": "Average",
 }
 _EXTRA_COLORS = ("#332288", "#88CCEE", "#117733", "#DDCC77", "#AA4499", "#661100")
 
@@ -116,8 +130,10 @@ def task_order(tasks: Iterable[str]) -> list[str]:
 @contextmanager
 def figure_style() -> Iterator[None]:
     """Seaborn's white-grid style and a compact font scale, for the ``with`` block only."""
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85), mpl.rc_context(
-        {"svg.hashsalt": "kdanalysis", "legend.frameon": False}
+    with (
+        sns.axes_style("whitegrid"),
+        sns.plotting_context("notebook", font_scale=0.85),
+        mpl.rc_context({"svg.hashsalt": "kdanalysis", "legend.frameon": False}),
     ):
         yield
 

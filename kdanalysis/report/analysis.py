@@ -77,22 +77,36 @@ def kd_gains(results: pd.DataFrame, models: pd.DataFrame, *, over_temperature: s
     """
     out = _quiet_gains(_task_aware(results), baseline="sft", over_temperature=over_temperature)
     if out.empty:
-        return out.assign(pair=pd.Series(dtype=str), student_params_b=pd.Series(dtype=float),
-                          teacher_score=pd.Series(dtype=float), agreement=pd.Series(dtype=float),
-                          bleu=pd.Series(dtype=float))
+        return out.assign(
+            pair=pd.Series(dtype=str),
+            student_params_b=pd.Series(dtype=float),
+            teacher_score=pd.Series(dtype=float),
+            agreement=pd.Series(dtype=float),
+            bleu=pd.Series(dtype=float),
+        )
     out["pair"] = pair_label(out["teacher"], out["student"])
     sizes = models.set_index("model")["params_b"].astype(float)
     out["student_params_b"] = out["student"].map(sizes)
-    own_sft = results[(results["metric"] == "accuracy") & (results["method"] == "sft")
-                      & (results["teacher"] == NO_TEACHER)]
+    own_sft = results[
+        (results["metric"] == "accuracy") & (results["method"] == "sft") & (results["teacher"] == NO_TEACHER)
+    ]
     teacher_sft = own_sft[["study", "domain", "task", "student", "seed", "value"]].rename(
-        columns={"student": "teacher", "value": "teacher_score"})
+        columns={"student": "teacher", "value": "teacher_score"}
+    )
     out = out.merge(teacher_sft, on=["study", "domain", "task", "teacher", "seed"], how="left")
     for metric in ("agreement", "bleu"):
-        kd_rows = results[(results["metric"] == metric) & (results["method"] != "sft")
-                          & (results["teacher_kind"] == "task_aware")]
-        kd_rows = kd_rows.groupby(["study", "domain", "task", "student", "teacher", "seed"], as_index=False)[
-            "value"].mean().rename(columns={"value": metric})
+        kd_rows = results[
+            (results["metric"] == metric)
+            & (results["method"] != "sft")
+            & (results["teacher_kind"] == "task_aware")
+        ]
+        kd_rows = (
+            kd_rows.groupby(["study", "domain", "task", "student", "teacher", "seed"], as_index=False)[
+                "value"
+            ]
+            .mean()
+            .rename(columns={"value": metric})
+        )
         out = out.merge(kd_rows, on=["study", "domain", "task", "student", "teacher", "seed"], how="left")
     return out
 
@@ -107,14 +121,23 @@ def accuracy_table(results: pd.DataFrame, kd: pd.DataFrame, domain: str) -> pd.D
         the students of ``kd`` in ``domain``, ordered by student size then name; KD rows
         have one row per teacher.
     """
-    students = (kd[kd["domain"] == domain].sort_values(["student_params_b", "student"])["student"]
-                .drop_duplicates().tolist())
-    acc = results[(results["metric"] == "accuracy") & (results["domain"] == domain)
-                  & results["student"].isin(students) & results["method"].isin(["base", "sft"])
-                  & (results["teacher"] == NO_TEACHER)]
+    students = (
+        kd[kd["domain"] == domain]
+        .sort_values(["student_params_b", "student"])["student"]
+        .drop_duplicates()
+        .tolist()
+    )
+    acc = results[
+        (results["metric"] == "accuracy")
+        & (results["domain"] == domain)
+        & results["student"].isin(students)
+        & results["method"].isin(["base", "sft"])
+        & (results["teacher"] == NO_TEACHER)
+    ]
     base = acc[["student", "task", "method", "teacher", "value"]]
     kd_rows = kd[kd["domain"] == domain][["student", "task", "method", "teacher", "kd_value"]].rename(
-        columns={"kd_value": "value"})
+        columns={"kd_value": "value"}
+    )
     table = pd.concat([base, kd_rows], ignore_index=True)
     order = {s: i for i, s in enumerate(students)}
     return table.sort_values("student", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
@@ -139,11 +162,31 @@ def expertise_pairs(results: pd.DataFrame) -> pd.DataFrame:
     matched = each.merge(base_keys, on=keys)
     counts = matched.groupby(keys, dropna=False)["teacher_kind"].transform("nunique")
     matched = matched[counts == 2].copy()
-    matched["pair_id"] = (matched["domain"] + "|" + matched["task"] + "|" + pair_label(
-        matched["teacher"], matched["student"]) + "|" + matched["method"] + "|"
-        + matched["temperature"].astype(str))
-    return matched[["domain", "task", "student", "teacher", "method", "temperature", "pair_id",
-                    "teacher_kind", "kd_value", "gain"]].reset_index(drop=True)
+    matched["pair_id"] = (
+        matched["domain"]
+        + "|"
+        + matched["task"]
+        + "|"
+        + pair_label(matched["teacher"], matched["student"])
+        + "|"
+        + matched["method"]
+        + "|"
+        + matched["temperature"].astype(str)
+    )
+    return matched[
+        [
+            "domain",
+            "task",
+            "student",
+            "teacher",
+            "method",
+            "temperature",
+            "pair_id",
+            "teacher_kind",
+            "kd_value",
+            "gain",
+        ]
+    ].reset_index(drop=True)
 
 
 def temperature_table(kd_each: pd.DataFrame) -> pd.DataFrame:
@@ -199,10 +242,12 @@ def heatmap_table(kd: pd.DataFrame) -> pd.DataFrame:
     """
     order = kd.sort_values(["teacher", "student_params_b", "student"])["pair"].drop_duplicates().tolist()
     table = kd.groupby(["domain", "pair", "task"], as_index=False, sort=False).agg(
-        gain=("gain", "mean"), n_methods=("method", "nunique"))
+        gain=("gain", "mean"), n_methods=("method", "nunique")
+    )
     rank = {p: i for i, p in enumerate(order)}
-    return table.sort_values(["domain", "pair"], key=lambda s: s.map(rank) if s.name == "pair" else s,
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["domain", "pair"], key=lambda s: s.map(rank) if s.name == "pair" else s, kind="stable"
+    ).reset_index(drop=True)
 
 
 def task_correlations(kd: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -230,8 +275,9 @@ def task_correlations(kd: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) ->
         part = kd.dropna(subset=[column, "gain"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            table = corr(part, x=column, y="gain", method="spearman", by=["domain", "task"], n_boot=n_boot,
-                         seed=seed)
+            table = corr(
+                part, x=column, y="gain", method="spearman", by=["domain", "task"], n_boot=n_boot, seed=seed
+            )
         frames.append(table.assign(predictor=name))
     if not frames:
         return pd.DataFrame(columns=["predictor", "domain", "task", "statistic", "ci_low", "ci_high"])

@@ -92,8 +92,9 @@ def load_report_input(path: str | Path | None) -> tuple[pd.DataFrame, pd.DataFra
         from kdanalysis.collect import collect_runs
 
         results, _items = collect_runs(path)
-        models_file = next((path / name for name in ("models.parquet", "models.csv")
-                            if (path / name).is_file()), None)
+        models_file = next(
+            (path / name for name in ("models.parquet", "models.csv") if (path / name).is_file()), None
+        )
         models = read_models(models_file) if models_file is not None else None
         return validate_results(results), models, f"runs folder {path}"
     return read_results(path), None, f"results file {path.name}"
@@ -115,8 +116,9 @@ def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     bad = [f for f in chosen if f not in FORMATS]
     if bad or not chosen:
-        raise ConfigError(f"unknown report format(s) {', '.join(bad) or '(none given)'}; "
-                          f"allowed: {', '.join(FORMATS)}")
+        raise ConfigError(
+            f"unknown report format(s) {', '.join(bad) or '(none given)'}; allowed: {', '.join(FORMATS)}"
+        )
     return chosen
 
 
@@ -207,15 +209,19 @@ def build_report(
         table_dir.mkdir()
         with FigureDrawer(figure_dir, workers=_workers(workers)) as drawer:
             sections = build_sections(
-                results, models, step=lambda name: step(f"computing: {name}"),
-                on_section=lambda section: [drawer.submit(spec) for spec in section.figures])
+                results,
+                models,
+                step=lambda name: step(f"computing: {name}"),
+                on_section=lambda section: [drawer.submit(spec) for spec in section.figures],
+            )
             specs = [f for s in sections for f in s.figures]
             step(f"drawing {len(specs)} figures")
             drawer.wait(step=lambda fid: step(f"figure {fid} done"))
         write_tables([t for s in sections for t in s.tables], table_dir)
         step("rendering HTML")
-        html = render_html(sections, figure_dir, title=title, source=source or "results table",
-                           n_rows=len(results))
+        html = render_html(
+            sections, figure_dir, title=title, source=source or "results table", n_rows=len(results)
+        )
         messages = []
         pdf_written = False
         if "html" in chosen:
@@ -237,8 +243,13 @@ def build_report(
         out_dir=out_dir,
         html=html_path if "html" in chosen else None,
         pdf=pdf_path if pdf_written else None,
-        figures=tuple(sorted(p for spec in specs for p in (out_dir / "figures" / f"{spec.id}.png",
-                                                           out_dir / "figures" / f"{spec.id}.svg"))),
+        figures=tuple(
+            sorted(
+                p
+                for spec in specs
+                for p in (out_dir / "figures" / f"{spec.id}.png", out_dir / "figures" / f"{spec.id}.svg")
+            )
+        ),
         tables=tuple(sorted(out_dir / "tables" / f"{t.id}.csv" for s in sections for t in s.tables)),
         messages=tuple(messages),
     )

@@ -40,9 +40,11 @@ def _missing(value: Any) -> bool:
 
 
 def fmt_num(value: Any, digits: int = 2) -> str:
-    """A number with ``digits`` decimals, negatives with a true minus sign (``−0.40``; ``-0.00`` is ``0.00``)."""
+    """A number with ``digits`` decimals and a true minus sign (``−0.40``; ``-0.00`` is ``0.00``; ``∞``)."""
     if _missing(value):
         return MISSING
+    if math.isinf(float(value)):
+        return "∞" if float(value) > 0 else "−∞"
     text = f"{float(value):.{digits}f}"
     if text.startswith("-"):
         return text[1:] if float(text) == 0 else "−" + text[1:]
@@ -132,8 +134,10 @@ def column_formatter(column: str) -> Callable[[Any], str]:
     return _format
 
 
-def format_table(table: pd.DataFrame, formatters: Mapping[str, Callable[[Any], str]] | None = None,
-                 ) -> list[list[tuple[str, str]]]:
+def format_table(
+    table: pd.DataFrame,
+    formatters: Mapping[str, Callable[[Any], str]] | None = None,
+) -> list[list[tuple[str, str]]]:
     """Format a table for display.
 
     Parameters
@@ -162,5 +166,8 @@ def format_table(table: pd.DataFrame, formatters: Mapping[str, Callable[[Any], s
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) or (
-        hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iuf")
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iuf")
+    )

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import multiprocessing
 import os
 import struct
 from collections.abc import Callable, Sequence
-import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -104,10 +104,21 @@ def _table_view(table: TableSpec, number: int) -> dict[str, Any]:
     rows = format_table(shown)
     numeric = [pd.api.types.is_numeric_dtype(shown[c]) for c in shown.columns]
     return {
-        "id": table.id, "number": number, "title": table.title, "caption": table.caption,
-        "show": table.show, "header": header, "n_total": len(table.data), "n_shown": len(shown),
-        "rows": [[{"text": text, "key": key, "numeric": num}
-                  for (text, key), num in zip(row, numeric, strict=True)] for row in rows],
+        "id": table.id,
+        "number": number,
+        "title": table.title,
+        "caption": table.caption,
+        "show": table.show,
+        "header": header,
+        "n_total": len(table.data),
+        "n_shown": len(shown),
+        "rows": [
+            [
+                {"text": text, "key": key, "numeric": num}
+                for (text, key), num in zip(row, numeric, strict=True)
+            ]
+            for row in rows
+        ],
     }
 
 
@@ -115,7 +126,9 @@ def _template_text(name: str) -> str:
     return files(_TEMPLATES).joinpath(name).read_text(encoding="utf-8")
 
 
-def render_html(sections: Sequence[Section], figure_dir: Path, *, title: str, source: str, n_rows: int) -> str:
+def render_html(
+    sections: Sequence[Section], figure_dir: Path, *, title: str, source: str, n_rows: int
+) -> str:
     """The self-contained HTML report.
 
     Parameters
@@ -137,8 +150,12 @@ def render_html(sections: Sequence[Section], figure_dir: Path, *, title: str, so
 
     from kdanalysis import __version__
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("kdanalysis._templates", ""),
-                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("kdanalysis._templates", ""),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+    )
     views, fig_no, tab_no = [], 0, 0
     for section in sections:
         figures, tables = [], []
@@ -146,20 +163,45 @@ def render_html(sections: Sequence[Section], figure_dir: Path, *, title: str, so
             fig_no += 1
             png = (figure_dir / f"{spec.id}.png").read_bytes()
             width, height = _png_size(png)
-            figures.append({"id": spec.id, "number": fig_no, "title": spec.title, "caption": spec.caption,
-                            "png_base64": base64.b64encode(png).decode("ascii"),
-                            "width": round(width * 96 / _DPI), "height": round(height * 96 / _DPI)})
+            figures.append(
+                {
+                    "id": spec.id,
+                    "number": fig_no,
+                    "title": spec.title,
+                    "caption": spec.caption,
+                    "png_base64": base64.b64encode(png).decode("ascii"),
+                    "width": round(width * 96 / _DPI),
+                    "height": round(height * 96 / _DPI),
+                }
+            )
         for spec in section.tables:
             tab_no += 1
             tables.append(_table_view(spec, tab_no))
-        views.append({"id": section.id, "title": section.title, "present": section.present, "note": section.note,
-                      "paragraphs": section.paragraphs, "bullets": section.bullets, "figures": figures,
-                      "tables": tables})
+        views.append(
+            {
+                "id": section.id,
+                "title": section.title,
+                "present": section.present,
+                "note": section.note,
+                "paragraphs": section.paragraphs,
+                "bullets": section.bullets,
+                "figures": figures,
+                "tables": tables,
+            }
+        )
     template = env.get_template("report.html.j2")
     return template.render(
-        title=title, source=source, n_rows=f"{n_rows:,}", version=__version__, sections=views,
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), n_figures=fig_no, n_tables=tab_no,
-        css=_template_text("report.css"), js=_template_text("report.js"))  # trusted package files
+        title=title,
+        source=source,
+        n_rows=f"{n_rows:,}",
+        version=__version__,
+        sections=views,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        n_figures=fig_no,
+        n_tables=tab_no,
+        css=_template_text("report.css"),
+        js=_template_text("report.js"),
+    )  # trusted package files
 
 
 def write_pdf(html: str, path: Path) -> None:
@@ -174,7 +216,8 @@ def write_pdf(html: str, path: Path) -> None:
         import weasyprint
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise BackendUnavailableError(
-            f"PDF not written: WeasyPrint is not installed ({PDF_INSTALL_HINT})") from exc
+            f"PDF not written: WeasyPrint is not installed ({PDF_INSTALL_HINT})"
+        ) from exc
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     weasyprint.HTML(string=html, base_url=os.getcwd()).write_pdf(path)

@@ -19,12 +19,14 @@ RNG = np.random.default_rng(0)
 
 
 def _gains(n: int = 24) -> pd.DataFrame:
-    return pd.DataFrame({
-        "domain": np.repeat(["math", "commonsense"], n // 2),
-        "method": np.tile(["fkl", "rkl", "gkd"], n // 3),
-        "student_params_b": np.tile([0.5, 1.5, 3.0, 7.0], n // 4),
-        "gain": RNG.normal(2, 3, n),
-    })
+    return pd.DataFrame(
+        {
+            "domain": np.repeat(["math", "commonsense"], n // 2),
+            "method": np.tile(["fkl", "rkl", "gkd"], n // 3),
+            "student_params_b": np.tile([0.5, 1.5, 3.0, 7.0], n // 4),
+            "gain": RNG.normal(2, 3, n),
+        }
+    )
 
 
 def _texts(fig: Figure) -> list[str]:
@@ -36,8 +38,14 @@ def _visible_axes(fig: Figure) -> list[mpl.axes.Axes]:
 
 
 def test_accuracy_bars_use_the_method_colours() -> None:
-    data = pd.DataFrame({"student": "S", "task": ["gsm8k", "svamp"] * 3,
-                         "method": ["base", "base", "sft", "sft", "fkl", "fkl"], "value": RNG.uniform(0, 100, 6)})
+    data = pd.DataFrame(
+        {
+            "student": "S",
+            "task": ["gsm8k", "svamp"] * 3,
+            "method": ["base", "base", "sft", "sft", "fkl", "fkl"],
+            "value": RNG.uniform(0, 100, 6),
+        }
+    )
     fig = plots.accuracy_by_task(data)
     ax = _visible_axes(fig)[0]
     assert ax.get_ylabel() == "Accuracy (%)"
@@ -47,7 +55,9 @@ def test_accuracy_bars_use_the_method_colours() -> None:
 
 
 def test_scatter_has_units_a_fit_and_a_panel_per_domain() -> None:
-    fig = plots.gain_scatter(_gains(), "student_params_b", xlabel="Student size (billion parameters)", logx=True)
+    fig = plots.gain_scatter(
+        _gains(), "student_params_b", xlabel="Student size (billion parameters)", logx=True
+    )
     axes = _visible_axes(fig)
     assert [ax.get_title().split(" (")[0] for ax in axes] == ["math", "commonsense"]
     assert all(ax.get_xlabel() == "Student size (billion parameters)" for ax in axes)
@@ -59,14 +69,41 @@ def test_scatter_has_units_a_fit_and_a_panel_per_domain() -> None:
 
 
 def test_heatmap_forest_expertise_and_temperature_draw(tmp_path: Path) -> None:
-    heat = pd.DataFrame({"domain": "math", "pair": np.repeat(["A → a", "B → b"], 3),
-                         "task": ["gsm8k", "svamp", "average"] * 2, "gain": RNG.normal(0, 5, 6)})
-    forest = pd.DataFrame({"predictor": "student size", "domain": "math", "task": ["gsm8k", "svamp"],
-                           "statistic": [-0.5, 0.1], "ci_low": [-0.8, -0.3], "ci_high": [-0.1, 0.5]})
-    expertise = pd.DataFrame({"domain": "math", "teacher_kind": ["task_aware", "base"] * 3,
-                              "pair_id": np.repeat(["p1", "p2", "p3"], 2), "gain": [5, -20, 3, -30, 4, -25]})
-    temps = pd.DataFrame({"domain": "math", "method": "fkl", "unit": np.repeat(["u1", "u2"], 3),
-                          "temperature": [1.0, 2.0, 5.0] * 2, "gain": [1, 2, -5, 0, 3, -8]})
+    heat = pd.DataFrame(
+        {
+            "domain": "math",
+            "pair": np.repeat(["A → a", "B → b"], 3),
+            "task": ["gsm8k", "svamp", "average"] * 2,
+            "gain": RNG.normal(0, 5, 6),
+        }
+    )
+    forest = pd.DataFrame(
+        {
+            "predictor": "student size",
+            "domain": "math",
+            "task": ["gsm8k", "svamp"],
+            "statistic": [-0.5, 0.1],
+            "ci_low": [-0.8, -0.3],
+            "ci_high": [-0.1, 0.5],
+        }
+    )
+    expertise = pd.DataFrame(
+        {
+            "domain": "math",
+            "teacher_kind": ["task_aware", "base"] * 3,
+            "pair_id": np.repeat(["p1", "p2", "p3"], 2),
+            "gain": [5, -20, 3, -30, 4, -25],
+        }
+    )
+    temps = pd.DataFrame(
+        {
+            "domain": "math",
+            "method": "fkl",
+            "unit": np.repeat(["u1", "u2"], 3),
+            "temperature": [1.0, 2.0, 5.0] * 2,
+            "gain": [1, 2, -5, 0, 3, -8],
+        }
+    )
     figures = {
         "heat": plots.gain_heatmap(heat),
         "forest": plots.correlation_forest(forest),

@@ -12,8 +12,12 @@ from kdanalysis.report import ReportPaths, build_report
 from kdanalysis.results import results_frame
 
 SYNTHETIC_TASKS = {"gsm8k": 1319, "svamp": 1000, "aqua": 254}
-SYNTHETIC_PAIRS = (("Qwen2.5-7B", "Qwen2.5-0.5B"), ("Qwen2.5-7B", "Qwen2.5-1.5B"),
-                   ("Llama-3.1-8B", "Llama-3.2-1B"), ("Llama-3.1-8B", "Llama-3.2-3B"))
+SYNTHETIC_PAIRS = (
+    ("Qwen2.5-7B", "Qwen2.5-0.5B"),
+    ("Qwen2.5-7B", "Qwen2.5-1.5B"),
+    ("Llama-3.1-8B", "Llama-3.2-1B"),
+    ("Llama-3.1-8B", "Llama-3.2-3B"),
+)
 #: A model name carrying markup: the report must show it as text.
 HOSTILE_NAME = "<script>alert('x')</script>Qwen2.5-0.5B"
 
@@ -27,12 +31,30 @@ def synthetic_results(student_names: dict[str, str] | None = None, seed: int = 0
     names = student_names or {}
     records = []
 
-    def add(student: str, task: str, method: str, value: float, teacher: str = "none",
-            temperature: float = float("nan")) -> None:
-        records.append({"study": "synthetic", "domain": "math", "task": task,
-                        "student": names.get(student, student), "teacher": teacher, "method": method, "temperature": temperature, "metric": "accuracy",
-                        "value": float(np.clip(value, 0, 100)), "n": SYNTHETIC_TASKS[task], "seed": 1,
-                        "teacher_kind": "none" if teacher == "none" else "task_aware"})
+    def add(
+        student: str,
+        task: str,
+        method: str,
+        value: float,
+        teacher: str = "none",
+        temperature: float = float("nan"),
+    ) -> None:
+        records.append(
+            {
+                "study": "synthetic",
+                "domain": "math",
+                "task": task,
+                "student": names.get(student, student),
+                "teacher": teacher,
+                "method": method,
+                "temperature": temperature,
+                "metric": "accuracy",
+                "value": float(np.clip(value, 0, 100)),
+                "n": SYNTHETIC_TASKS[task],
+                "seed": 1,
+                "teacher_kind": "none" if teacher == "none" else "task_aware",
+            }
+        )
 
     teachers = sorted({t for t, _ in SYNTHETIC_PAIRS})
     students = [s for _, s in SYNTHETIC_PAIRS]
@@ -59,8 +81,13 @@ def bundled_report(tmp_path_factory: pytest.TempPathFactory) -> ReportPaths:
 def synthetic_report(tmp_path_factory: pytest.TempPathFactory) -> ReportPaths:
     """The HTML report of :func:`synthetic_results`, one student named :data:`HOSTILE_NAME`."""
     results = synthetic_results({"Qwen2.5-0.5B": HOSTILE_NAME})
-    return build_report(results, out_dir=tmp_path_factory.mktemp("synthetic") / "report",
-                        formats=("html",), title="Synthetic study", workers=1)
+    return build_report(
+        results,
+        out_dir=tmp_path_factory.mktemp("synthetic") / "report",
+        formats=("html",),
+        title="Synthetic study",
+        workers=1,
+    )
 
 
 def read_html(paths: ReportPaths) -> str:

@@ -23,9 +23,13 @@ from .conftest import synthetic_results
 def _tiny_sections(*_args: object, on_section: object = None, **_kwargs: object) -> list[Section]:
     """One section with one small figure and one table, instead of the full study (fast)."""
     heat = pd.DataFrame({"domain": "math", "pair": ["T → S"], "task": ["gsm8k"], "gain": [1.5]})
-    section = Section(id="tiny", title="Tiny", paragraphs=["A paragraph."],
-                      figures=[FigureSpec("tiny_heatmap", "Heatmap", "Caption.", gain_heatmap, (heat,))],
-                      tables=[TableSpec("tiny", "Table", "Caption.", heat)])
+    section = Section(
+        id="tiny",
+        title="Tiny",
+        paragraphs=["A paragraph."],
+        figures=[FigureSpec("tiny_heatmap", "Heatmap", "Caption.", gain_heatmap, (heat,))],
+        tables=[TableSpec("tiny", "Table", "Caption.", heat)],
+    )
     if callable(on_section):
         on_section(section)
     return [section]
@@ -43,7 +47,9 @@ def _run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     return int(exit_info.value.code or 0)
 
 
-def test_failure_leaves_no_partial_report(tiny: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_failure_leaves_no_partial_report(
+    tiny: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def broken_pdf(html: str, path: Path) -> None:
         path.write_bytes(b"%PDF half")
         raise RuntimeError("renderer crashed")
@@ -64,7 +70,9 @@ def test_rebuild_replaces_the_previous_report(tiny: None, tmp_path: Path) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
 
 
-def test_missing_weasyprint_still_writes_html(tiny: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_weasyprint_still_writes_html(
+    tiny: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "weasyprint", None)  # import fails
     paths = build_report(synthetic_results(), out_dir=tmp_path / "r", workers=1)
     assert paths.pdf is None and not (tmp_path / "r" / "report.pdf").exists()
@@ -80,13 +88,15 @@ def test_unknown_format_and_bad_table_raise_before_writing(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_writes_and_prints_paths(tiny: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_and_prints_paths(
+    tiny: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     results = tmp_path / "results.csv"
     write_results(synthetic_results(), results)
     out = tmp_path / "out"
-    code = _run_cli(monkeypatch, "report", str(results), "--out", str(out), "--format", "html",
-                    "--title", "CLI study")
+    code = _run_cli(
+        monkeypatch, "report", str(results), "--out", str(out), "--format", "html", "--title", "CLI study"
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"html: {out / 'report.html'}" in printed
@@ -96,8 +106,9 @@ def test_cli_writes_and_prints_paths(tiny: None, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize("content", [None, "a,b\n1,2\n"])
-def test_cli_rejects_missing_or_invalid_results(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str], content: str | None) -> None:
+def test_cli_rejects_missing_or_invalid_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None
+) -> None:
     results = tmp_path / "results.csv"
     if content is not None:
         results.write_text(content)

@@ -14,9 +14,19 @@ from kdanalysis.report import ReportPaths
 
 from .conftest import read_html
 
-PDF_TITLES = ("Study at a glance", "Key findings", "Accuracy per task", "Gains by pair and task",
-              "Student size and gain", "Teacher expertise", "Temperature ablation", "Per-task correlations",
-              "The paper's hypotheses H1–H5", "Beyond the paper", "Methods and caveats")
+PDF_TITLES = (
+    "Study at a glance",
+    "Key findings",
+    "Accuracy per task",
+    "Gains by pair and task",
+    "Student size and gain",
+    "Teacher expertise",
+    "Temperature ablation",
+    "Per-task correlations",
+    "The paper's hypotheses H1–H5",
+    "Beyond the paper",
+    "Methods and caveats",
+)
 
 
 def _pdf_text(path: Path) -> str:
@@ -40,21 +50,36 @@ def test_pdf_has_section_titles_and_key_numbers(bundled_report: ReportPaths) -> 
 @pytest.mark.browser
 def test_page_loads_in_chromium_with_all_images_decoded(bundled_report: ReportPaths, tmp_path: Path) -> None:
     html = read_html(bundled_report)
-    probe = ("<script>window.addEventListener('load', function () {"
-             "var imgs = Array.prototype.slice.call(document.images);"
-             "var out = document.createElement('pre'); out.id = 'kd-probe';"
-             "out.textContent = JSON.stringify({n: imgs.length, decoded: imgs.filter(function (i) {"
-             "return i.complete && i.naturalWidth > 0; }).length, sections: "
-             "document.querySelectorAll('section.report-section').length});"
-             "document.body.appendChild(out); });</script>")
+    probe = (
+        "<script>window.addEventListener('load', function () {"
+        "var imgs = Array.prototype.slice.call(document.images);"
+        "var out = document.createElement('pre'); out.id = 'kd-probe';"
+        "out.textContent = JSON.stringify({n: imgs.length, decoded: imgs.filter(function (i) {"
+        "return i.complete && i.naturalWidth > 0; }).length, sections: "
+        "document.querySelectorAll('section.report-section').length});"
+        "document.body.appendChild(out); });</script>"
+    )
     page = tmp_path / "probe.html"
     page.write_text(html.replace("</body>", probe + "</body>"), encoding="utf-8")
     chromium = shutil.which("chromium")
     assert chromium is not None
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-dev-shm-usage", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     match = re.search(r'<pre id="kd-probe">(.*?)</pre>', done.stdout)
     assert match, done.stderr[-2000:]
     probe_result = json.loads(match.group(1))
