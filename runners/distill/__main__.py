@@ -8,6 +8,7 @@ stderr and exit code 2 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,7 +69,8 @@ def distill(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     bar.close()
-    typer.echo(str(run_dir))
+    if int(os.environ.get("RANK", "0")) == 0:  # one line, also under torchrun / accelerate launch
+        typer.echo(str(run_dir))
 
 
 def main() -> None:

@@ -84,6 +84,7 @@ def run_distill(
     """
     config = load_config(config)
     run_dir = Path(out_dir).expanduser().resolve()
+    main = int(os.environ.get("RANK", "0")) == 0  # set by torchrun / accelerate launch
     config_file = run_dir / "config.yaml"
     if config_file.is_file():
         previous = yaml.safe_load(config_file.read_text(encoding="utf-8"))
@@ -99,8 +100,9 @@ def run_distill(
 
     from runners.distill.trainer import train
 
-    atomic_write_text(config_file, config.to_yaml())
-    atomic_write_json(run_dir / "env.json", environment_snapshot())
+    if main:
+        atomic_write_text(config_file, config.to_yaml())
+        atomic_write_json(run_dir / "env.json", environment_snapshot())
     started = _now()
     status: dict[str, Any] = {
         "status": "running",
@@ -112,31 +114,32 @@ def run_distill(
         "best_step": None,
         "best_val_loss": None,
     }
-    atomic_write_json(run_dir / STATUS_FILE, status)
+
+    def write_status(**changes: Any) -> None:
+        status.update(changes)
+        if main:
+            atomic_write_json(run_dir / STATUS_FILE, status)
+
+    write_status()
     try:
         result = train(config, run_dir, callbacks=callbacks)
     except BaseException as err:
         message = str(err) if isinstance(err, KDAnalysisError) else f"{type(err).__name__}: {err}"
-        atomic_write_json(
-            run_dir / STATUS_FILE, {**status, "status": "failed", "error": message, "finished_utc": _now()}
-        )
+        write_status(status="failed", error=message, finished_utc=_now())
         if isinstance(err, ConfigError):
             raise
         if isinstance(err, Exception):
             raise RunFailedError(f"distillation run {run_dir} failed: {message}") from err
         raise  # KeyboardInterrupt / SystemExit: recorded, then passed on
-    atomic_write_json(
-        run_dir / STATUS_FILE,
-        {
-            **status,
-            "status": "done",
-            "finished_utc": _now(),
-            "steps": result.steps,
-            "best_step": result.best_step,
-            "best_val_loss": result.best_val_loss,
-        },
+    write_status(
+        status="done",
+        finished_utc=_now(),
+        steps=result.steps,
+        best_step=result.best_step,
+        best_val_loss=result.best_val_loss,
     )
-    log.info("run %s done: %d steps, model in %s", run_dir, result.steps, result.model_dir)
+    if main:
+        log.info("run %s done: %d steps, model in %s", run_dir, result.steps, result.model_dir)
     return run_dir
 
 

@@ -14,6 +14,9 @@
 Multi-GPU: launch with ``accelerate launch -m runners.distill CONFIG.yaml``. Each
 process takes every ``world_size``-th example of each global batch; gradients are
 all-reduced by DDP on the last micro-batch of a step only; process 0 writes files.
+Process r takes the r-th contiguous share of each global batch, so with the same
+``micro_batch_size`` a run on N processes sees the same micro-batches as on one (equal
+results up to floating-point summation order).
 The single-process path is the same code (``Accelerator`` is then a no-op wrapper).
 The multi-GPU path has not been run in CI (no GPUs there).
 
@@ -230,10 +233,6 @@ def _record_step(line: str) -> int:
         return 1 << 62  # a cut line: drop it
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if values else None
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -423,7 +422,8 @@ def train(
         """This process's micro-batches of optimiser step ``step``."""
         epoch, index = divmod(step, steps_per_epoch)
         batch = epoch_batches(len(train_examples), config.optim.batch_size, config.seed, epoch)[index]
-        mine = batch[rank::world]
+        share = len(batch) // world
+        mine = batch[rank * share : (rank + 1) * share]  # contiguous: same micro-batches as one process
         return [[train_examples[i] for i in mine[m * micro : (m + 1) * micro]] for m in range(accum)]
 
     def validate(step: int) -> dict[str, Any]:
@@ -511,8 +511,8 @@ def train(
                 os.replace(tmp, run_dir / "best" / _best_name(step))
 
     # 5. the step loop ----------------------------------------------------------------
-    window: dict[str, list[float]] = {"loss": [], "ce": [], "kd": [], "kl": [], "on_policy": []}
-    window_tokens, window_start = 0, time.perf_counter()
+    # sums since the last record: loss, ce, kd, kl, on-policy, micro-batches, ... with a teacher, tokens
+    window, window_start = torch.zeros(8, dtype=torch.float64), time.perf_counter()
     for step in range(start_step, total_steps):
         step_start, step_tokens = time.perf_counter(), 0
         for m, examples in enumerate(micro_batches(step)):
@@ -528,14 +528,12 @@ def train(
                     generator_model=unwrapped,
                 )
                 accelerator.backward(out.loss / accum)
-            window["loss"].append(out.loss.item())
-            window["ce"].append(out.ce.item())
-            window["on_policy"].append(float(out.on_policy))
-            if out.kd is not None and out.kl is not None:
-                window["kd"].append(out.kd.item())
-                window["kl"].append(out.kl.item())
+            kd = out.kd.item() if out.kd is not None else 0.0
+            kl = out.kl.item() if out.kl is not None else 0.0
+            parts = [out.loss.item(), out.ce.item(), kd, kl, out.on_policy, 1, out.kd is not None, 0]
+            window += torch.tensor(parts, dtype=torch.float64)
             step_tokens += sum(len(ex.input_ids) for ex in examples)
-        window_tokens += step_tokens
+        window[7] += step_tokens
         grad_norm = (
             accelerator.clip_grad_norm_(params, config.optim.max_grad_norm)
             if config.optim.max_grad_norm
@@ -547,24 +545,23 @@ def train(
         done = step + 1
 
         if done % config.log_every == 0 or done == total_steps:
-            tokens = int(accelerator.reduce(torch.tensor(window_tokens, device=device), reduction="sum"))
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            total = accelerator.reduce(window.to(device), reduction="sum").cpu().tolist()
+            n_micro, n_kd = total[5], total[6]
             record = {
                 "step": done,
                 "epoch": step // steps_per_epoch,
                 "lr": scheduler.get_last_lr()[0],
-                "loss": _mean(window["loss"]),
-                "ce": _mean(window["ce"]),
-                "kd": _mean(window["kd"]),
-                "kl": _mean(window["kl"]),
+                "loss": total[0] / n_micro,
+                "ce": total[1] / n_micro,
+                "kd": total[2] / n_kd if n_kd else None,
+                "kl": total[3] / n_kd if n_kd else None,
                 "grad_norm": None if grad_norm is None else float(grad_norm),
-                "tokens": tokens,
-                "tokens_per_s": tokens / elapsed,
-                "on_policy_frac": _mean(window["on_policy"]) if config.method == "gkd" else None,
+                "tokens": int(total[7]),
+                "tokens_per_s": total[7] / max(time.perf_counter() - window_start, 1e-9),
+                "on_policy_frac": total[4] / n_micro if config.method == "gkd" else None,
             }
             metrics.write(record)
-            window = {key: [] for key in window}
-            window_tokens, window_start = 0, time.perf_counter()
+            window, window_start = torch.zeros_like(window), time.perf_counter()
         if val_examples and ((config.eval_every and done % config.eval_every == 0) or done == total_steps):
             record = validate(done)
             maybe_keep_best(record, done)
