@@ -120,3 +120,20 @@ def test_different_tokenizers_are_refused_before_training(make_config, tmp_path)
     with pytest.raises((ConfigError, RuntimeError), match="tokenizer"):
         run_distill(make_config("fkl", teacher=str(folder)), tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_teacher_outputs_resume_after_a_cut_line(models, toy, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from runners.distill.config import GenerationConfig
+    from runners.distill.methods import generate_teacher_outputs
+
+    _, teacher, tok = models
+    examples = _examples(toy, tok)
+    gen = GenerationConfig(max_new_tokens=6, batch_size=2)
+    kwargs = {"seed": 6, "device": CPU, "autocast": contextlib.nullcontext}
+    whole = generate_teacher_outputs(teacher, tok, examples, gen, tmp_path / "a.jsonl", **kwargs)
+    assert len(whole) == 4 and all(isinstance(t, str) for t in whole)
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    (tmp_path / "b.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:5])  # killed mid-line
+    resumed = generate_teacher_outputs(teacher, tok, examples, gen, tmp_path / "b.jsonl", **kwargs)
+    assert resumed == whole  # each batch is sampled with its own seed
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 4
