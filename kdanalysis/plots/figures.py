@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -205,7 +206,7 @@ def gain_scatter(
             ax.set_title(f"{panel} (n = {len(sub)})")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
-        handles = [Patch(color=palette[m], label=method_label(m)) for m in methods]
+        handles: list[Artist] = [Patch(color=palette[m], label=method_label(m)) for m in methods]
         handles.append(Line2D([], [], color="#444444", label="linear fit, 95 % CI"))
         fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6))
     return fig

@@ -212,7 +212,7 @@ def build_report(
                 results,
                 models,
                 step=lambda name: step(f"computing: {name}"),
-                on_section=lambda section: [drawer.submit(spec) for spec in section.figures],
+                on_section=drawer.submit_all,
             )
             specs = [f for s in sections for f in s.figures]
             step(f"drawing {len(specs)} figures")

@@ -287,7 +287,7 @@ def _gains(ctx: ReportContext) -> Section:
         return Section.omitted("gains", title, "No KD results with an SFT baseline.")
     heat = analysis.heatmap_table(ctx.kd)
     tests = _quiet(ttest, ctx.kd, "gain", alternative="greater", by=["domain", "task"])
-    tests = adjust_pvalues(tests, "holm", by="domain").rename(columns={"p_adj": "p_holm"})
+    tests = pd.DataFrame(adjust_pvalues(tests, "holm", by="domain")).rename(columns={"p_adj": "p_holm"})
     tests = tests.sort_values(["domain", "task"], key=_task_key).reset_index(drop=True)
     ctx.tables.update(gain_tests=tests, gains=ctx.kd)
     units = ctx.kd.groupby(["domain"])["pair"].nunique()
@@ -657,7 +657,8 @@ def _correlations(ctx: ReportContext) -> Section:
     table = table.dropna(subset=["statistic"])
     if table.empty:
         return Section.omitted("correlations", title, "No covariate varies across KD units within a task.")
-    table = adjust_pvalues(table, "holm", by=["predictor", "domain"]).rename(columns={"p_adj": "p_holm"})
+    table = pd.DataFrame(adjust_pvalues(table, "holm", by=["predictor", "domain"]))
+    table = table.rename(columns={"p_adj": "p_holm"})
     ctx.tables.update(task_correlations=table)
     return Section(
         id="correlations",
@@ -703,9 +704,8 @@ def _paper(ctx: ReportContext) -> Section:
             title,
             "The paper's protocol found no testable units (it needs fkl/rkl/gkd KD rows and SFT baselines).",
         )
-    table = adjust_pvalues(table, "holm", by=["domain", "hypothesis", "methods", "test"]).rename(
-        columns={"p_adj": "p_holm"}
-    )
+    families = ["domain", "hypothesis", "methods", "test"]
+    table = pd.DataFrame(adjust_pvalues(table, "holm", by=families)).rename(columns={"p_adj": "p_holm"})
     ctx.tables.update(paper=table)
     columns = {
         "domain": "domain",
@@ -852,18 +852,18 @@ def _dependence(ctx: ReportContext) -> pd.DataFrame:
                 "p_val": naive["p_val"].iloc[0],
             }
         )
-        for cluster in ("pair", "student"):
-            if part[cluster].nunique() < 3:
+        for group in ("pair", "student"):
+            if part[group].nunique() < 3:
                 continue
-            fit = ols("gain ~ 1", part, cluster=cluster)
+            fit = ols("gain ~ 1", part, cluster=group)
             coef = fit.coefs.iloc[0]
             rows.append(
                 {
                     "domain": domain,
                     "question": "mean gain ≠ 0",
-                    "analysis": f"OLS, SE clustered by {cluster}",
+                    "analysis": f"OLS, SE clustered by {group}",
                     "n": len(part),
-                    "n_groups": part[cluster].nunique(),
+                    "n_groups": part[group].nunique(),
                     "estimate": coef["estimate"],
                     "ci_low": coef["ci_low"],
                     "ci_high": coef["ci_high"],
@@ -890,10 +890,11 @@ def _dependence(ctx: ReportContext) -> pd.DataFrame:
             )
         sized = part.dropna(subset=["student_params_b"])
         if sized["student_params_b"].nunique() >= 2 and sized["student"].nunique() >= 3:
-            for cluster, label in (
+            clusters: tuple[tuple[str | None, str], ...] = (
                 (None, "OLS, units independent"),
                 ("student", "OLS, SE clustered by student"),
-            ):
+            )
+            for cluster, label in clusters:
                 fit = ols("gain ~ np.log2(student_params_b)", sized, cluster=cluster)
                 coef = fit.coefs.iloc[1]
                 rows.append(

@@ -80,6 +80,11 @@ class FigureDrawer:
         else:
             self._pending.append((spec.id, self._pool.submit(_draw_one, spec, stem)))
 
+    def submit_all(self, section: Section) -> None:
+        """Draw every figure of a section."""
+        for spec in section.figures:
+            self.submit(spec)
+
     def wait(self, step: Callable[[str], None] | None = None) -> None:
         """Wait for every submitted figure; re-raise the first failure."""
         for figure_id, future in self._pending:
@@ -174,9 +179,9 @@ def render_html(
                     "height": round(height * 96 / _DPI),
                 }
             )
-        for spec in section.tables:
+        for table in section.tables:
             tab_no += 1
-            tables.append(_table_view(spec, tab_no))
+            tables.append(_table_view(table, tab_no))
         views.append(
             {
                 "id": section.id,
