@@ -125,10 +125,18 @@ def cell_state(runs_dir: Path, cid: str) -> CellStatus:
 
 
 def _owner_alive(status: Mapping[str, Any] | None) -> bool:
+    """Whether the process computing a temporary folder still runs.
+
+    The driver scans only between cells, so a folder owned by this very process is left
+    over from an interrupted call (Ctrl-C in a notebook) and counts as dead.
+    """
     if not status or status.get("host") != socket.gethostname():
         return False
     try:
-        os.kill(int(status["pid"]), 0)
+        pid = int(status["pid"])
+        if pid == os.getpid():
+            return False
+        os.kill(pid, 0)
     except (ProcessLookupError, KeyError, ValueError, TypeError):
         return False
     except PermissionError:

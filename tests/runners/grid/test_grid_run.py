@@ -178,3 +178,17 @@ def test_editing_the_grid_collects_only_the_current_cells(tmp_path: Path) -> Non
     assert 0 < len(result.computed) < len(edited)  # untouched cells (toy data/models, base eval) reused
     results = read_results(result.results_path)
     assert len(results) == 8 and set(results["run_id"]) <= set(edited.cells)
+
+
+def test_interrupted_call_in_the_same_process_resumes(tmp_path: Path) -> None:
+    plan = _plan()
+
+    def interrupt_kd(cell, work, deps):  # noqa: ANN001, ANN202
+        if cell.stage == "kd":
+            raise KeyboardInterrupt
+        return fake_stage(cell, work, deps)
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(plan, tmp_path, stage=interrupt_kd)
+    assert any(p.name.startswith(".tmp-") for p in cells_dir(tmp_path).iterdir())
+    assert _run(plan, tmp_path).counts == {"done": len(plan)}
