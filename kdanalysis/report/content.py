@@ -23,7 +23,7 @@ from kdanalysis.plots.style import method_label, task_order
 from kdanalysis.report import analysis
 from kdanalysis.report.findings import caveat_sentences, finding_sentences
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
-from kdanalysis.results import METHODS, NO_TEACHER
+from kdanalysis.results import KD_METHODS, METHODS, NO_TEACHER
 from kdanalysis.stats import corr, partial_corr, ttest
 from kdanalysis.stats.multiplicity import adjust_pvalues
 from kdanalysis.stats.regression import mixedlm, ols
@@ -137,21 +137,20 @@ def _glance(ctx: ReportContext) -> Section:
     res = ctx.results
     title = "Study at a glance"
     kd_rows = res[res["teacher"] != NO_TEACHER]
-    students = sorted(set(res.loc[res["method"] != "sft", "student"]) | set(kd_rows["student"]))
-    teachers = sorted(set(kd_rows["teacher"]))
-    used = sorted(set(students) | set(teachers))
-    roles = pd.Series(
-        {
-            m: "both" if m in students and m in teachers else ("teacher" if m in teachers else "student")
-            for m in used
-        },
-        name="role_here",
-    )
+    students = set(res.loc[res["method"].isin(KD_METHODS), "student"])
+    teachers = set(kd_rows["teacher"])
+    used = sorted(set(res["student"]) | teachers)
+
+    def role(model: str) -> str:
+        if model in students:
+            return "both" if model in teachers else "student"
+        return "teacher" if model in teachers else "baseline only"
+
     known = ctx.models.set_index("model")
     models = pd.DataFrame({"model": used})
     models["family"] = models["model"].map(known["family"]).fillna("unknown")
     models["params_b"] = models["model"].map(known["params_b"].astype(float))
-    models["role"] = models["model"].map(roles)
+    models["role"] = models["model"].map(role)
     models = models.sort_values(["family", "params_b", "model"]).reset_index(drop=True)
 
     pairs_src = res[(res["metric"] == "accuracy") & (res["teacher"] != NO_TEACHER)]
@@ -199,8 +198,8 @@ def _glance(ctx: ReportContext) -> Section:
             TableSpec(
                 "models",
                 "Models",
-                "Family and size (billions of parameters) from the models table; "
-                "'unknown' where the models table has no entry.",
+                "Family and size (billions of parameters) from the models table ('unknown' where it has no "
+                "entry); role in these results: student (distilled), teacher, or both.",
                 models,
                 {"model": "model", "family": "family", "params_b": "size (B)", "role": "role"},
             ),

@@ -114,7 +114,7 @@ def _table_view(table: TableSpec, number: int) -> dict[str, Any]:
         "title": table.title,
         "caption": table.caption,
         "show": table.show,
-        "header": header,
+        "header": [{"text": text, "numeric": num} for text, num in zip(header, numeric, strict=True)],
         "n_total": len(table.data),
         "n_shown": len(shown),
         "rows": [
