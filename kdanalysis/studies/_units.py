@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 
 from kdanalysis.datasets import load_paper_models
 from kdanalysis.errors import SchemaError
-from kdanalysis.results import NO_TEACHER, validate_models
+from kdanalysis.results import KD_METHODS, NO_TEACHER, validate_models
+from kdanalysis.stats.gains import gains
 
-__all__ = ["COVARIATE_COLUMNS", "add_covariates", "models_table", "single_study"]
+__all__ = [
+    "COVARIATE_COLUMNS",
+    "accuracy_gains_each",
+    "add_covariates",
+    "all_accuracy_gains_each",
+    "models_table",
+    "single_study",
+]
 
 #: Columns added by :func:`add_covariates`.
 COVARIATE_COLUMNS: tuple[str, ...] = ("teacher_score", "student_size", "agreement", "bleu")
@@ -29,6 +39,28 @@ def single_study(results: pd.DataFrame, what: str) -> pd.DataFrame:
 def models_table(models: pd.DataFrame | None) -> pd.DataFrame:
     """The validated ``models`` table, or the bundled paper models when None."""
     return load_paper_models() if models is None else validate_models(models)
+
+
+def accuracy_gains_each(
+    results: pd.DataFrame, methods: Iterable[str], each: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Accuracy gains over SFT at each temperature for ``methods``.
+
+    ``each`` is :func:`kdanalysis.stats.gains` (``over_temperature="each"``, accuracy, SFT
+    baseline, every KD method) of the same validated ``results`` when the caller has it
+    already (:func:`kdanalysis.studies.run_all` computes it once for all its studies); its
+    rows of ``methods`` are the table ``gains`` gives for ``methods``, so it is filtered,
+    not recomputed.
+    """
+    methods = list(methods)
+    if each is None:
+        return gains(results, "sft", "each", "accuracy", methods=methods, validate=False)
+    return each[each["method"].isin(methods)].reset_index(drop=True)
+
+
+def all_accuracy_gains_each(results: pd.DataFrame) -> pd.DataFrame:
+    """The ``each`` table of :func:`accuracy_gains_each`: every KD method."""
+    return gains(results, "sft", "each", "accuracy", methods=sorted(KD_METHODS), validate=False)
 
 
 def _behaviour(results: pd.DataFrame, metric: str) -> pd.DataFrame:

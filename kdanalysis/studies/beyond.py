@@ -45,7 +45,8 @@ import pandas as pd
 from kdanalysis.results import validate_results
 from kdanalysis.stats import DegenerateDataWarning, adjust_pvalues, mixedlm, ols, partial_corr, ttest
 from kdanalysis.stats.gains import gains
-from kdanalysis.studies._units import add_covariates, models_table, single_study
+from kdanalysis.studies._threads import single_threaded_blas
+from kdanalysis.studies._units import accuracy_gains_each, add_covariates, models_table, single_study
 from kdanalysis.studies.paper import METHOD_GROUPS
 
 __all__ = [
@@ -118,16 +119,23 @@ def kd_units(
     return units[units["teacher_kind"].isin(teacher_kinds)].reset_index(drop=True)
 
 
-def prepare_units(results: pd.DataFrame, models: pd.DataFrame, temperature: float | None) -> pd.DataFrame:
-    """:func:`kd_units` of a validated one-study table, every teacher kind kept."""
-    table = gains(
-        results,
-        baseline="sft",
-        over_temperature="max" if temperature is None else "each",
-        metric="accuracy",
-        methods=list(METHOD_GROUPS),
-        validate=False,
-    )
+def prepare_units(
+    results: pd.DataFrame,
+    models: pd.DataFrame,
+    temperature: float | None,
+    *,
+    each: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """:func:`kd_units` of a validated one-study table, every teacher kind kept.
+
+    ``each``: the accuracy gains of ``results`` at each temperature, if already computed
+    (see :func:`kdanalysis.studies._units.accuracy_gains_each`; unused for
+    ``temperature=None``).
+    """
+    if temperature is None:
+        table = gains(results, "sft", "max", "accuracy", methods=list(METHOD_GROUPS), validate=False)
+    else:
+        table = accuracy_gains_each(results, METHOD_GROUPS, each)
     keep = (table["teacher_noise"] == 0) & (table["task"] != "average")
     if temperature is not None:
         keep &= table["temperature"] == temperature
@@ -282,6 +290,7 @@ def _units_of(results: pd.DataFrame, models: pd.DataFrame | None, temperature: f
     return prepare_units(results, models_table(models), temperature)
 
 
+@single_threaded_blas()
 def size_table(units: pd.DataFrame) -> pd.DataFrame:
     """:func:`size_vs_gain` on :func:`prepare_units` output."""
     return _finish(_slope_question(_task_aware(units), "size_vs_gain", "log2_size", []))
@@ -354,6 +363,7 @@ def teacher_expertise(
     return expertise_table(_units_of(results, models, temperature))
 
 
+@single_threaded_blas()
 def expertise_table(units: pd.DataFrame) -> pd.DataFrame:
     """:func:`teacher_expertise` on :func:`prepare_units` output."""
     parts = _slope_question(_task_aware(units), "teacher_score_vs_gain", "teacher_score", ["log2_size"])
@@ -385,6 +395,7 @@ def fidelity_vs_gain(
     return fidelity_table(_units_of(results, models, temperature))
 
 
+@single_threaded_blas()
 def fidelity_table(units: pd.DataFrame) -> pd.DataFrame:
     """:func:`fidelity_vs_gain` on :func:`prepare_units` output."""
     units = _task_aware(units)

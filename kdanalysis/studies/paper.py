@@ -31,9 +31,8 @@ from __future__ import annotations
 import pandas as pd
 
 from kdanalysis.results import validate_results
-from kdanalysis.stats.gains import gains
 from kdanalysis.studies._batched import anova_cells, spearman_cells, ttest_1samp_cells
-from kdanalysis.studies._units import add_covariates, models_table, single_study
+from kdanalysis.studies._units import accuracy_gains_each, add_covariates, models_table, single_study
 
 __all__ = [
     "METHOD_GROUPS",
@@ -142,16 +141,15 @@ def paper_units(results: pd.DataFrame, models: pd.DataFrame | None = None) -> pd
     return prepare_paper_units(results, models_table(models))
 
 
-def prepare_paper_units(results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
-    """:func:`paper_units` of a validated one-study table and a validated models table."""
-    each = gains(
-        results,
-        baseline="sft",
-        over_temperature="each",
-        metric="accuracy",
-        methods=list(METHOD_GROUPS),
-        validate=False,
-    )
+def prepare_paper_units(
+    results: pd.DataFrame, models: pd.DataFrame, *, each: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """:func:`paper_units` of a validated one-study table and a validated models table.
+
+    ``each``: the accuracy gains of ``results`` at each temperature, if already computed
+    (see :func:`kdanalysis.studies._units.accuracy_gains_each`).
+    """
+    each = accuracy_gains_each(results, METHOD_GROUPS, each)
     drops = each["domain"].map(_DROPS_BASE_TEACHER).fillna(False).astype(bool)
     each = each[~(drops & (each["teacher_kind"] == "base"))]
     each = each.assign(group=each["method"].map(METHOD_GROUPS))

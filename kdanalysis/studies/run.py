@@ -10,7 +10,8 @@ import pandas as pd
 
 from kdanalysis.results import validate_results
 from kdanalysis.stats.gains import gains
-from kdanalysis.studies._units import models_table, single_study
+from kdanalysis.studies._threads import single_threaded_blas
+from kdanalysis.studies._units import all_accuracy_gains_each, models_table, single_study
 from kdanalysis.studies.beyond import expertise_table, fidelity_table, prepare_units, size_table
 from kdanalysis.studies.paper import paper_tests, prepare_paper_units
 from kdanalysis.studies.temperature import temperature_table
@@ -64,19 +65,21 @@ def run_all(
     """
     results = single_study(validate_results(results), "studies")
     models = models_table(models)
-    units = prepare_units(results, models, temperature)
+    each = all_accuracy_gains_each(results)
+    units = prepare_units(results, models, temperature, each=each)
     steps: dict[str, Callable[[], pd.DataFrame]] = {
         "gains": lambda: gains(results, validate=False),
-        "paper_units": lambda: prepare_paper_units(results, models),
+        "paper_units": lambda: prepare_paper_units(results, models, each=each),
         "paper_hypotheses": lambda: paper_tests(tables["paper_units"]),
         "size_vs_gain": lambda: size_table(units),
         "teacher_expertise": lambda: expertise_table(units),
         "fidelity_vs_gain": lambda: fidelity_table(units),
-        "temperature_ablation": lambda: temperature_table(results, n_boot=n_boot, seed=seed),
+        "temperature_ablation": lambda: temperature_table(results, n_boot=n_boot, seed=seed, each=each),
     }
     tables: dict[str, pd.DataFrame] = {}
     for name in STUDY_TABLES:
         start = time.perf_counter()
-        tables[name] = steps[name]()
+        with single_threaded_blas():
+            tables[name] = steps[name]()
         logger.info("%s: %d rows in %.2f s", name, len(tables[name]), time.perf_counter() - start)
     return tables

@@ -10,9 +10,8 @@ import pandas as pd
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import KD_METHODS, validate_results
 from kdanalysis.stats import adjust_pvalues, bootstrap_ci, ttest
-from kdanalysis.stats.gains import gains
 from kdanalysis.studies._batched import stacked_cells
-from kdanalysis.studies._units import single_study
+from kdanalysis.studies._units import accuracy_gains_each, single_study
 
 __all__ = ["TEMPERATURE_COLUMNS", "temperature_ablation", "temperature_table"]
 
@@ -82,17 +81,20 @@ def temperature_ablation(
 
 
 def temperature_table(
-    results: pd.DataFrame, *, reference: float = 1.0, n_boot: int = 10_000, seed: int = 0, ci: float = 0.95
+    results: pd.DataFrame,
+    *,
+    reference: float = 1.0,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    ci: float = 0.95,
+    each: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """:func:`temperature_ablation` of an already validated one-study table."""
-    table = gains(
-        results,
-        baseline="sft",
-        over_temperature="each",
-        metric="accuracy",
-        methods=sorted(KD_METHODS),
-        validate=False,
-    )
+    """:func:`temperature_ablation` of an already validated one-study table.
+
+    ``each``: the accuracy gains of ``results`` at each temperature, if already computed
+    (see :func:`kdanalysis.studies._units.accuracy_gains_each`).
+    """
+    table = accuracy_gains_each(results, sorted(KD_METHODS), each)
     table = table[
         (table["teacher_kind"] == "task_aware")
         & (table["teacher_noise"] == 0)
