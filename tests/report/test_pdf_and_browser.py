@@ -56,8 +56,17 @@ def test_page_loads_in_chromium_with_all_images_decoded(bundled_report: ReportPa
         "var out = document.createElement('pre'); out.id = 'kd-probe';"
         "out.textContent = JSON.stringify({n: imgs.length, decoded: imgs.filter(function (i) {"
         "return i.complete && i.naturalWidth > 0; }).length, sections: "
-        "document.querySelectorAll('section.report-section').length});"
-        "document.body.appendChild(out); });</script>"
+        "document.querySelectorAll('section.report-section').length, sorted: sortCheck()});"
+        "document.body.appendChild(out); });"
+        # click the 'p' header of the per-task gain tests: the rows must come back in ascending p
+        "function sortCheck() { var table = document.querySelector('#tab-gain_tests table');"
+        "var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);"
+        "var col = heads.findIndex(function (h) { return h.textContent === 'p'; });"
+        "heads[col].click();"
+        "var keys = Array.prototype.map.call(table.tBodies[0].rows, function (r) {"
+        "return parseFloat(r.cells[col].getAttribute('data-sort')); });"
+        "return keys.length > 3 && keys.every(function (k, i) { return i === 0 || keys[i - 1] <= k; }); }"
+        "</script>"
     )
     page = tmp_path / "probe.html"
     page.write_text(html.replace("</body>", probe + "</body>"), encoding="utf-8")
@@ -86,3 +95,4 @@ def test_page_loads_in_chromium_with_all_images_decoded(bundled_report: ReportPa
     assert probe_result["n"] == len(bundled_report.figures) // 2
     assert probe_result["decoded"] == probe_result["n"]
     assert probe_result["sections"] == 13
+    assert probe_result["sorted"] is True  # the inline script sorts a table by the clicked column
