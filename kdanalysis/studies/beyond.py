@@ -83,6 +83,8 @@ BEYOND_COLUMNS: tuple[str, ...] = (
 POOLED_TASK = "all"
 _CROSSED = {"task": "0 + C(task)", "student": "0 + C(student)"}
 _ONE_GROUP = "_one_group"
+#: Unit columns the models use besides the focal variable and the controls.
+_MODEL_VARIABLES = ("gain", "task", "method", "student", "pair", _ONE_GROUP)
 _PER_TASK_TERM = re.compile(r"^C\(task\)\[(?P<task>[^\]]+)\]:(?P<term>.+)$")
 
 
@@ -244,7 +246,10 @@ def _slope_question(
     units: pd.DataFrame, question: str, focal: str, controls: list[str], with_method: bool = True
 ) -> list[pd.DataFrame]:
     parts = []
-    for domain, data in units.dropna(subset=[focal, *controls]).groupby("domain", sort=True):
+    # Only the model's variables go to the formulas: statsmodels copies a frame with any
+    # string-dtype column (e.g. gains' ``baseline``) to convert it, on every model.
+    variables = list(dict.fromkeys(["domain", *_MODEL_VARIABLES, focal, *controls]))
+    for domain, data in units.dropna(subset=[focal, *controls])[variables].groupby("domain", sort=True):
         if data.groupby("task")[focal].nunique().min() < 2:
             warnings.warn(
                 f"{question}: {focal} does not vary within every task of domain {domain!r}; domain skipped",
