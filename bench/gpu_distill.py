@@ -2,15 +2,17 @@
 
 Runs offline on a lent GPU within one <= 10-minute call: random-init Qwen2 configs
 (student ~100 M parameters, teacher ~300 M, Qwen2.5's 151,936-row vocabulary), the toy
-tokenizer and the synthetic arithmetic task, bf16 autocast, full fine-tuning, all through
+tokenizer grown with filler tokens to Qwen2.5's 151,665 tokens (so the KD loss spans a
+real-size vocabulary; the text itself uses the toy tokens), the synthetic arithmetic
+task, bf16 autocast, full fine-tuning, all through
 :func:`runners.distill.run.run_distill` (the production path). Side by side in the same
 run: the same number of SFT steps (baseline step time) and KD steps from the offline
 top-k teacher cache.
 
 Asserts that the KD loss and the KL to the teacher fall (mean of the last 5 logged steps
 below the first 5) and prints one JSON object on the last line: tokens/s and step time
-of each mode, ``kd_live_over_sft``, ``kd_cached_over_sft``, first/last loss and KL, peak
-GPU memory (GiB), parameter counts, device.
+of each mode, ``kd_live_over_sft``, ``kd_cached_over_sft`` (step-time ratios), first/last
+loss and KL, wall time and peak GPU memory (GiB) of each run, parameter counts, device.
 
 Usage::
 
@@ -31,6 +33,8 @@ from typing import Any
 
 import torch
 
+#: Tokenizer sizes: Qwen2.5's 151,665 tokens on GPU, the toy tokenizer alone on CPU.
+TOKENS = {"gpu": 151_665, "cpu": None}
 SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "gpu": {
         "student": dict(
@@ -75,13 +79,20 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def save_random_qwen2(path: Path, arch: dict[str, Any], seed: int) -> tuple[Path, int]:
-    """Save a random-init Qwen2 model with the toy tokenizer; return the folder and parameter count."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
+def build_bench_tokenizer(n_tokens: int | None) -> Any:
+    """The toy tokenizer, grown with filler tokens ``<xN>`` to ``n_tokens`` (None: as is)."""
     from runners.toy import build_tokenizer
 
     tokenizer = build_tokenizer()
+    if n_tokens is not None and n_tokens > len(tokenizer):
+        tokenizer.add_tokens([f"<x{i}>" for i in range(n_tokens - len(tokenizer))])
+    return tokenizer
+
+
+def save_random_qwen2(path: Path, arch: dict[str, Any], seed: int, tokenizer: Any) -> tuple[Path, int]:
+    """Save a random-init Qwen2 model with ``tokenizer``; return the folder and parameter count."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
     config = Qwen2Config(
         max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id,
@@ -118,15 +129,22 @@ def main() -> None:
     cuda = torch.cuda.is_available() and not args.cpu_smoke
     if not cuda and not args.cpu_smoke:
         raise SystemExit("no CUDA GPU: run with --cpu-smoke to check the script on CPU")
-    sizes = SIZES["gpu" if cuda else "cpu"]
+    mode = "gpu" if cuda else "cpu"
+    sizes = SIZES[mode]
     steps = args.steps or (50 if cuda else 8)
     batch, micro = (16, 8) if cuda else (4, 2)
 
     results: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "steps": steps}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        student_dir, results["student_params"] = save_random_qwen2(root / "student", sizes["student"], seed=2)
-        teacher_dir, results["teacher_params"] = save_random_qwen2(root / "teacher", sizes["teacher"], seed=1)
+        tokenizer = build_bench_tokenizer(TOKENS[mode])
+        results["tokenizer_tokens"] = len(tokenizer)
+        student_dir, results["student_params"] = save_random_qwen2(
+            root / "student", sizes["student"], seed=2, tokenizer=tokenizer
+        )
+        teacher_dir, results["teacher_params"] = save_random_qwen2(
+            root / "teacher", sizes["teacher"], seed=1, tokenizer=tokenizer
+        )
         data = write_task_json(
             root / "train.json", make_arithmetic_task(batch * steps + 16, seed=0, difficulty=3)
         )
@@ -148,37 +166,43 @@ def main() -> None:
             "eval_every": 0,
             "checkpoint_every": 0,
         }
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        kd_dir = run_distill(
-            DistillConfig(method="fkl", teacher=str(teacher_dir), **common), root / "kd_live"
-        )
-        results["kd_live_wall_s"] = round(time.perf_counter() - start, 1)
-        results["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None
+
+        def timed_run(name: str, config: DistillConfig) -> Path:
+            """Run one config; record its wall time and peak GPU memory."""
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            run_dir = run_distill(config, root / name)
+            results[f"{name}_wall_s"] = round(time.perf_counter() - start, 1)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+            results[f"{name}_peak_memory_gib"] = None if peak is None else round(peak, 2)
+            return run_dir
+
+        kd_dir = timed_run("kd_live", DistillConfig(method="fkl", teacher=str(teacher_dir), **common))
 
         start = time.perf_counter()
         cache = build_teacher_cache(
             str(teacher_dir), data, root / "cache", k=64, max_length=256, dtype="bfloat16", batch_size=16
         )
         results["cache_build_s"] = round(time.perf_counter() - start, 1)
-        cached_dir = run_distill(
+        cached_dir = timed_run(
+            "kd_cached",
             DistillConfig(method="fkl", teacher=str(teacher_dir), teacher_cache=str(cache), **common),
-            root / "kd_cached",
         )
-        sft_dir = run_distill(DistillConfig(method="sft", **common), root / "sft")
+        sft_dir = timed_run("sft", DistillConfig(method="sft", **common))
 
         runs = {
             "kd_live": read_metrics(kd_dir),
             "kd_cached": read_metrics(cached_dir),
             "sft": read_metrics(sft_dir),
         }
-        for mode, records in runs.items():
+        for name, records in runs.items():
             timed = records[2:]  # skip warm-up (allocation, autotuning)
-            results[f"{mode}_tokens_per_s"] = round(statistics.median(r["tokens_per_s"] for r in timed), 1)
-        for mode in ("kd_live", "kd_cached"):
-            results[f"{mode}_over_sft"] = round(
-                results["sft_tokens_per_s"] / results[f"{mode}_tokens_per_s"], 3
+            results[f"{name}_tokens_per_s"] = round(statistics.median(r["tokens_per_s"] for r in timed), 1)
+        for name in ("kd_live", "kd_cached"):
+            results[f"{name}_over_sft"] = round(
+                results["sft_tokens_per_s"] / results[f"{name}_tokens_per_s"], 3
             )
         kd = runs["kd_live"]
         first, last = kd[:5], kd[-5:]
