@@ -167,16 +167,30 @@ def _rows(
     With ``per_task``, the terms ``C(task)[t]:<per_task>`` give one row per task ``t``,
     whose ``n`` is taken from ``task_sizes`` (rows per task).
     """
-    fit_row = fit.iloc[0]
-    converged = bool(fit_row["converged"]) if "converged" in fit.columns else pd.NA
-    extra = {"model": model, "n_groups": n_groups, "converged": converged, "note": str(fit_row["note"])}
-    if per_task is not None and task_sizes is not None:
-        parsed = coefs["term"].str.extract(_PER_TASK_TERM)
-        rows = coefs[parsed["term"] == per_task].assign(task=parsed["task"], term=per_task)
-        return rows.assign(n=rows["task"].map(task_sizes).astype(int), **extra)
-    rows = coefs[coefs["term"].isin(list(terms or {}))].assign(task=POOLED_TASK, n=int(fit_row["n"]))
-    rows["term"] = rows["term"].map(terms or {})
-    return rows.assign(**extra)
+    converged = bool(fit["converged"].iat[0]) if "converged" in fit.columns else pd.NA
+    positions, tasks, names = [], [], []
+    for position, raw in enumerate(coefs["term"]):
+        if per_task is not None and task_sizes is not None:
+            match = _PER_TASK_TERM.match(raw)
+            if match is not None and match["term"] == per_task:
+                positions.append(position)
+                tasks.append(match["task"])
+                names.append(per_task)
+        elif terms and raw in terms:
+            positions.append(position)
+            tasks.append(POOLED_TASK)
+            names.append(terms[raw])
+    sizes = [int(task_sizes[t]) for t in tasks] if per_task is not None and task_sizes is not None else None
+    rows = coefs.iloc[positions]
+    return rows.assign(
+        term=pd.Series(names, index=rows.index, dtype=coefs["term"].dtype),
+        task=pd.Series(tasks, index=rows.index, dtype=coefs["term"].dtype),
+        n=sizes if sizes is not None else int(fit["n"].iat[0]),
+        model=model,
+        n_groups=n_groups,
+        converged=converged,
+        note=str(fit["note"].iat[0]),
+    )
 
 
 def _ols_rows(data: pd.DataFrame, focal: str, controls: list[str], with_method: bool) -> pd.DataFrame:
