@@ -1,1 +1,4 @@
-"""Bundled data shipped with kdanalysis (importable as ``kdanalysis._bundled``): the paper's results, the models table and example grids."""
+"""Bundled data shipped with kdanalysis, importable as ``kdanalysis._bundled``.
+
+Holds the paper's results in the contract, the models table and example grids.
+"""

@@ -43,7 +43,7 @@ def _root(
 
 @app.command()
 def validate(
-    path: Annotated[Path, typer.Argument(help="Results table (.parquet or .csv) to check against the contract.")],
+    path: Annotated[Path, typer.Argument(help="Results table (.parquet or .csv) to check.")],
 ) -> None:
     """Check a results table against the results contract and summarise it."""
     from kdanalysis.results import read_results

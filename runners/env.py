@@ -7,7 +7,7 @@ import os
 import platform
 import socket
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["environment_snapshot"]
@@ -30,7 +30,7 @@ def environment_snapshot() -> dict[str, Any]:
     GPU is visible.
     """
     snap: dict[str, Any] = {
-        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),

@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_import_kdanalysis_is_torch_free() -> None:
-    code = ("import sys, kdanalysis, kdanalysis.stats, kdanalysis.studies, kdanalysis.results, kdanalysis.cli;"
+    code = ("import sys, kdanalysis, kdanalysis.stats, kdanalysis.studies, kdanalysis.results,"
+            " kdanalysis.cli;"
             "print(' '.join(m for m in ('torch', 'transformers', 'vllm', 'runners') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
