@@ -156,6 +156,15 @@ def _check_resume(config: EvalConfig, run_dir: Path) -> None:
         )
 
 
+def _completed(run_dir: Path, config: EvalConfig) -> bool:
+    """True if ``run_dir`` holds a completed run of ``config``: it is left untouched, so that
+    what was done to it afterwards (e.g. ``kdanalysis rescore``) is kept."""
+    if not (run_dir / STATUS_FILE).is_file():
+        return False
+    status = read_status(run_dir)
+    return status.get("state") == "completed" and status.get("fingerprint") == config.fingerprint()
+
+
 def _task_done(run_dir: Path, task_id: str) -> bool:
     folder = run_dir / TASKS_DIR / task_id
     return (folder / ITEMS_FILE).is_file() and (folder / RESULTS_FILE).is_file()
@@ -246,7 +255,7 @@ def run_eval(
         The run; validated, tasks and test files are checked before any model is loaded.
     out_dir : str or Path
         Run folder (created). If it already holds this configuration, finished tasks
-        are skipped.
+        are skipped; a completed run is returned as it is.
     backend : Backend, optional
         An already loaded backend to use (it is not closed); by default the configured
         backend is loaded when some task still has to run, and closed at the end.
@@ -272,6 +281,9 @@ def run_eval(
     work = _prepare_tasks(config)
     meta = _run_meta(config, run_id, run_dir)
     _check_resume(config, run_dir)
+    if _completed(run_dir, config):
+        logger.info("%s: already completed with this configuration; nothing to do", run_dir)
+        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config.resolved(), sort_keys=False))
     write_run_meta(run_dir, meta)

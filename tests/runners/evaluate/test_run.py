@@ -246,3 +246,38 @@ def test_several_samples_per_item_are_scored_as_rows(
     assert results["n"].tolist() == [6]
     throughput = json.loads((run_dir / "throughput.json").read_text())
     assert throughput["items"] == 2 and throughput["samples"] == 6
+
+
+class _Constant(Backend):
+    """Answers every prompt with the same text (no model)."""
+
+    name = "constant"
+
+    def __init__(self, text: str) -> None:
+        self.text, self.calls = text, 0
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: Any = None
+    ) -> list[GenerationResult]:
+        self.calls += 1
+        return [GenerationResult(texts=(self.text,), n_tokens=(3,)) for _ in requests]
+
+    def loglikelihood(self, requests: Any, *, progress: Any = None) -> Any:
+        raise NotImplementedError
+
+
+def test_completed_run_is_left_as_it_is_so_a_rescore_survives_a_rerun(
+    toy_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    from runners.evaluate.rescore import rescore_run
+
+    config = _config(toy_dir, shared_data / "testsets")
+    first = _Constant("The answer is 5. Check: 2 + 3 = 7")  # published: last number 7; strict: 5
+    run_dir = run_eval(config, tmp_path / "run", backend=first)
+    assert set(pd.read_parquet(run_dir / "items.parquet")["pred"]) == {"7"}
+    rescore_run(run_dir, "strict")
+    second = _Constant("unused")
+    assert run_eval(config, run_dir, backend=second) == run_dir
+    assert second.calls == 0
+    assert set(pd.read_parquet(run_dir / "items.parquet")["pred"]) == {"5"}
+    assert read_run_meta(run_dir).extractor == "strict"
