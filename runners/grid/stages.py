@@ -14,7 +14,8 @@ relative to ``work_dir``), which :func:`runners.grid.state.execute_cell` records
 
 A model trained with LoRA is referred to by its base model plus the adapter folder
 (evaluation) or by the adapter folder alone (as a teacher; transformers loads the base
-model named in ``adapter_config.json`` and applies the adapter).
+model named in ``adapter_config.json`` and applies the adapter); a fully fine-tuned
+model by its folder.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.results import write_results
 from runners.grid.plan import Cell
 
-__all__ = ["TOY_TASKS", "check_settings", "run_stage", "model_path", "adapter_path"]
+__all__ = ["TOY_TASKS", "check_settings", "run_stage", "model_path", "trained_path", "model_and_adapter"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +101,26 @@ def model_path(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
     return str(ref["path"])
 
 
-def adapter_path(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str | None:
-    """The trained adapter/model folder of a reference (None for an untrained model)."""
+def trained_path(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str | None:
+    """The trained folder of a reference (LoRA adapter or full model; None for an untrained model)."""
     if "train_cell" in ref:
         return str(_dep(deps, ref["train_cell"]) / "run" / "model")
     return None
 
 
+def model_and_adapter(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> tuple[str, str | None]:
+    """``(model, adapter)`` to load a reference: base model + LoRA adapter, or the fully fine-tuned folder."""
+    trained = trained_path(ref, deps)
+    if trained is None:
+        return model_path(ref, deps), None
+    if (Path(trained) / "adapter_config.json").is_file():
+        return model_path(ref, deps), trained
+    return trained, None
+
+
 def _teacher(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
-    """A teacher as one path: its trained adapter folder (naming its base model) or the base model."""
-    return adapter_path(ref, deps) or model_path(ref, deps)
+    """A teacher as one path: its trained folder (a LoRA adapter names its base model) or the base model."""
+    return trained_path(ref, deps) or model_path(ref, deps)
 
 
 def _train_file(data: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
@@ -190,9 +201,8 @@ def _eval_config(cell: Cell, deps: Mapping[str, Path]) -> Any:
     cfg = cell.config
     settings = dict(cfg["evaluation"])
     data = cfg["data"]
-    fields: dict[str, Any] = {**settings, "model": model_path(cfg["model"], deps), "tasks": data["tasks"],
-                              "run_id": cell.id}
-    adapter = adapter_path(cfg["model"], deps)
+    model, adapter = model_and_adapter(cfg["model"], deps)
+    fields: dict[str, Any] = {**settings, "model": model, "tasks": data["tasks"], "run_id": cell.id}
     if adapter is not None:
         fields["adapter"] = adapter
     if "data_cell" in data:
