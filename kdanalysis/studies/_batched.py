@@ -129,6 +129,8 @@ def anova_cells(frame: pd.DataFrame, dv: str, between: str, keys: Sequence[str])
     """
     keys = list(keys)
     complete = frame.dropna(subset=[dv, between])
+    if complete.empty:
+        return pd.DataFrame(columns=[*keys, "statistic", "p_val", "n"])
     design = complete.groupby([*keys, between], sort=True, observed=True).size().rename("size").reset_index()
     signature = (
         design.groupby(keys, sort=True, observed=True)[[between, "size"]]

@@ -9,6 +9,7 @@ import pytest
 
 import kdanalysis as kd
 from kdanalysis.studies import (
+    STUDY_TABLES,
     fidelity_vs_gain,
     paper_hypotheses,
     paper_units,
@@ -59,3 +60,11 @@ def test_blas_runs_on_one_thread_inside_and_is_restored_after() -> None:
     after = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     assert inside and set(inside) == {1}
     assert after == before
+
+
+def test_run_all_without_kd_rows_gives_empty_tables_with_their_columns(results: pd.DataFrame) -> None:
+    tables = run_all(results[results["method"].isin(["base", "sft"])])
+    assert set(tables) == set(STUDY_TABLES)
+    assert all(table.empty for table in tables.values())
+    assert list(tables["paper_hypotheses"].columns) == [
+        "domain", "hypothesis", "methods", "task", "test", "statistic", "p_val", "n"]
