@@ -6,11 +6,11 @@ only when everything succeeded, so a failure never leaves a partial report behin
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,8 @@ class ReportPaths:
     figures, tables : tuple of Path
         PNG and SVG figures; CSV tables.
     messages : tuple of str
-        Notes for the user, e.g. why the PDF was skipped.
+        Notes for the user, e.g. why the PDF was skipped, and one line per kind of
+        warning (statsmodels, matplotlib) raised while the report was computed.
     """
 
     out_dir: Path
@@ -128,6 +129,23 @@ def _workers(workers: int | None) -> int:
     return min(2, os.cpu_count() or 1)
 
 
+def _warning_notes(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """One short note per distinct warning raised while the sections were computed.
+
+    statsmodels warns (e.g. a singular random-effects covariance, a fit that did not
+    converge) from deep inside the model fits; the affected rows carry a ``note`` in the
+    tables, so the console gets one summary line per kind of warning instead of the raw
+    warnings.
+    """
+    counts: dict[str, int] = {}
+    for item in caught:
+        text = f"{item.category.__name__}: {str(item.message).splitlines()[0]}"
+        counts[text] = counts.get(text, 0) + 1
+    for text, count in counts.items():
+        logger.debug("warning while computing the report (%d x): %s", count, text)
+    return [f"warning while computing the report ({count}x): {text}" for text, count in counts.items()]
+
+
 def _move_into_place(build_dir: Path, out_dir: Path) -> None:
     """Move the built entries into ``out_dir``, replacing earlier report files of the same names."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,14 +218,15 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
-    # statsmodels' multipletests calls gc.collect() on every call; freezing the objects
-    # that exist now keeps those collections cheap during the many small adjustments.
-    gc.freeze()
     try:
         figure_dir, table_dir = build_dir / "figures", build_dir / "tables"
         figure_dir.mkdir()
         table_dir.mkdir()
-        with FigureDrawer(figure_dir, workers=_workers(workers)) as drawer:
+        with (
+            FigureDrawer(figure_dir, workers=_workers(workers)) as drawer,
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
             sections = build_sections(
                 results,
                 models,
@@ -222,7 +241,7 @@ def build_report(
         html = render_html(
             sections, figure_dir, title=title, source=source or "results table", n_rows=len(results)
         )
-        messages = []
+        messages = _warning_notes(caught)
         pdf_written = False
         if "html" in chosen:
             (build_dir / "report.html").write_text(html, encoding="utf-8")
@@ -236,7 +255,6 @@ def build_report(
                 logger.warning("%s", exc)
         _move_into_place(build_dir, out_dir)
     finally:
-        gc.unfreeze()
         shutil.rmtree(build_dir, ignore_errors=True)
     html_path, pdf_path = out_dir / "report.html", out_dir / "report.pdf"
     return ReportPaths(
