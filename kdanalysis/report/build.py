@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 #: Output formats ``build_report`` can write.
 FORMATS: tuple[str, ...] = ("html", "pdf")
 DEFAULT_TITLE = "Knowledge distillation: generalization vs fidelity"
+_DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 BUNDLED_SOURCE = "bundled published results of arXiv 2505.15442 (kdanalysis)"
 
 
@@ -135,14 +136,16 @@ def _warning_notes(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     statsmodels warns (e.g. a singular random-effects covariance, a fit that did not
     converge) from deep inside the model fits; the affected rows carry a ``note`` in the
     tables, so the console gets one summary line per kind of warning instead of the raw
-    warnings.
+    warnings. Deprecation notices of the libraries are meant for developers: logged, not
+    noted.
     """
     counts: dict[str, int] = {}
     for item in caught:
         text = f"{item.category.__name__}: {str(item.message).splitlines()[0]}"
+        if issubclass(item.category, _DEVELOPER_WARNINGS):
+            logger.debug("%s", text)
+            continue
         counts[text] = counts.get(text, 0) + 1
-    for text, count in counts.items():
-        logger.debug("warning while computing the report (%d x): %s", count, text)
     return [f"warning while computing the report ({count}x): {text}" for text, count in counts.items()]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -78,6 +79,25 @@ def test_missing_weasyprint_still_writes_html(
     assert paths.pdf is None and not (tmp_path / "r" / "report.pdf").exists()
     assert paths.html is not None and paths.html.exists()
     assert len(paths.messages) == 1 and PDF_INSTALL_HINT in paths.messages[0]
+
+
+def test_warnings_become_one_note_per_kind_and_do_not_leak(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def warning_sections(*args: object, **kwargs: object) -> list[Section]:
+        for _ in range(2):
+            warnings.warn("Random effects covariance is singular", UserWarning, stacklevel=1)
+        warnings.warn("old API", DeprecationWarning, stacklevel=1)
+        return _tiny_sections(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "build_sections", warning_sections)
+    with warnings.catch_warnings(record=True) as leaked:
+        warnings.simplefilter("always")
+        paths = build_report(synthetic_results(), out_dir=tmp_path / "r", formats=["html"], workers=1)
+    assert leaked == []
+    assert paths.messages == (
+        "warning while computing the report (2x): UserWarning: Random effects covariance is singular",
+    )
 
 
 def test_unknown_format_and_bad_table_raise_before_writing(tmp_path: Path) -> None:
