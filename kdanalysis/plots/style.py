@@ -15,6 +15,7 @@ from pathlib import Path
 
 import matplotlib as mpl
 import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kdanalysis.results import METHODS
@@ -146,12 +147,18 @@ def new_figure(width: float, height: float) -> Figure:
 def save_figure(fig: Figure, stem: str | Path, dpi: int = 150) -> tuple[Path, Path]:
     """Write ``<stem>.png`` and ``<stem>.svg``; return their paths.
 
-    The SVG carries no creation date, so identical figures give identical files. The
-    figure's layout is fixed after the PNG is drawn.
+    The layout (constrained) is computed once, at the PNG's resolution, and then fixed:
+    each file costs one draw, instead of a layout draw plus a draw per file. The SVG
+    carries no creation date, so identical figures give identical files.
     """
     stem = Path(stem)
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    engine = fig.get_layout_engine()
+    if engine is not None:
+        fig.set_dpi(dpi)
+        FigureCanvasAgg(fig)  # a canvas with a renderer, for the text extents of the layout
+        engine.execute(fig)
+        fig.set_layout_engine(None)  # no engine: savefig draws once, with the layout just computed
     fig.savefig(png, dpi=dpi, metadata={"Software": None})
-    fig.set_layout_engine("none")  # keep the layout just computed instead of redoing it for the SVG
     fig.savefig(svg, metadata={"Date": None, "Creator": None})
     return png, svg
