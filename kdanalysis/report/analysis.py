@@ -20,6 +20,7 @@ from kdanalysis.stats.gains import gains
 
 __all__ = [
     "pair_label",
+    "all_gains",
     "kd_gains",
     "accuracy_table",
     "expertise_pairs",
@@ -49,13 +50,24 @@ def _task_aware(results: pd.DataFrame) -> pd.DataFrame:
     return results[(results["teacher_kind"] != "base") & (results["teacher_noise"] == 0)]
 
 
-def _quiet_gains(results: pd.DataFrame, **kwargs: object) -> pd.DataFrame:
+def all_gains(results: pd.DataFrame, *, over_temperature: str = "max") -> pd.DataFrame:
+    """Accuracy gains over SFT of every KD unit (:func:`kdanalysis.stats.gains`, ``baseline="sft"``).
+
+    KD rows without an SFT baseline are left out silently (the report states the units it
+    covers). Returns the columns of :func:`kdanalysis.stats.gains`.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="gains: .* without a", category=UserWarning)
-        return gains(results, **kwargs)  # type: ignore[arg-type]
+        return gains(results, baseline="sft", over_temperature=over_temperature)
 
 
-def kd_gains(results: pd.DataFrame, models: pd.DataFrame, *, over_temperature: str = "max") -> pd.DataFrame:
+def kd_gains(
+    results: pd.DataFrame,
+    models: pd.DataFrame,
+    *,
+    over_temperature: str = "max",
+    gains_table: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Accuracy gains over SFT of the task-aware, noise-free KD units, with their covariates.
 
     Parameters
@@ -66,6 +78,11 @@ def kd_gains(results: pd.DataFrame, models: pd.DataFrame, *, over_temperature: s
         Models table (``model``, ``params_b``, ...); sizes of unknown models are NaN.
     over_temperature : {"max", "each"}
         As in :func:`kdanalysis.stats.gains`.
+    gains_table : DataFrame, optional
+        :func:`all_gains` of ``results`` with the same ``over_temperature``, when already
+        computed (e.g. the ``gains`` table of :func:`kdanalysis.studies.run_all`); the
+        task-aware, noise-free units are taken from it instead of computing the gains again
+        (gains are per unit, so filtering before or after gives the same rows).
 
     Returns
     -------
@@ -75,7 +92,9 @@ def kd_gains(results: pd.DataFrame, models: pd.DataFrame, *, over_temperature: s
         on the task, %, NaN if absent), ``agreement`` and ``bleu`` (the KD student's
         agreement / BLEU with its teacher on the task, %, NaN if absent).
     """
-    out = _quiet_gains(_task_aware(results), baseline="sft", over_temperature=over_temperature)
+    if gains_table is None:
+        gains_table = all_gains(results, over_temperature=over_temperature)
+    out = _task_aware(gains_table).reset_index(drop=True)
     if out.empty:
         return out.assign(
             pair=pd.Series(dtype=str),
@@ -143,11 +162,16 @@ def accuracy_table(results: pd.DataFrame, kd: pd.DataFrame, domain: str) -> pd.D
     return table.sort_values("student", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
 
 
-def expertise_pairs(results: pd.DataFrame) -> pd.DataFrame:
+def expertise_pairs(each: pd.DataFrame) -> pd.DataFrame:
     """Matched KD runs with a task-aware and a base (un-tuned) teacher.
 
     A match shares study, domain, task, student, teacher, method, temperature, noise and
     seed; the gain is over the student's SFT accuracy.
+
+    Parameters
+    ----------
+    each : DataFrame
+        :func:`all_gains` with ``over_temperature="each"``.
 
     Returns
     -------
@@ -156,7 +180,6 @@ def expertise_pairs(results: pd.DataFrame) -> pd.DataFrame:
         ``pair_id``, ``teacher_kind``, ``kd_value``, ``gain``; two rows per match. Empty
         when the results hold no base-teacher runs.
     """
-    each = _quiet_gains(results, baseline="sft", over_temperature="each")
     keys = ["study", "domain", "task", "student", "teacher", "method", "temperature", "teacher_noise", "seed"]
     base_keys = each.loc[each["teacher_kind"] == "base", keys].drop_duplicates()
     matched = each.merge(base_keys, on=keys)

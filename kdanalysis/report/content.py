@@ -50,6 +50,9 @@ class ReportContext:
         :func:`kdanalysis.report.analysis.kd_gains` (best temperature).
     kd_each : DataFrame
         The same per temperature.
+    gains_each : DataFrame
+        :func:`kdanalysis.report.analysis.all_gains` per temperature: every KD unit,
+        base teachers and noisy teachers included.
     studies : dict
         :func:`kdanalysis.studies.run_all` tables (empty if the studies do not apply).
     studies_error : str
@@ -62,6 +65,7 @@ class ReportContext:
     models: pd.DataFrame
     kd: pd.DataFrame
     kd_each: pd.DataFrame
+    gains_each: pd.DataFrame
     studies: dict[str, pd.DataFrame] = field(default_factory=dict)
     studies_error: str = ""
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -71,9 +75,10 @@ class ReportContext:
         """Compute the gains and run the studies once for all sections."""
         from kdanalysis.studies import run_all
 
-        kd = analysis.kd_gains(results, models)
+        each = analysis.all_gains(results, over_temperature="each")
+        kd_each = analysis.kd_gains(results, models, over_temperature="each", gains_table=each)
         studies, error = {}, ""
-        if kd.empty:
+        if kd_each.empty:
             error = "no KD result has an SFT baseline of the same student"
         else:
             try:
@@ -81,11 +86,15 @@ class ReportContext:
             except KDAnalysisError as exc:
                 error = str(exc)
                 logger.info("studies skipped: %s", exc)
+        # run_all's ``gains`` table is kdanalysis.stats.gains of these results (SFT baseline, max
+        # over temperatures): reused, not computed again; computed here only where run_all did not run
+        kd = analysis.kd_gains(results, models, gains_table=studies.get("gains"))
         return cls(
             results=results,
             models=models,
             kd=kd,
-            kd_each=analysis.kd_gains(results, models, over_temperature="each"),
+            kd_each=kd_each,
+            gains_each=each,
             studies=studies,
             studies_error=error,
         )
@@ -450,7 +459,7 @@ def _teacher(ctx: ReportContext) -> Section:
 # --------------------------------------------------------------------------- expertise
 def _expertise(ctx: ReportContext) -> Section:
     title = "Teacher expertise: task-aware vs base teacher"
-    pairs = analysis.expertise_pairs(ctx.results)
+    pairs = analysis.expertise_pairs(ctx.gains_each)
     if pairs.empty:
         return Section.omitted(
             "expertise",
