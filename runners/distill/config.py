@@ -32,6 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdanalysis.config import read_yaml_mapping, validation_error_message
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import METHODS, NO_TEACHER, TEACHER_KINDS
 from runners.evaluate.prompts import PROMPT_STYLES, PromptStyle
@@ -249,7 +250,7 @@ class DistillConfig(_Strict):
         try:
             super().__init__(**data)
         except ValidationError as err:
-            raise ConfigError(_one_line(err)) from None
+            raise ConfigError(validation_error_message(err, "invalid distillation config")) from None
 
     @field_validator("method")
     @classmethod
@@ -337,17 +338,6 @@ class DistillConfig(_Strict):
         return load_config(path)
 
 
-def _one_line(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "config"
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{loc}: {msg}")
-    return "invalid distillation config: " + "; ".join(parts)
-
-
 def load_config(source: DistillConfig | Mapping[str, Any] | str | os.PathLike[str]) -> DistillConfig:
     """Build a validated :class:`DistillConfig` from an object, a mapping or a YAML file.
 
@@ -362,14 +352,7 @@ def load_config(source: DistillConfig | Mapping[str, Any] | str | os.PathLike[st
     if isinstance(source, Mapping):
         return DistillConfig(**source)
     path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config file {path} must hold a mapping of fields, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "distillation config")
     try:
         return DistillConfig(**data)
     except ConfigError as err:

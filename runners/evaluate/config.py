@@ -25,9 +25,9 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kdanalysis.config import read_yaml_mapping, validation_error_message
 from kdanalysis.errors import ConfigError
 from runners.evaluate.decoding import DecodingConfig
 
@@ -37,7 +37,6 @@ __all__ = [
     "RunMetaConfig",
     "VLLMOptions",
     "load_eval_config",
-    "format_validation_error",
 ]
 
 
@@ -192,17 +191,6 @@ class EvalConfig(_Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def format_validation_error(exc: ValidationError, where: str) -> str:
-    """One line per problem: ``where: field.path: message (got value)``."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and "input" in err else ""
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {loc}: {msg}{got}")
-    return "\n".join(lines)
-
-
 def load_eval_config(path: str | Path, **overrides: Any) -> EvalConfig:
     """Read an :class:`EvalConfig` from a YAML (or JSON) file.
 
@@ -220,16 +208,9 @@ def load_eval_config(path: str | Path, **overrides: Any) -> EvalConfig:
         listed, each with the field path).
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read evaluation config {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of EvalConfig fields, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "evaluation config")
     data.update(overrides)
     try:
         return EvalConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from exc
+        raise ConfigError(validation_error_message(exc, str(path))) from exc

@@ -102,11 +102,11 @@ def test_every_trainable_method_validates(data_file: Path) -> None:
 
 
 def test_yaml_file_errors(tmp_path: Path, data_file: Path) -> None:
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(ConfigError, match="cannot read distillation config .*missing.yaml: file not found"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "list.yaml"
     bad.write_text("- a\n- b\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="must hold a mapping"):
+    with pytest.raises(ConfigError, match="expected a mapping of distillation config fields"):
         load_config(bad)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(yaml.safe_dump(_cfg(data_file, epochz=3)), encoding="utf-8")
