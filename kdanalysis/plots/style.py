@@ -17,6 +17,7 @@ import matplotlib as mpl
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from kdanalysis.results import METHODS
 
@@ -148,17 +149,22 @@ def save_figure(fig: Figure, stem: str | Path, dpi: int = 150) -> tuple[Path, Pa
     """Write ``<stem>.png`` and ``<stem>.svg``; return their paths.
 
     The layout (constrained) is computed once, at the PNG's resolution, and then fixed:
-    each file costs one draw, instead of a layout draw plus a draw per file. The SVG
-    carries no creation date, so identical figures give identical files.
+    each file costs one draw, instead of a layout draw plus a draw per file. The PNG is
+    opaque RGB (the figures have a white background), which a PDF embeds without
+    splitting off an alpha mask. The SVG carries no creation date, so identical figures
+    give identical files.
     """
     stem = Path(stem)
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    canvas = FigureCanvasAgg(fig)  # a canvas with a renderer, for the text extents of the layout
+    fig.set_dpi(dpi)
     engine = fig.get_layout_engine()
     if engine is not None:
-        fig.set_dpi(dpi)
-        FigureCanvasAgg(fig)  # a canvas with a renderer, for the text extents of the layout
         engine.execute(fig)
-        fig.set_layout_engine(None)  # no engine: savefig draws once, with the layout just computed
-    fig.savefig(png, dpi=dpi, metadata={"Software": None})
+        fig.set_layout_engine(None)  # no engine: each file is drawn once, with the layout just computed
+    canvas.draw()
+    Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert(
+        "RGB"
+    ).save(png, format="png", dpi=(dpi, dpi))
     fig.savefig(svg, metadata={"Date": None, "Creator": None})
     return png, svg
