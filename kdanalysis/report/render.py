@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import struct
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -48,14 +49,16 @@ class FigureDrawer:
     Figures are independent, so with ``workers > 1`` each :meth:`submit` hands the figure
     to a process pool and the caller keeps computing; :meth:`wait` collects them. The
     pool's processes come from a fork server that has imported the plotting modules once
-    (no fork of a process with running threads). With ``workers <= 1`` figures are drawn
-    at once, in this process. Use as a context manager.
+    (no fork of a process with running threads), started in a background thread as soon as
+    the drawer is entered. With ``workers <= 1`` figures are drawn at once, in this
+    process. Use as a context manager.
     """
 
     def __init__(self, figure_dir: Path, workers: int = 1) -> None:
         self.figure_dir = figure_dir
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._start: threading.Thread | None = None
         self._pending: list[tuple[str, Future[None]]] = []
 
     def __enter__(self) -> FigureDrawer:
@@ -63,9 +66,15 @@ class FigureDrawer:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["kdanalysis.plots.figures", "kdanalysis.plots.style"])
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            # Starting the fork server (which imports the plotting modules) and the workers takes
+            # seconds and would block the first submit: a thread does it while the caller computes.
+            self._start = threading.Thread(target=self._pool.submit, args=(os.getpid,), daemon=True)
+            self._start.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._start is not None:
+            self._start.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
