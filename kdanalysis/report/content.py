@@ -392,17 +392,15 @@ def _size(ctx: ReportContext) -> Section:
                 f"respect their dependence); 95 % percentile-bootstrap CI ({N_BOOT} resamples, seed "
                 f"{SEED}).",
                 rho,
-                {
-                    "domain": "domain",
-                    "n": "n",
-                    "statistic": "ρ",
-                    "ci_low": "CI low",
-                    "ci_high": "CI high",
-                    "p_val": "p",
-                },
+                _rho_columns("domain"),
             ),
         ],
     )
+
+
+def _rho_columns(key: str) -> dict[str, str]:
+    """Display names of a correlation table keyed by ``key`` (domain or measure)."""
+    return {key: key, "n": "n", "statistic": "ρ", "ci_low": "CI low", "ci_high": "CI high", "p_val": "p"}
 
 
 # --------------------------------------------------------------------------- teacher
@@ -443,14 +441,7 @@ def _teacher(ctx: ReportContext) -> Section:
                 "Spearman correlation of gain and teacher accuracy",
                 f"Pooled over tasks, per domain; bootstrap CI ({N_BOOT} resamples).",
                 rho,
-                {
-                    "domain": "domain",
-                    "n": "n",
-                    "statistic": "ρ",
-                    "ci_low": "CI low",
-                    "ci_high": "CI high",
-                    "p_val": "p",
-                },
+                _rho_columns("domain"),
             )
         ],
     )
@@ -608,14 +599,7 @@ def _paradox(ctx: ReportContext) -> Section:
             suffixes=("", "_partial"),
         )
     ctx.tables.update(paradox=rho)
-    columns = {
-        "measure": "measure",
-        "n": "n",
-        "statistic": "ρ",
-        "ci_low": "CI low",
-        "ci_high": "CI high",
-        "p_val": "p",
-    }
+    columns = _rho_columns("measure")
     if partial is not None:
         columns.update(
             {
