@@ -9,7 +9,7 @@ which sets the seaborn style only for the duration of the ``with`` block: the gl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -145,7 +145,9 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def save_figure(fig: Figure, stem: str | Path, dpi: int = 150) -> tuple[Path, Path]:
+def save_figure(
+    fig: Figure, stem: str | Path, dpi: int = 150, on_png: Callable[[Path], None] | None = None
+) -> tuple[Path, Path]:
     """Write ``<stem>.png`` and ``<stem>.svg``; return their paths.
 
     The layout (constrained) is computed once, at the PNG's resolution, and then fixed:
@@ -153,6 +155,22 @@ def save_figure(fig: Figure, stem: str | Path, dpi: int = 150) -> tuple[Path, Pa
     opaque RGB (the figures have a white background), which a PDF embeds without
     splitting off an alpha mask. The SVG carries no creation date, so identical figures
     give identical files.
+
+    Parameters
+    ----------
+    fig : Figure
+    stem : str or Path
+        Path without suffix.
+    dpi : int
+        Resolution of the PNG.
+    on_png : callable, optional
+        Called with the PNG's path as soon as it is written, before the SVG is drawn (a
+        report can go on with the PNG while the SVG is being written).
+
+    Returns
+    -------
+    (Path, Path)
+        The PNG and the SVG.
     """
     stem = Path(stem)
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
@@ -166,5 +184,7 @@ def save_figure(fig: Figure, stem: str | Path, dpi: int = 150) -> tuple[Path, Pa
     Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert(
         "RGB"
     ).save(png, format="png", dpi=(dpi, dpi))
+    if on_png is not None:
+        on_png(png)
     fig.savefig(svg, metadata={"Date": None, "Creator": None})
     return png, svg

@@ -196,7 +196,9 @@ def build_report(
         Description of the data source shown in the report.
     workers : int, optional
         Processes drawing figures while the statistics are computed (default: one per
-        CPU core, at most 2; 1 draws them in this process).
+        CPU core, at most 2; 1 draws them in this process). A script calling this with
+        more than one worker must do so under ``if __name__ == "__main__":`` (Python's
+        rule for code that starts processes).
 
     Returns
     -------
@@ -225,37 +227,38 @@ def build_report(
         figure_dir, table_dir = build_dir / "figures", build_dir / "tables"
         figure_dir.mkdir()
         table_dir.mkdir()
-        with (
-            FigureDrawer(figure_dir, workers=_workers(workers)) as drawer,
-            warnings.catch_warnings(record=True) as caught,
-        ):
-            warnings.simplefilter("always")
-            sections = build_sections(
-                results,
-                models,
-                step=lambda name: step(f"computing: {name}"),
-                on_section=drawer.submit_all,
-            )
+        with FigureDrawer(figure_dir, workers=_workers(workers)) as drawer:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sections = build_sections(
+                    results,
+                    models,
+                    step=lambda name: step(f"computing: {name}"),
+                    on_section=drawer.submit_all,
+                )
+            messages = _warning_notes(caught)
             specs = [f for s in sections for f in s.figures]
             step(f"drawing {len(specs)} figures")
-            drawer.wait(step=lambda fid: step(f"figure {fid} done"))
-        write_tables([t for s in sections for t in s.tables], table_dir)
-        step("rendering HTML")
-        html = render_html(
-            sections, figure_dir, title=title, source=source or "results table", n_rows=len(results)
-        )
-        messages = _warning_notes(caught)
-        pdf_written = False
-        if "html" in chosen:
-            (build_dir / "report.html").write_text(html, encoding="utf-8")
-        if "pdf" in chosen:
-            step("rendering PDF")
-            try:
-                write_pdf(html, build_dir / "report.pdf")
-                pdf_written = True
-            except BackendUnavailableError as exc:
-                messages.append(str(exc))
-                logger.warning("%s", exc)
+            drawer.wait_png(step=lambda fid: step(f"figure {fid} drawn"))
+            write_tables([t for s in sections for t in s.tables], table_dir)
+            step("rendering HTML")
+            html = render_html(
+                sections, figure_dir, title=title, source=source or "results table", n_rows=len(results)
+            )
+            pdf_written = False
+            if "html" in chosen:
+                (build_dir / "report.html").write_text(html, encoding="utf-8")
+            if "pdf" in chosen:
+                # the figure workers write the SVG files meanwhile
+                step("rendering PDF")
+                try:
+                    write_pdf(html, build_dir / "report.pdf")
+                    pdf_written = True
+                except BackendUnavailableError as exc:
+                    messages.append(str(exc))
+                    logger.warning("%s", exc)
+            step("writing SVG figures")
+            drawer.wait()
         _move_into_place(build_dir, out_dir)
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)

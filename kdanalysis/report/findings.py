@@ -233,7 +233,7 @@ def caveat_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
                 f"{fmt_pp(best['mean_gain'].iloc[0])}, against "
                 + ", ".join(f"{fmt_pp(r['mean_gain'])} at {r['choice']}" for _, r in fixed.iterrows())
                 + f" ({fmt_int(best['n'].iloc[0])} units): the maximum is chosen after seeing the test "
-                  "scores."
+                "scores."
             )
     return out
 

@@ -12,6 +12,7 @@ import base64
 import logging
 import multiprocessing
 import os
+import queue
 import struct
 import threading
 from collections.abc import Callable, Sequence
@@ -37,35 +38,60 @@ _TEMPLATES = "kdanalysis._templates"
 _DPI = 150
 
 
+#: In a figure worker: the queue on which it announces each PNG written (set by ``_init_worker``).
+_READY: Any = None
+
+
+def _init_worker(ready: Any) -> None:
+    global _READY
+    _READY = ready
+
+
 def _draw_one(spec: FigureSpec, stem: str) -> None:
     from kdanalysis.plots.style import save_figure
 
-    save_figure(spec.plot(*spec.args, **dict(spec.kwargs)), stem, dpi=_DPI)
+    announce = None if _READY is None else (lambda _png: _READY.put(spec.id))
+    save_figure(spec.plot(*spec.args, **dict(spec.kwargs)), stem, dpi=_DPI, on_png=announce)
 
 
 class FigureDrawer:
     """Draw figures into ``figure_dir/<id>.png`` and ``.svg``, in worker processes if asked.
 
     Figures are independent, so with ``workers > 1`` each :meth:`submit` hands the figure
-    to a process pool and the caller keeps computing; :meth:`wait` collects them. The
-    pool's processes come from a fork server that has imported the plotting modules once
-    (no fork of a process with running threads), started in a background thread as soon as
-    the drawer is entered. With ``workers <= 1`` figures are drawn at once, in this
-    process. Use as a context manager.
+    to a process pool and the caller keeps computing. A worker announces each PNG as soon
+    as it is written: :meth:`wait_png` returns when every PNG exists (the HTML and PDF
+    need only those), while the workers go on writing the SVGs; :meth:`wait` returns when
+    every file is written. The pool's processes come from a fork server that has imported
+    the plotting modules once (no fork of a process with running threads), started in a
+    background thread as soon as the drawer is entered. With ``workers <= 1`` figures are
+    drawn at once, in this process. Use as a context manager.
+
+    As with any code that starts processes (``multiprocessing``'s "safe importing of the
+    main module"), a script that uses ``workers > 1`` must run under
+    ``if __name__ == "__main__":``; notebooks and the ``kdanalysis`` command need nothing.
     """
 
     def __init__(self, figure_dir: Path, workers: int = 1) -> None:
         self.figure_dir = figure_dir
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._ready: Any = None
         self._start: threading.Thread | None = None
-        self._pending: list[tuple[str, Future[None]]] = []
+        self._pending: dict[str, Future[None]] = {}
+        self._png_written: list[str] = []
+        self._n_reported = 0
 
     def __enter__(self) -> FigureDrawer:
         if self.workers > 1:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["kdanalysis.plots.figures", "kdanalysis.plots.style"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._ready = context.Queue()
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(self._ready,),
+            )
             # Starting the fork server (which imports the plotting modules) and the workers takes
             # seconds and would block the first submit: a thread does it while the caller computes.
             self._start = threading.Thread(target=self._pool.submit, args=(os.getpid,), daemon=True)
@@ -77,29 +103,56 @@ class FigureDrawer:
             self._start.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._ready is not None:
+            self._ready.close()
 
     def submit(self, spec: FigureSpec) -> None:
         """Draw one figure (now, or in a worker)."""
+        if spec.id in self._pending:
+            raise ValueError(f"figure id {spec.id!r} submitted twice")
         stem = str(self.figure_dir / spec.id)
         if self._pool is None:
             _draw_one(spec, stem)
             done: Future[None] = Future()
             done.set_result(None)
-            self._pending.append((spec.id, done))
+            self._pending[spec.id] = done
+            self._png_written.append(spec.id)
         else:
-            self._pending.append((spec.id, self._pool.submit(_draw_one, spec, stem)))
+            self._pending[spec.id] = self._pool.submit(_draw_one, spec, stem)
 
     def submit_all(self, section: Section) -> None:
         """Draw every figure of a section."""
         for spec in section.figures:
             self.submit(spec)
 
-    def wait(self, step: Callable[[str], None] | None = None) -> None:
-        """Wait for every submitted figure; re-raise the first failure."""
-        for figure_id, future in self._pending:
-            future.result()
+    def wait_png(self, step: Callable[[str], None] | None = None) -> None:
+        """Wait until the PNG of every submitted figure is written; re-raise a failure.
+
+        ``step`` is called with the id of each figure whose PNG was written since the last
+        call, in the order they were written.
+        """
+        while True:
             if step is not None:
-                step(figure_id)
+                for figure_id in self._png_written[self._n_reported :]:
+                    step(figure_id)
+            self._n_reported = len(self._png_written)
+            missing = [fid for fid in self._pending if fid not in self._png_written]
+            if not missing:
+                return
+            try:
+                self._png_written.append(self._ready.get(timeout=0.1))
+            except queue.Empty:
+                # A figure that failed before its PNG never announces it: its future says why.
+                for fid in missing:
+                    future = self._pending[fid]
+                    if future.done() and future.exception() is not None:
+                        future.result()
+
+    def wait(self) -> None:
+        """Wait until every file of every submitted figure is written; re-raise the first failure."""
+        self.wait_png()
+        for future in self._pending.values():
+            future.result()
 
 
 def write_tables(tables: Sequence[TableSpec], table_dir: Path) -> None:
