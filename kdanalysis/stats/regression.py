@@ -3,6 +3,11 @@
 Both return a frozen result object holding tidy tables (``coefs``, ``fit``) and the raw
 statsmodels result for anything else (``raw.summary()``, predictions, diagnostics).
 Formulas use patsy syntax as in ``statsmodels.formula.api``.
+
+:func:`ols_matrices` and :func:`mixedlm_matrices` fit the same models from ready design
+matrices (see :mod:`kdanalysis.stats.design`), for callers that fit many models and would
+otherwise spend most of their time building formulas; the fit and the result tables are
+shared with the formula functions.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ __all__ = [
     "MixedLMResult",
     "OLSResult",
     "mixedlm",
+    "mixedlm_matrices",
     "ols",
+    "ols_matrices",
 ]
 
 COEF_COLUMNS = ("term", "estimate", "se", "statistic", "p_val", "ci_low", "ci_high")
@@ -130,24 +137,79 @@ def ols(formula: str, data: pd.DataFrame, cluster: str | None = None, ci: float 
     check_columns(data, [] if cluster is None else [cluster])
     data = data.reset_index(drop=True)  # unique labels, so clusters align with the rows used
     model = _from_formula(smf.ols, formula, data)
-    n_clusters: Any = pd.NA
+    labels = None
     if cluster is not None:
         labels = data.loc[model.data.row_labels, cluster]
         if labels.isna().any():
             raise SchemaError(
                 f"cluster column {cluster!r} is missing in {int(labels.isna().sum())} used row(s)"
             )
-        codes, uniques = pd.factorize(labels)
+    return _ols_result(model, labels, cluster, f"ols({formula!r})", ci)
+
+
+def ols_matrices(
+    endog: pd.Series,
+    exog: pd.DataFrame,
+    clusters: pd.Series | None = None,
+    *,
+    ci: float = 0.95,
+    label: str = "ols_matrices",
+) -> OLSResult:
+    """:func:`ols` from a ready design matrix, without a formula (for many fits of one design).
+
+    The fit, the cluster-robust covariance, the degenerate-data rules and the result are
+    :func:`ols`'s: with the matrices a formula would build (same columns in the same
+    order), the result is the same.
+
+    Parameters
+    ----------
+    endog : Series
+        Response, one value per row of ``exog``.
+    exog : DataFrame
+        Design matrix; its column names become the ``term`` names (include an intercept
+        column yourself).
+    clusters : Series, optional
+        Cluster label per row (cluster-robust standard errors as in :func:`ols`).
+    ci : float
+        Confidence level of the coefficient intervals.
+    label : str
+        Names the model in degenerate-data notes.
+
+    Returns
+    -------
+    OLSResult
+        As :func:`ols`.
+
+    Raises
+    ------
+    SchemaError
+        If a value of ``endog``, ``exog`` or ``clusters`` is missing, or their lengths differ.
+    """
+    import statsmodels.api as sm
+
+    check_ci(ci)
+    _check_matrices(label, endog, exog, {} if clusters is None else {"clusters": clusters})
+    name = None if clusters is None else str(clusters.name or "clusters")
+    return _ols_result(sm.OLS(np.asarray(endog, dtype=float), exog), clusters, name, label, ci)
+
+
+def _ols_result(
+    model: Any, clusters: pd.Series | None, cluster: str | None, label: str, ci: float
+) -> OLSResult:
+    """Fit a statsmodels OLS model (clustered by the labels ``clusters``) into an :class:`OLSResult`."""
+    n_clusters: Any = pd.NA
+    if clusters is not None:
+        codes, uniques = pd.factorize(clusters)
         n_clusters = len(uniques)
     n_rows, n_coefs = model.exog.shape
     note = ""
     if n_rows <= n_coefs:
         note = f"{n_rows} rows for {n_coefs} coefficients"
-    elif cluster is not None and n_clusters < 2:
+    elif clusters is not None and n_clusters < 2:
         note = f"{n_clusters} cluster(s) in {cluster!r}, need at least 2"
     if note:
-        note = degenerate(f"ols({formula!r}): {note}; standard errors, tests and intervals are NaN")
-    if note or cluster is None:
+        note = degenerate(f"{label}: {note}; standard errors, tests and intervals are NaN")
+    if note or clusters is None:
         result = model.fit()
     else:
         result = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
@@ -214,7 +276,6 @@ def mixedlm(
         converged, method, log_lik, aic, bic, scale, note``), ``raw``.
     """
     import statsmodels.formula.api as smf
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
     check_ci(ci)
     check_columns(data, [groups])
@@ -223,6 +284,78 @@ def mixedlm(
     model = _from_formula(
         smf.mixedlm, formula, data, groups=groups, re_formula=re_formula, vc_formula=vc_formula
     )
+    return _mixedlm_result(model, reml, ci)
+
+
+def mixedlm_matrices(
+    endog: pd.Series,
+    exog: pd.DataFrame,
+    groups: pd.Series,
+    exog_vc: Mapping[str, pd.DataFrame],
+    *,
+    reml: bool = True,
+    ci: float = 0.95,
+    label: str = "mixedlm_matrices",
+) -> MixedLMResult:
+    """:func:`mixedlm` from ready design matrices, random effects as variance components only.
+
+    The model of ``mixedlm(formula, data, groups, re_formula="0", vc_formula=...)``
+    without the formulas: ``exog`` is the fixed-effects design, and ``exog_vc`` maps each
+    variance component's name to its design (one row per observation; its columns are
+    used as given within every group, where a formula's ``0 + C(x)`` keeps only the levels
+    present in the group, so the two agree when every group holds every level, e.g. with
+    one group for crossed random intercepts). The fit and the result are :func:`mixedlm`'s.
+
+    Parameters
+    ----------
+    endog : Series
+        Response, one value per row of ``exog``.
+    exog : DataFrame
+        Fixed-effects design; its column names become the ``term`` names.
+    groups : Series
+        Group label per row.
+    exog_vc : dict of str to DataFrame
+        Variance-component designs, each with the rows of ``exog``.
+    reml : bool
+        Restricted maximum likelihood (default) or maximum likelihood.
+    ci : float
+        Confidence level of the fixed-effect intervals.
+    label : str
+        Names the model in error messages.
+
+    Returns
+    -------
+    MixedLMResult
+        As :func:`mixedlm`.
+
+    Raises
+    ------
+    SchemaError
+        If a value is missing in any input, or their lengths differ.
+    """
+    from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
+
+    check_ci(ci)
+    _check_matrices(label, endog, exog, {"groups": groups, **exog_vc})
+    labels, rows = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(rows == k) for k in range(len(labels))]
+    names = sorted(exog_vc)
+    # Column-major blocks and an empty random-effects design (not None), as MixedLM.from_formula
+    # builds them for re_formula="0": the optimizer then does the same floating-point
+    # operations and its path is the formula's bit for bit.
+    spec = VCSpec(
+        names,
+        [[list(exog_vc[name].columns)] * len(members) for name in names],
+        [[np.asfortranarray(exog_vc[name].to_numpy(dtype=float)[ii]) for ii in members] for name in names],
+    )
+    model = MixedLM(np.asarray(endog, dtype=float), exog, np.asarray(groups), np.zeros((len(exog), 0)), spec)
+    return _mixedlm_result(model, reml, ci)
+
+
+def _mixedlm_result(model: Any, reml: bool, ci: float) -> MixedLMResult:
+    """Fit a statsmodels MixedLM model into a :class:`MixedLMResult` (convergence warnings as a note)."""
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         result = model.fit(reml=reml)
@@ -261,6 +394,19 @@ def mixedlm(
     return MixedLMResult(
         coefs=coefs, variances=variances, fit=pd.DataFrame([fit], columns=MIXEDLM_FIT_COLUMNS), raw=result
     )
+
+
+def _check_matrices(
+    label: str, endog: pd.Series, exog: pd.DataFrame, others: Mapping[str, pd.Series | pd.DataFrame]
+) -> None:
+    """Raise :class:`SchemaError` if a ``*_matrices`` input has a missing value or another length."""
+    inputs: dict[str, pd.Series | pd.DataFrame] = {"endog": endog, "exog": exog, **others}
+    for name, values in inputs.items():
+        if len(values) != len(exog):
+            raise SchemaError(f"{label}: {name} has {len(values)} rows, exog has {len(exog)}")
+        missing = int(np.asarray(pd.isna(values)).reshape(len(values), -1).any(axis=1).sum())
+        if missing:
+            raise SchemaError(f"{label}: {name} is missing in {missing} row(s)")
 
 
 def _from_formula(factory: Any, formula: str, data: pd.DataFrame, **kwargs: Any) -> Any:

@@ -19,6 +19,10 @@ question is answered, per domain, with
 
 Every estimate carries a confidence interval; p-values of per-task rows are Holm-adjusted
 across the tasks of a domain (``p_holm``; a pooled row is a single test, ``p_holm == p_val``).
+The models are fitted from design matrices assembled per domain
+(:mod:`kdanalysis.stats.design`, :func:`~kdanalysis.stats.regression.ols_matrices`,
+:func:`~kdanalysis.stats.regression.mixedlm_matrices`): the formulas' matrices and numbers
+(tested), without parsing a formula per model.
 
 Units. A KD result at one temperature (default tau = 1, the setting every unit has, so no
 selection over temperatures takes place; ``temperature=None`` takes the paper's max over
@@ -38,13 +42,16 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from kdanalysis.results import validate_results
-from kdanalysis.stats import DegenerateDataWarning, adjust_pvalues, mixedlm, ols, partial_corr, ttest
+from kdanalysis.stats import DegenerateDataWarning, OLSResult, adjust_pvalues, partial_corr, ttest
+from kdanalysis.stats.design import indicators, interactions, intercept
 from kdanalysis.stats.gains import gains
+from kdanalysis.stats.regression import mixedlm_matrices, ols_matrices
 from kdanalysis.studies._threads import single_threaded_blas
 from kdanalysis.studies._units import accuracy_gains_each, add_covariates, models_table, single_study
 from kdanalysis.studies.paper import METHOD_GROUPS
@@ -81,7 +88,6 @@ BEYOND_COLUMNS: tuple[str, ...] = (
     "note",
 )
 POOLED_TASK = "all"
-_CROSSED = {"task": "0 + C(task)", "student": "0 + C(student)"}
 _ONE_GROUP = "_one_group"
 #: Unit columns the models use besides the focal variable and the controls.
 _MODEL_VARIABLES = ("gain", "task", "method", "student", "pair", _ONE_GROUP)
@@ -193,35 +199,88 @@ def _rows(
     )
 
 
-def _ols_rows(data: pd.DataFrame, focal: str, controls: list[str], with_method: bool) -> pd.DataFrame:
+@dataclass(frozen=True)
+class _Design:
+    """A model's design matrix and the patsy formula it equals (column for column)."""
+
+    formula: str
+    exog: pd.DataFrame
+
+
+def _slope_designs(
+    data: pd.DataFrame, focal: str, controls: list[str], with_method: bool
+) -> tuple[_Design, _Design, _Design]:
+    """The joint per-task OLS, pooled OLS and mixed-model designs of one domain's units.
+
+    Built from :mod:`kdanalysis.stats.design` pieces in patsy's column order (a formula
+    per model costs more than its fit); each equals its ``formula``'s patsy matrix.
+    """
+    use_method = with_method and data["method"].nunique() > 1
+    method = indicators(data["method"], "method", reference=True) if use_method else data[[]]
+    numeric = data[[focal, *controls]].astype(float)
+    tasks = indicators(data["task"], "task", reference=False)
+    ones = intercept(data.index)
+    method_term = ["C(method)"] if use_method else []
+    per_task_terms = " + ".join(f"C(task):{term}" for term in [focal, *controls, *method_term])
+    fixed = " + ".join([focal, *controls, *method_term])
+    return (
+        _Design(
+            f"gain ~ 0 + C(task) + {per_task_terms}",
+            pd.concat([tasks, interactions(tasks, method), interactions(tasks, numeric)], axis=1),
+        ),
+        _Design(
+            f"gain ~ {fixed} + C(task)",
+            pd.concat([ones, method, indicators(data["task"], "task", reference=True), numeric], axis=1),
+        ),
+        _Design(f"gain ~ {fixed}", pd.concat([ones, method, numeric], axis=1)),
+    )
+
+
+def _ols_rows(data: pd.DataFrame, joint: _Design, pooled: _Design, focal: str) -> pd.DataFrame:
     """Per-task slopes (one joint model) and the pooled slope, SE clustered by pair."""
-    method = ["C(method)"] if with_method and data["method"].nunique() > 1 else []
-    per_task_terms = " + ".join(f"C(task):{term}" for term in [focal, *controls, *method])
-    joint = ols(f"gain ~ 0 + C(task) + {per_task_terms}", data, cluster="pair")
-    pooled = ols(f"gain ~ {' + '.join([focal, *controls, *method])} + C(task)", data, cluster="pair")
+    joint_fit = _ols_cluster_pair(data, joint)
+    pooled_fit = _ols_cluster_pair(data, pooled)
     n_pairs = data["pair"].nunique()
     return pd.concat(
         [
             _rows(
-                joint.coefs,
-                joint.fit,
+                joint_fit.coefs,
+                joint_fit.fit,
                 model="ols_cluster_pair",
                 n_groups=n_pairs,
                 per_task=focal,
                 task_sizes=data.groupby("task").size(),
             ),
-            _rows(pooled.coefs, pooled.fit, model="ols_cluster_pair", n_groups=n_pairs, terms={focal: focal}),
+            _rows(
+                pooled_fit.coefs,
+                pooled_fit.fit,
+                model="ols_cluster_pair",
+                n_groups=n_pairs,
+                terms={focal: focal},
+            ),
         ],
         ignore_index=True,
     )
 
 
-def _mixed_rows(data: pd.DataFrame, formula: str, terms: dict[str, str]) -> pd.DataFrame:
-    """The mixed model's focal rows; a fit that fails numerically gives NaN rows with a note."""
+def _ols_cluster_pair(data: pd.DataFrame, design: _Design) -> OLSResult:
+    return ols_matrices(data["gain"], design.exog, data["pair"], label=f"ols({design.formula!r})")
+
+
+def _mixed_rows(data: pd.DataFrame, design: _Design, terms: dict[str, str]) -> pd.DataFrame:
+    """The mixed model's focal rows; a fit that fails numerically gives NaN rows with a note.
+
+    The model is ``mixedlm(design.formula, data, groups=<one group>, re_formula="0",
+    vc_formula={"task": "0 + C(task)", "student": "0 + C(student)"})``: crossed random
+    intercepts for task and student.
+    """
+    crossed = {column: indicators(data[column], column, reference=False) for column in ("task", "student")}
     try:
-        fitted = mixedlm(formula, data, groups=_ONE_GROUP, re_formula="0", vc_formula=_CROSSED)
+        fitted = mixedlm_matrices(
+            data["gain"], design.exog, data[_ONE_GROUP], crossed, label=f"mixedlm({design.formula!r})"
+        )
     except (np.linalg.LinAlgError, ValueError) as error:
-        note = f"mixedlm({formula!r}) failed: {error}"
+        note = f"mixedlm({design.formula!r}) failed: {error}"
         warnings.warn(note, DegenerateDataWarning, stacklevel=2)
         return pd.DataFrame(
             {
@@ -260,8 +319,6 @@ def _slope_question(
     units: pd.DataFrame, question: str, focal: str, controls: list[str], with_method: bool = True
 ) -> list[pd.DataFrame]:
     parts = []
-    # Only the model's variables go to the formulas: statsmodels copies a frame with any
-    # string-dtype column (e.g. gains' ``baseline``) to convert it, on every model.
     variables = list(dict.fromkeys(["domain", *_MODEL_VARIABLES, focal, *controls]))
     for domain, data in units.dropna(subset=[focal, *controls])[variables].groupby("domain", sort=True):
         if data.groupby("task")[focal].nunique().min() < 2:
@@ -271,13 +328,10 @@ def _slope_question(
                 stacklevel=3,
             )
             continue
-        method = " + C(method)" if with_method and data["method"].nunique() > 1 else ""
-        fixed = " + ".join([focal, *controls])
+        joint, pooled, mixed = _slope_designs(data, focal, controls, with_method)
         parts += [
-            _ols_rows(data, focal, controls, with_method).assign(question=question, domain=domain),
-            _mixed_rows(data, f"gain ~ {fixed}{method}", {focal: focal}).assign(
-                question=question, domain=domain
-            ),
+            _ols_rows(data, joint, pooled, focal).assign(question=question, domain=domain),
+            _mixed_rows(data, mixed, {focal: focal}).assign(question=question, domain=domain),
         ]
     return parts
 
@@ -336,7 +390,8 @@ def _task_aware_vs_base(units: pd.DataFrame) -> list[pd.DataFrame]:
         )
     ]
     for domain, data in wide.groupby("domain", sort=True):
-        pooled = ols("gain ~ 1", data, cluster="pair")
+        mean = _Design("gain ~ 1", intercept(data.index))
+        pooled = _ols_cluster_pair(data, mean)
         parts.append(
             _rows(
                 pooled.coefs,
@@ -347,9 +402,7 @@ def _task_aware_vs_base(units: pd.DataFrame) -> list[pd.DataFrame]:
             ).assign(question="task_aware_vs_base", domain=domain)
         )
         parts.append(
-            _mixed_rows(data, "gain ~ 1", {"Intercept": term}).assign(
-                question="task_aware_vs_base", domain=domain
-            )
+            _mixed_rows(data, mean, {"Intercept": term}).assign(question="task_aware_vs_base", domain=domain)
         )
     return parts
 

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import patsy
 import pytest
 import statsmodels.formula.api as smf
 from statsmodels.stats.multitest import multipletests
@@ -14,7 +15,7 @@ import kdanalysis as kd
 from kdanalysis.errors import ConfigError, SchemaError
 from kdanalysis.results import results_frame
 from kdanalysis.studies import STUDY_TABLES, kd_units, run_all, size_vs_gain, temperature_ablation
-from kdanalysis.studies.beyond import BEYOND_COLUMNS
+from kdanalysis.studies.beyond import BEYOND_COLUMNS, _slope_designs
 from kdanalysis.studies.temperature import TEMPERATURE_COLUMNS
 
 
@@ -99,6 +100,70 @@ def test_mixed_model_equals_statsmodels_crossed_intercepts(results: pd.DataFrame
     assert row["estimate"] == pytest.approx(fit.fe_params["log2_size"], rel=1e-6)
     assert row["se"] == pytest.approx(fit.bse_fe["log2_size"], rel=1e-4)
     assert bool(row["converged"]) is bool(fit.converged)
+
+
+@pytest.mark.parametrize(
+    ("focal", "controls", "with_method"),
+    [("log2_size", [], True), ("teacher_score", ["log2_size"], True), ("agreement", ["log2_size"], False)],
+)
+def test_slope_designs_equal_the_patsy_formulas(
+    results: pd.DataFrame, focal: str, controls: list[str], with_method: bool
+) -> None:
+    units = kd_units(results).dropna(subset=[focal, *controls])
+    for _, data in units.groupby("domain"):
+        for design in _slope_designs(data, focal, controls, with_method):
+            _, expected = patsy.dmatrices(design.formula, data, return_type="dataframe")
+            pd.testing.assert_frame_equal(design.exog, expected, check_exact=True, obj=design.formula)
+
+
+def _close(actual: object, expected: object) -> None:
+    np.testing.assert_allclose(np.asarray(actual, dtype=float), np.asarray(expected, dtype=float), rtol=1e-8)
+
+
+def test_teacher_score_rows_equal_statsmodels_formula_fits(results: pd.DataFrame, tables: dict) -> None:
+    """Every row of one question against statsmodels' formula API, to 1e-8 (incl. an unconverged fit)."""
+    table = tables["teacher_expertise"]
+    units = kd_units(results).dropna(subset=["teacher_score", "log2_size"]).assign(one=1)
+    converged = []
+    for domain, data in units.groupby("domain"):
+        rows = table[(table["question"] == "teacher_score_vs_gain") & (table["domain"] == domain)]
+        clusters = {
+            "cov_type": "cluster",
+            "cov_kwds": {"groups": pd.factorize(data["pair"])[0]},
+            "use_t": True,
+        }
+        joint = smf.ols(
+            "gain ~ 0 + C(task) + C(task):teacher_score + C(task):log2_size + C(task):C(method)", data
+        ).fit(**clusters)
+        per_task = rows[(rows["model"] == "ols_cluster_pair") & (rows["task"] != "all")].sort_values("task")
+        names = [f"C(task)[{task}]:teacher_score" for task in per_task["task"]]
+        assert sorted(per_task["task"]) == sorted(data["task"].unique())
+        _close(per_task["estimate"], joint.params[names])
+        _close(per_task["se"], joint.bse[names])
+        _close(per_task["p_val"], joint.pvalues[names])
+        _close(per_task[["ci_low", "ci_high"]], joint.conf_int().loc[names])
+        pooled = smf.ols("gain ~ teacher_score + log2_size + C(method) + C(task)", data).fit(**clusters)
+        row, name = _row(rows, task="all", model="ols_cluster_pair"), "teacher_score"
+        _close(
+            row[["estimate", "se", "p_val"]], [pooled.params[name], pooled.bse[name], pooled.pvalues[name]]
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mixed = smf.mixedlm(
+                "gain ~ teacher_score + log2_size + C(method)",
+                data,
+                groups="one",
+                re_formula="0",
+                vc_formula={"task": "0 + C(task)", "student": "0 + C(student)"},
+            ).fit(reml=True)
+        row = _row(rows, model="mixedlm_task_student")
+        _close(
+            row[["estimate", "se", "p_val"]], [mixed.fe_params[name], mixed.bse_fe[name], mixed.pvalues[name]]
+        )
+        _close(row[["ci_low", "ci_high"]], mixed.conf_int().loc[name])
+        assert bool(row["converged"]) is bool(mixed.converged)
+        converged.append(bool(mixed.converged))
+    assert converged == [False, True]  # commonsense's fit stops unconverged: its numbers are pinned too
 
 
 def test_per_task_rows_are_holm_adjusted_across_tasks(tables: dict) -> None:
