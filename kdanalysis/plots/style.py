@@ -9,7 +9,7 @@ which sets the seaborn style only for the duration of the ``with`` block: the gl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +36,8 @@ __all__ = [
     "figure_style",
     "new_figure",
     "save_figure",
+    "save_png",
+    "save_svg",
 ]
 
 #: Colour of each method id, identical in every figure.
@@ -145,35 +147,15 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def save_figure(
-    fig: Figure, stem: str | Path, dpi: int = 150, on_png: Callable[[Path], None] | None = None
-) -> tuple[Path, Path]:
-    """Write ``<stem>.png`` and ``<stem>.svg``; return their paths.
+def save_png(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
+    """Write ``fig`` as an opaque RGB PNG at ``dpi`` and fix its layout; return the path.
 
-    The layout (constrained) is computed once, at the PNG's resolution, and then fixed:
-    each file costs one draw, instead of a layout draw plus a draw per file. The PNG is
-    opaque RGB (the figures have a white background), which a PDF embeds without
-    splitting off an alpha mask. The SVG carries no creation date, so identical figures
-    give identical files.
-
-    Parameters
-    ----------
-    fig : Figure
-    stem : str or Path
-        Path without suffix.
-    dpi : int
-        Resolution of the PNG.
-    on_png : callable, optional
-        Called with the PNG's path as soon as it is written, before the SVG is drawn (a
-        report can go on with the PNG while the SVG is being written).
-
-    Returns
-    -------
-    (Path, Path)
-        The PNG and the SVG.
+    The layout (constrained) is computed once, at the PNG's resolution, and then fixed, so
+    that a later :func:`save_svg` of the same figure costs one draw and shows the same
+    layout. The PNG is opaque RGB (the figures have a white background), which a PDF
+    embeds without splitting off an alpha mask.
     """
-    stem = Path(stem)
-    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    path = Path(path)
     canvas = FigureCanvasAgg(fig)  # a canvas with a renderer, for the text extents of the layout
     fig.set_dpi(dpi)
     engine = fig.get_layout_engine()
@@ -183,8 +165,24 @@ def save_figure(
     canvas.draw()
     Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert(
         "RGB"
-    ).save(png, format="png", dpi=(dpi, dpi))
-    if on_png is not None:
-        on_png(png)
-    fig.savefig(svg, metadata={"Date": None, "Creator": None})
-    return png, svg
+    ).save(path, format="png", dpi=(dpi, dpi))
+    return path
+
+
+def save_svg(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as SVG without a creation date (identical figures give identical files)."""
+    path = Path(path)
+    fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
+    return path
+
+
+def save_figure(fig: Figure, stem: str | Path, dpi: int = 150) -> tuple[Path, Path]:
+    """Write ``<stem>.png`` (:func:`save_png`) and then ``<stem>.svg`` (:func:`save_svg`).
+
+    Returns
+    -------
+    (Path, Path)
+        The PNG and the SVG.
+    """
+    stem = Path(stem)
+    return save_png(fig, stem.with_suffix(".png"), dpi), save_svg(fig, stem.with_suffix(".svg"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import operator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from kdanalysis.plots.style import save_figure
+from kdanalysis import plots
+from kdanalysis.plots.style import save_png, save_svg
 from kdanalysis.report.render import FigureDrawer
 from kdanalysis.report.sections import FigureSpec
 
@@ -17,15 +19,16 @@ def _blank(figure_id: str) -> FigureSpec:
     return FigureSpec(figure_id, figure_id, "", Figure, kwargs={"figsize": (2.0, 1.0)})
 
 
-def test_save_figure_calls_back_between_png_and_svg(tmp_path: Path) -> None:
-    seen: list[tuple[bool, bool]] = []
-
-    def on_png(png: Path) -> None:
-        seen.append((png.is_file(), png.with_suffix(".svg").exists()))
-
-    png, svg = save_figure(Figure(figsize=(2, 1)), tmp_path / "blank", on_png=on_png)
-    assert seen == [(True, False)]
-    assert png.is_file() and svg.is_file()
+def test_save_svg_after_save_png_keeps_the_layout(tmp_path: Path) -> None:
+    fig = plots.gain_heatmap(
+        pd.DataFrame({"domain": "math", "pair": ["T → S"], "task": ["gsm8k"], "gain": [1.0]})
+    )
+    png = save_png(fig, tmp_path / "heat.png")
+    positions = [ax.get_position().bounds for ax in fig.axes]
+    svg = save_svg(fig, tmp_path / "heat.svg")
+    assert [ax.get_position().bounds for ax in fig.axes] == positions
+    assert png.read_bytes().startswith(b"\x89PNG") and b"<svg" in svg.read_bytes()[:500]
+    assert fig.get_layout_engine() is None
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -55,3 +58,18 @@ def test_duplicate_figure_id_is_refused(tmp_path: Path) -> None:
         drawer.submit(_blank("same"))
         with pytest.raises(ValueError, match="'same' submitted twice"):
             drawer.submit(_blank("same"))
+
+
+def test_unstarted_figures_are_drawn_by_the_waiting_process(tmp_path: Path) -> None:
+    ids = [f"f{i}" for i in range(8)]
+    with FigureDrawer(tmp_path, workers=2) as drawer:
+        for figure_id in ids:
+            drawer.submit(_blank(figure_id))
+        drawer.wait_png()
+        stolen = [path.stem for _fig, path in drawer._svg_later]
+        assert stolen, "with 8 figures queued for 2 workers, the waiting process draws some"
+        assert not any((tmp_path / f"{i}.svg").exists() for i in stolen)
+        drawer.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{i}.{ext}" for i in ids for ext in ("png", "svg")
+    )
