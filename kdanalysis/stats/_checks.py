@@ -103,5 +103,6 @@ def check_columns(data: pd.DataFrame, columns: Iterable[str], *, numeric: Iterab
 
 def numeric_values(data: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """Float matrix of ``columns`` with every row holding a missing value dropped (listwise)."""
-    values = data.loc[:, list(columns)].to_numpy(dtype=float, na_value=np.nan)
+    # column by column: several times faster than converting a sub-frame (called once per group)
+    values = np.column_stack([data[column].to_numpy(dtype=float, na_value=np.nan) for column in columns])
     return values[~np.isnan(values).any(axis=1)]

@@ -214,16 +214,16 @@ def _ols_result(
     else:
         result = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, use_t=True)
     fit = {
-        "n": int(result.nobs),
-        "r2": float(result.rsquared),
-        "adj_r2": float(result.rsquared_adj),
-        "aic": float(result.aic),
-        "bic": float(result.bic),
-        "cov_type": result.cov_type,
-        "n_clusters": n_clusters,
-        "note": note,
+        "n": [int(result.nobs)],
+        "r2": [float(result.rsquared)],
+        "adj_r2": [float(result.rsquared_adj)],
+        "aic": [float(result.aic)],
+        "bic": [float(result.bic)],
+        "cov_type": [result.cov_type],
+        "n_clusters": pd.array([n_clusters], dtype="Int64"),
+        "note": [note],
     }
-    fit_frame = pd.DataFrame([fit], columns=OLS_FIT_COLUMNS).astype({"n_clusters": "Int64"})
+    fit_frame = pd.DataFrame(fit, columns=OLS_FIT_COLUMNS)
     coefs = _coef_table(result.params, result.bse, result.tvalues, result.pvalues, result.conf_int(1 - ci))
     if note:
         coefs.loc[:, ["se", "statistic", "p_val", "ci_low", "ci_high"]] = np.nan
@@ -366,13 +366,12 @@ def _mixedlm_result(model: Any, reml: bool, ci: float) -> MixedLMResult:
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     k_fe = len(result.fe_params)
-    fixed = result.fe_params.index
     coefs = _coef_table(
         result.fe_params,
         result.bse_fe,
         result.fe_params / result.bse_fe,
-        result.pvalues[fixed],
-        result.conf_int(1 - ci).loc[fixed],
+        result.pvalues.iloc[:k_fe],  # the fixed effects lead the parameter vector
+        result.conf_int(1 - ci).iloc[:k_fe],
     )
     random_names = list(result.params.index[k_fe:])
     random_values = [*result.cov_re.to_numpy()[np.tril_indices(model.k_re)], *np.atleast_1d(result.vcomp)]
@@ -404,7 +403,7 @@ def _check_matrices(
     for name, values in inputs.items():
         if len(values) != len(exog):
             raise SchemaError(f"{label}: {name} has {len(values)} rows, exog has {len(exog)}")
-        missing = int(np.asarray(pd.isna(values)).reshape(len(values), -1).any(axis=1).sum())
+        missing = int(pd.isna(values.to_numpy()).reshape(len(values), -1).any(axis=1).sum())
         if missing:
             raise SchemaError(f"{label}: {name} is missing in {missing} row(s)")
 

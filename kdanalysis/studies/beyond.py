@@ -48,7 +48,14 @@ import numpy as np
 import pandas as pd
 
 from kdanalysis.results import validate_results
-from kdanalysis.stats import DegenerateDataWarning, OLSResult, adjust_pvalues, partial_corr, ttest
+from kdanalysis.stats import (
+    DegenerateDataWarning,
+    MixedLMResult,
+    OLSResult,
+    adjust_pvalues,
+    partial_corr,
+    ttest,
+)
 from kdanalysis.stats.design import indicators, interactions, intercept
 from kdanalysis.stats.gains import gains
 from kdanalysis.stats.regression import mixedlm_matrices, ols_matrices
@@ -91,6 +98,8 @@ POOLED_TASK = "all"
 _ONE_GROUP = "_one_group"
 #: Unit columns the models use besides the focal variable and the controls.
 _MODEL_VARIABLES = ("gain", "task", "method", "student", "pair", _ONE_GROUP)
+#: Coefficient-table columns copied to the output rows.
+_ESTIMATES = ("estimate", "se", "statistic", "p_val", "ci_low", "ci_high")
 _PER_TASK_TERM = re.compile(r"^C\(task\)\[(?P<task>[^\]]+)\]:(?P<term>.+)$")
 
 
@@ -159,8 +168,8 @@ def _task_aware(units: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rows(
-    coefs: pd.DataFrame,
-    fit: pd.DataFrame,
+    fitted: OLSResult | MixedLMResult,
+    ids: dict[str, str],
     *,
     model: str,
     n_groups: int,
@@ -170,9 +179,11 @@ def _rows(
 ) -> pd.DataFrame:
     """Tidy rows of a fitted model's focal terms (``terms``: raw name -> output name).
 
-    With ``per_task``, the terms ``C(task)[t]:<per_task>`` give one row per task ``t``,
-    whose ``n`` is taken from ``task_sizes`` (rows per task).
+    ``ids`` (question and domain) are the rows' first columns. With ``per_task``, the
+    terms ``C(task)[t]:<per_task>`` give one row per task ``t``, whose ``n`` is taken from
+    ``task_sizes`` (rows per task).
     """
+    coefs, fit = fitted.coefs, fitted.fit
     converged = bool(fit["converged"].iat[0]) if "converged" in fit.columns else pd.NA
     positions, tasks, names = [], [], []
     for position, raw in enumerate(coefs["term"]):
@@ -187,15 +198,19 @@ def _rows(
             tasks.append(POOLED_TASK)
             names.append(terms[raw])
     sizes = [int(task_sizes[t]) for t in tasks] if per_task is not None and task_sizes is not None else None
-    rows = coefs.iloc[positions]
-    return rows.assign(
-        term=pd.Series(names, index=rows.index, dtype=coefs["term"].dtype),
-        task=pd.Series(tasks, index=rows.index, dtype=coefs["term"].dtype),
-        n=sizes if sizes is not None else int(fit["n"].iat[0]),
-        model=model,
-        n_groups=n_groups,
-        converged=converged,
-        note=str(fit["note"].iat[0]),
+    text = coefs["term"].dtype
+    return pd.DataFrame(
+        {
+            **ids,
+            "task": pd.array(tasks, dtype=text),
+            "model": model,
+            "term": pd.array(names, dtype=text),
+            **{column: coefs[column].to_numpy()[positions] for column in _ESTIMATES},
+            "n": sizes if sizes is not None else int(fit["n"].iat[0]),
+            "n_groups": n_groups,
+            "converged": converged,
+            "note": str(fit["note"].iat[0]),
+        }
     )
 
 
@@ -236,38 +251,37 @@ def _slope_designs(
     )
 
 
-def _ols_rows(data: pd.DataFrame, joint: _Design, pooled: _Design, focal: str) -> pd.DataFrame:
+def _ols_rows(
+    data: pd.DataFrame, joint: _Design, pooled: _Design, focal: str, ids: dict[str, str]
+) -> list[pd.DataFrame]:
     """Per-task slopes (one joint model) and the pooled slope, SE clustered by pair."""
-    joint_fit = _ols_cluster_pair(data, joint)
-    pooled_fit = _ols_cluster_pair(data, pooled)
     n_pairs = data["pair"].nunique()
-    return pd.concat(
-        [
-            _rows(
-                joint_fit.coefs,
-                joint_fit.fit,
-                model="ols_cluster_pair",
-                n_groups=n_pairs,
-                per_task=focal,
-                task_sizes=data.groupby("task").size(),
-            ),
-            _rows(
-                pooled_fit.coefs,
-                pooled_fit.fit,
-                model="ols_cluster_pair",
-                n_groups=n_pairs,
-                terms={focal: focal},
-            ),
-        ],
-        ignore_index=True,
-    )
+    return [
+        _rows(
+            _ols_cluster_pair(data, joint),
+            ids,
+            model="ols_cluster_pair",
+            n_groups=n_pairs,
+            per_task=focal,
+            task_sizes=data.groupby("task").size(),
+        ),
+        _rows(
+            _ols_cluster_pair(data, pooled),
+            ids,
+            model="ols_cluster_pair",
+            n_groups=n_pairs,
+            terms={focal: focal},
+        ),
+    ]
 
 
 def _ols_cluster_pair(data: pd.DataFrame, design: _Design) -> OLSResult:
     return ols_matrices(data["gain"], design.exog, data["pair"], label=f"ols({design.formula!r})")
 
 
-def _mixed_rows(data: pd.DataFrame, design: _Design, terms: dict[str, str]) -> pd.DataFrame:
+def _mixed_rows(
+    data: pd.DataFrame, design: _Design, terms: dict[str, str], ids: dict[str, str]
+) -> pd.DataFrame:
     """The mixed model's focal rows; a fit that fails numerically gives NaN rows with a note.
 
     The model is ``mixedlm(design.formula, data, groups=<one group>, re_formula="0",
@@ -284,6 +298,7 @@ def _mixed_rows(data: pd.DataFrame, design: _Design, terms: dict[str, str]) -> p
         warnings.warn(note, DegenerateDataWarning, stacklevel=2)
         return pd.DataFrame(
             {
+                **ids,
                 "term": list(terms.values()),
                 "task": POOLED_TASK,
                 "model": "mixedlm_task_student",
@@ -293,13 +308,7 @@ def _mixed_rows(data: pd.DataFrame, design: _Design, terms: dict[str, str]) -> p
                 "note": note,
             }
         )
-    return _rows(
-        fitted.coefs,
-        fitted.fit,
-        model="mixedlm_task_student",
-        n_groups=data["student"].nunique(),
-        terms=terms,
-    )
+    return _rows(fitted, ids, model="mixedlm_task_student", n_groups=data["student"].nunique(), terms=terms)
 
 
 def _finish(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -329,10 +338,8 @@ def _slope_question(
             )
             continue
         joint, pooled, mixed = _slope_designs(data, focal, controls, with_method)
-        parts += [
-            _ols_rows(data, joint, pooled, focal).assign(question=question, domain=domain),
-            _mixed_rows(data, mixed, {focal: focal}).assign(question=question, domain=domain),
-        ]
+        ids = {"question": question, "domain": domain}
+        parts += [*_ols_rows(data, joint, pooled, focal, ids), _mixed_rows(data, mixed, {focal: focal}, ids)]
     return parts
 
 
@@ -391,19 +398,18 @@ def _task_aware_vs_base(units: pd.DataFrame) -> list[pd.DataFrame]:
     ]
     for domain, data in wide.groupby("domain", sort=True):
         mean = _Design("gain ~ 1", intercept(data.index))
-        pooled = _ols_cluster_pair(data, mean)
-        parts.append(
+        ids = {"question": "task_aware_vs_base", "domain": domain}
+        terms = {"Intercept": term}
+        parts += [
             _rows(
-                pooled.coefs,
-                pooled.fit,
+                _ols_cluster_pair(data, mean),
+                ids,
                 model="ols_cluster_pair",
                 n_groups=data["pair"].nunique(),
-                terms={"Intercept": term},
-            ).assign(question="task_aware_vs_base", domain=domain)
-        )
-        parts.append(
-            _mixed_rows(data, mean, {"Intercept": term}).assign(question="task_aware_vs_base", domain=domain)
-        )
+                terms=terms,
+            ),
+            _mixed_rows(data, mean, terms, ids),
+        ]
     return parts
 
 

@@ -77,9 +77,9 @@ def run_all(
         "temperature_ablation": lambda: temperature_table(results, n_boot=n_boot, seed=seed, each=each),
     }
     tables: dict[str, pd.DataFrame] = {}
-    for name in STUDY_TABLES:
-        start = time.perf_counter()
-        with single_threaded_blas():
+    with single_threaded_blas():
+        for name in STUDY_TABLES:
+            start = time.perf_counter()
             tables[name] = steps[name]()
-        logger.info("%s: %d rows in %.2f s", name, len(tables[name]), time.perf_counter() - start)
+            logger.info("%s: %d rows in %.2f s", name, len(tables[name]), time.perf_counter() - start)
     return tables

@@ -60,6 +60,12 @@ def test_blas_runs_on_one_thread_inside_and_is_restored_after() -> None:
     after = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
     assert inside and set(inside) == {1}
     assert after == before
+    with single_threaded_blas():
+        with single_threaded_blas():
+            pass
+        still = [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert set(still) == {1}  # an inner exit keeps the outer limit
+    assert [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"] == before
 
 
 def test_run_all_without_kd_rows_gives_empty_tables_with_their_columns(results: pd.DataFrame) -> None:
