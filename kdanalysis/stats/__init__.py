@@ -15,7 +15,10 @@ corr, partial_corr
 ttest, anova
     One-sample, paired and two-sample t-tests; one-way ANOVA.
 ols, mixedlm
-    Formula regressions returning :class:`OLSResult` / :class:`MixedLMResult`.
+    Formula regressions returning :class:`OLSResult` / :class:`MixedLMResult`; the same
+    fits from ready design matrices (no formula per fit) are
+    :func:`kdanalysis.stats.regression.ols_matrices` / ``mixedlm_matrices``, with
+    patsy-identical pieces in :mod:`kdanalysis.stats.design`.
 adjust_pvalues
     Holm, Bonferroni, Benjamini-Hochberg.
 bootstrap_ci

@@ -96,6 +96,8 @@ BEYOND_COLUMNS: tuple[str, ...] = (
 )
 POOLED_TASK = "all"
 _ONE_GROUP = "_one_group"
+#: One output row, keyed by :data:`BEYOND_COLUMNS` (``p_holm`` is added at the end).
+_Row = dict[str, object]
 #: Unit columns the models use besides the focal variable and the controls.
 _MODEL_VARIABLES = ("gain", "task", "method", "student", "pair", _ONE_GROUP)
 #: Coefficient-table columns copied to the output rows.
@@ -176,11 +178,11 @@ def _rows(
     terms: dict[str, str] | None = None,
     per_task: str | None = None,
     task_sizes: pd.Series | None = None,
-) -> pd.DataFrame:
-    """Tidy rows of a fitted model's focal terms (``terms``: raw name -> output name).
+) -> list[_Row]:
+    """Output rows of a fitted model's focal terms (``terms``: raw name -> output name).
 
-    ``ids`` (question and domain) are the rows' first columns. With ``per_task``, the
-    terms ``C(task)[t]:<per_task>`` give one row per task ``t``, whose ``n`` is taken from
+    ``ids``: the question and domain of the rows. With ``per_task``, the terms
+    ``C(task)[t]:<per_task>`` give one row per task ``t``, whose ``n`` is taken from
     ``task_sizes`` (rows per task).
     """
     coefs, fit = fitted.coefs, fitted.fit
@@ -197,21 +199,34 @@ def _rows(
             positions.append(position)
             tasks.append(POOLED_TASK)
             names.append(terms[raw])
-    sizes = [int(task_sizes[t]) for t in tasks] if per_task is not None and task_sizes is not None else None
-    text = coefs["term"].dtype
-    return pd.DataFrame(
-        {
-            **ids,
-            "task": pd.array(tasks, dtype=text),
-            "model": model,
-            "term": pd.array(names, dtype=text),
-            **{column: coefs[column].to_numpy()[positions] for column in _ESTIMATES},
-            "n": sizes if sizes is not None else int(fit["n"].iat[0]),
-            "n_groups": n_groups,
-            "converged": converged,
-            "note": str(fit["note"].iat[0]),
-        }
+    if per_task is not None and task_sizes is not None:
+        sizes = [int(task_sizes[t]) for t in tasks]
+    else:
+        sizes = [int(fit["n"].iat[0])] * len(tasks)
+    estimates = coefs.loc[:, list(_ESTIMATES)].to_numpy()[positions].tolist()
+    common = {"model": model, "n_groups": n_groups, "converged": converged, "note": str(fit["note"].iat[0])}
+    return [
+        {**ids, "task": task, "term": name, **dict(zip(_ESTIMATES, values, strict=True)), "n": n, **common}
+        for task, name, values, n in zip(tasks, names, estimates, sizes, strict=True)
+    ]
+
+
+def _test_rows(tests: pd.DataFrame, estimate: str, **constants: object) -> list[_Row]:
+    """Output rows of a ``by=["domain", "task"]`` test table (``estimate``: its estimate column)."""
+    columns = list(
+        dict.fromkeys(["domain", "task", estimate, "statistic", "p_val", "ci_low", "ci_high", "n", "note"])
     )
+    return [
+        {
+            **row,
+            "estimate": row[estimate],
+            "se": np.nan,
+            "n_groups": row["n"],
+            "converged": pd.NA,
+            **constants,
+        }
+        for row in tests[columns].to_dict("records")
+    ]
 
 
 @dataclass(frozen=True)
@@ -253,11 +268,11 @@ def _slope_designs(
 
 def _ols_rows(
     data: pd.DataFrame, joint: _Design, pooled: _Design, focal: str, ids: dict[str, str]
-) -> list[pd.DataFrame]:
+) -> list[_Row]:
     """Per-task slopes (one joint model) and the pooled slope, SE clustered by pair."""
     n_pairs = data["pair"].nunique()
     return [
-        _rows(
+        *_rows(
             _ols_cluster_pair(data, joint),
             ids,
             model="ols_cluster_pair",
@@ -265,7 +280,7 @@ def _ols_rows(
             per_task=focal,
             task_sizes=data.groupby("task").size(),
         ),
-        _rows(
+        *_rows(
             _ols_cluster_pair(data, pooled),
             ids,
             model="ols_cluster_pair",
@@ -281,7 +296,7 @@ def _ols_cluster_pair(data: pd.DataFrame, design: _Design) -> OLSResult:
 
 def _mixed_rows(
     data: pd.DataFrame, design: _Design, terms: dict[str, str], ids: dict[str, str]
-) -> pd.DataFrame:
+) -> list[_Row]:
     """The mixed model's focal rows; a fit that fails numerically gives NaN rows with a note.
 
     The model is ``mixedlm(design.formula, data, groups=<one group>, re_formula="0",
@@ -296,10 +311,10 @@ def _mixed_rows(
     except (np.linalg.LinAlgError, ValueError) as error:
         note = f"mixedlm({design.formula!r}) failed: {error}"
         warnings.warn(note, DegenerateDataWarning, stacklevel=2)
-        return pd.DataFrame(
+        return [
             {
                 **ids,
-                "term": list(terms.values()),
+                "term": name,
                 "task": POOLED_TASK,
                 "model": "mixedlm_task_student",
                 "n": len(data),
@@ -307,14 +322,16 @@ def _mixed_rows(
                 "converged": False,
                 "note": note,
             }
-        )
+            for name in terms.values()
+        ]
     return _rows(fitted, ids, model="mixedlm_task_student", n_groups=data["student"].nunique(), terms=terms)
 
 
-def _finish(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    if not parts:
+def _finish(rows: list[_Row]) -> pd.DataFrame:
+    """The output table of ``rows`` (absent values NaN), with Holm across the tasks of a domain."""
+    if not rows:
         return pd.DataFrame(columns=list(BEYOND_COLUMNS))
-    table = pd.concat(parts, ignore_index=True)
+    table = pd.DataFrame.from_records(rows, columns=[c for c in BEYOND_COLUMNS if c != "p_holm"])
     per_task = table["task"] != POOLED_TASK
     adjusted = adjust_pvalues(table[per_task], "holm", by=["question", "domain", "model", "term"])
     table["p_holm"] = table["p_val"]
@@ -326,8 +343,8 @@ def _finish(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _slope_question(
     units: pd.DataFrame, question: str, focal: str, controls: list[str], with_method: bool = True
-) -> list[pd.DataFrame]:
-    parts = []
+) -> list[_Row]:
+    rows: list[_Row] = []
     variables = list(dict.fromkeys(["domain", *_MODEL_VARIABLES, focal, *controls]))
     for domain, data in units.dropna(subset=[focal, *controls])[variables].groupby("domain", sort=True):
         if data.groupby("task")[focal].nunique().min() < 2:
@@ -339,8 +356,8 @@ def _slope_question(
             continue
         joint, pooled, mixed = _slope_designs(data, focal, controls, with_method)
         ids = {"question": question, "domain": domain}
-        parts += [*_ols_rows(data, joint, pooled, focal, ids), _mixed_rows(data, mixed, {focal: focal}, ids)]
-    return parts
+        rows += [*_ols_rows(data, joint, pooled, focal, ids), *_mixed_rows(data, mixed, {focal: focal}, ids)]
+    return rows
 
 
 def size_vs_gain(
@@ -376,7 +393,7 @@ def size_table(units: pd.DataFrame) -> pd.DataFrame:
     return _finish(_slope_question(_task_aware(units), "size_vs_gain", "log2_size", []))
 
 
-def _task_aware_vs_base(units: pd.DataFrame) -> list[pd.DataFrame]:
+def _task_aware_vs_base(units: pd.DataFrame) -> list[_Row]:
     units = units[units["method"] == "fkl"]
     keys = ["domain", "task", "teacher", "student", "pair", "_one_group"]
     wide = units.pivot_table(index=keys, columns="teacher_kind", values="kd_value").reset_index()
@@ -386,31 +403,22 @@ def _task_aware_vs_base(units: pd.DataFrame) -> list[pd.DataFrame]:
     wide["gain"] = wide["task_aware"] - wide["base"]
     term = "task_aware_minus_base"
     tests = ttest(wide, "task_aware", "base", paired=True, by=["domain", "task"])
-    parts = [
-        tests.rename(columns={"mean_diff": "estimate"}).assign(
-            question="task_aware_vs_base",
-            model="paired_ttest",
-            term=term,
-            se=np.nan,
-            n_groups=tests["n"],
-            converged=pd.NA,
-        )
-    ]
+    rows = _test_rows(tests, "mean_diff", question="task_aware_vs_base", model="paired_ttest", term=term)
     for domain, data in wide.groupby("domain", sort=True):
         mean = _Design("gain ~ 1", intercept(data.index))
         ids = {"question": "task_aware_vs_base", "domain": domain}
         terms = {"Intercept": term}
-        parts += [
-            _rows(
+        rows += [
+            *_rows(
                 _ols_cluster_pair(data, mean),
                 ids,
                 model="ols_cluster_pair",
                 n_groups=data["pair"].nunique(),
                 terms=terms,
             ),
-            _mixed_rows(data, mean, terms, ids),
+            *_mixed_rows(data, mean, terms, ids),
         ]
-    return parts
+    return rows
 
 
 def teacher_expertise(
@@ -444,8 +452,8 @@ def teacher_expertise(
 @single_threaded_blas()
 def expertise_table(units: pd.DataFrame) -> pd.DataFrame:
     """:func:`teacher_expertise` on :func:`prepare_units` output."""
-    parts = _slope_question(_task_aware(units), "teacher_score_vs_gain", "teacher_score", ["log2_size"])
-    return _finish(parts + _task_aware_vs_base(units))
+    rows = _slope_question(_task_aware(units), "teacher_score_vs_gain", "teacher_score", ["log2_size"])
+    return _finish(rows + _task_aware_vs_base(units))
 
 
 def fidelity_vs_gain(
@@ -488,25 +496,13 @@ def fidelity_table(units: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
-    parts = []
+    rows: list[_Row] = []
     for measure in ("agreement", "bleu"):
         data = pairs.dropna(subset=[measure])
         if data.empty:
             continue
         question = f"{measure}_vs_gain"
         corr = partial_corr(data, "gain", measure, "log2_size", "spearman", by=["domain", "task"])
-        parts.append(
-            corr.assign(
-                question=question,
-                model="partial_spearman",
-                term=measure,
-                estimate=corr["statistic"],
-                se=np.nan,
-                n_groups=corr["n"],
-                converged=pd.NA,
-            )
-        )
-        parts += _slope_question(
-            data.assign(method="kd"), question, measure, ["log2_size"], with_method=False
-        )
-    return _finish(parts)
+        rows += _test_rows(corr, "statistic", question=question, model="partial_spearman", term=measure)
+        rows += _slope_question(data.assign(method="kd"), question, measure, ["log2_size"], with_method=False)
+    return _finish(rows)
