@@ -203,7 +203,7 @@ def _rows(
         sizes = [int(task_sizes[t]) for t in tasks]
     else:
         sizes = [int(fit["n"].iat[0])] * len(tasks)
-    estimates = coefs.loc[:, list(_ESTIMATES)].to_numpy()[positions].tolist()
+    estimates = zip(*(coefs[column].to_numpy()[positions].tolist() for column in _ESTIMATES), strict=True)
     common = {"model": model, "n_groups": n_groups, "converged": converged, "note": str(fit["note"].iat[0])}
     return [
         {**ids, "task": task, "term": name, **dict(zip(_ESTIMATES, values, strict=True)), "n": n, **common}
