@@ -10,6 +10,8 @@ independent of any global random state):
     ``output`` is a step-by-step rationale, one equation per step, ending with
     ``"The answer is N."``; ``answer`` is the gold number as the shipped files write it
     (``"15.0"`` like GSM8K/SVAMP/MultiArith, or ``"15"`` like AddSub/SingleEq).
+    ``max_number`` and ``operations`` make the task small enough for the CPU demo's toy
+    models to learn (e.g. one-digit numbers and ``+``/``-`` only).
 ``make_choice_task``
     Multiple-choice questions in the commonsense format (ARC/OBQA style): "which number
     is the largest/smallest", choices ``Answer1: … Answer2: …``, ``output`` = ``"the
@@ -32,6 +34,9 @@ from kdanalysis.io import atomic_write_json
 __all__ = [
     "ITEM_KEYS",
     "AnswerStyle",
+    "OPERATIONS",
+    "Operation",
+    "check_operations",
     "make_arithmetic_task",
     "make_choice_task",
     "write_task_json",
@@ -41,6 +46,9 @@ __all__ = [
 ITEM_KEYS: tuple[str, ...] = ("instruction", "input", "output", "answer")
 
 AnswerStyle = Literal["float", "int"]
+#: Operations of an arithmetic step: ``add`` (buy/find), ``sub`` (give/lose), ``mul`` (doubles/triples).
+Operation = Literal["add", "sub", "mul"]
+OPERATIONS: tuple[Operation, ...] = ("add", "sub", "mul")
 
 _NAMES = ("Tom", "Anna", "Sam", "Maria", "Ben", "Lucy", "Omar", "Mia", "Jack", "Nina", "Leo", "Emma")
 _ITEMS = ("apples", "marbles", "books", "stickers", "pencils", "cookies", "coins", "shells", "cards", "toys")
@@ -64,21 +72,36 @@ def _format_answer(value: int, style: AnswerStyle) -> str:
     raise ConfigError(f"unknown answer_style {style!r}; allowed: float, int")
 
 
-def _arithmetic_item(rng: random.Random, difficulty: int, style: AnswerStyle) -> dict[str, str]:
+def check_operations(operations: Sequence[str]) -> tuple[str, ...]:
+    """``operations`` as a tuple if it is valid for :func:`make_arithmetic_task`, else ConfigError."""
+    ops = tuple(operations)
+    unknown = [op for op in ops if op not in OPERATIONS]
+    if unknown or "add" not in ops or len(set(ops)) != len(ops):
+        raise ConfigError(
+            f"operations must be distinct names from {', '.join(OPERATIONS)} including 'add' "
+            f"(the one step that always applies), got {list(ops)!r}"
+        )
+    return ops
+
+
+def _arithmetic_item(
+    rng: random.Random, difficulty: int, style: AnswerStyle, max_start: int, max_step: int,
+    operations: tuple[str, ...],
+) -> dict[str, str]:
     name = rng.choice(_NAMES)
     items = rng.choice(_ITEMS)
-    count = rng.randint(2, _MAX_START)
+    count = rng.randint(2, max_start)
     question = [f"{name} has {count} {items}."]
     steps = [f"{name} starts with {count} {items}."]
     for _ in range(difficulty):
         kinds = ["add"]
-        if count >= 2:
+        if count >= 2 and "sub" in operations:
             kinds.append("sub")
-        if count <= 2 * _MAX_START:
+        if count <= 2 * max_start and "mul" in operations:
             kinds.append("mul")
         kind = rng.choice(kinds)
         if kind == "add":
-            amount = rng.randint(1, _MAX_STEP)
+            amount = rng.randint(1, max_step)
             question.append(f"Then {name} {rng.choice(_GAIN_VERBS)} {amount} more {items}.")
             steps.append(
                 f"After getting {amount} more, {name} has {count} + {amount} = {count + amount} {items}."
@@ -107,7 +130,13 @@ def _arithmetic_item(rng: random.Random, difficulty: int, style: AnswerStyle) ->
 
 
 def make_arithmetic_task(
-    n: int, seed: int = 0, difficulty: int = 2, *, answer_style: AnswerStyle = "float"
+    n: int,
+    seed: int = 0,
+    difficulty: int = 2,
+    *,
+    answer_style: AnswerStyle = "float",
+    max_number: int | None = None,
+    operations: Sequence[str] = OPERATIONS,
 ) -> list[dict[str, str]]:
     """Generate ``n`` multi-step arithmetic word problems with rationales.
 
@@ -116,12 +145,18 @@ def make_arithmetic_task(
     n : int
         Number of items (> 0).
     seed : int
-        Seed of the generator; the same ``(n, seed, difficulty, answer_style)`` always gives
-        the same items, and the first ``m`` items of a larger ``n`` equal those of ``n=m``.
+        Seed of the generator; the same arguments always give the same items, and the first
+        ``m`` items of a larger ``n`` equal those of ``n=m``.
     difficulty : int
         Number of operations after the starting count (>= 1); each adds one rationale step.
     answer_style : {"float", "int"}
         How ``answer`` is written: ``"15.0"`` (GSM8K, SVAMP, MultiArith) or ``"15"`` (AddSub).
+    max_number : int or None
+        Largest starting count and largest amount added (>= 2); ``None``: 50 and 20.
+        Amounts subtracted keep the count >= 1; ``mul`` applies while the count is at most
+        twice the largest starting count.
+    operations : sequence of str
+        Step kinds to draw from, a subset of :data:`OPERATIONS` that includes ``"add"``.
 
     Returns
     -------
@@ -132,13 +167,22 @@ def make_arithmetic_task(
     Raises
     ------
     ConfigError
-        If ``n`` or ``difficulty`` is not a positive integer, or ``answer_style`` is unknown.
+        If ``n`` or ``difficulty`` is not a positive integer, ``max_number`` is below 2,
+        ``operations`` is not as described, or ``answer_style`` is unknown (the message
+        names the argument).
     """
     _check_positive("n", n)
     _check_positive("difficulty", difficulty)
     _format_answer(0, answer_style)
+    ops = check_operations(operations)
+    if max_number is None:
+        max_start, max_step = _MAX_START, _MAX_STEP
+    else:
+        if not isinstance(max_number, int) or isinstance(max_number, bool) or max_number < 2:
+            raise ConfigError(f"max_number must be an integer >= 2 (counts start at 2), got {max_number!r}")
+        max_start = max_step = max_number
     rng = random.Random(seed)
-    return [_arithmetic_item(rng, difficulty, answer_style) for _ in range(n)]
+    return [_arithmetic_item(rng, difficulty, answer_style, max_start, max_step, ops) for _ in range(n)]
 
 
 def _choice_item(rng: random.Random, n_choices: int) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 
 from kdanalysis.errors import ConfigError
 from runners.toy import ITEM_KEYS, make_arithmetic_task, make_choice_task, write_task_json
+from runners.toy.tasks import OPERATIONS
 
 _EQUATION = re.compile(r"(\d+) ([-+*]) (\d+) = (\d+)")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -46,16 +47,51 @@ def test_arithmetic_is_deterministic_and_prefix_stable() -> None:
     assert make_arithmetic_task(20, seed=5) != make_arithmetic_task(20, seed=6)
 
 
+def test_default_items_are_unchanged() -> None:
+    # the shipped toy data, the tokenizer corpus and existing runs depend on these exact items
+    first = make_arithmetic_task(1, seed=0)[0]
+    assert first["instruction"] == (
+        "Omar has 4 coins. Then Omar uses 3 coins. Then the number of coins Omar has triples. "
+        "How many coins does Omar have now?"
+    )
+    assert first["answer"] == "3.0"
+    defaults = make_arithmetic_task(30, seed=2, difficulty=3)
+    assert defaults == make_arithmetic_task(30, seed=2, difficulty=3, max_number=None, operations=OPERATIONS)
+
+
+def test_max_number_and_operations_bound_the_problems() -> None:
+    items = make_arithmetic_task(200, seed=4, difficulty=1, max_number=9, operations=["add"])
+    assert items == make_arithmetic_task(200, seed=4, difficulty=1, max_number=9, operations=("add",))
+    assert items[:5] == make_arithmetic_task(5, seed=4, difficulty=1, max_number=9, operations=["add"])
+    for item in items:
+        ((left, op, right, result),) = _EQUATION.findall(item["output"])
+        assert op == "+" and 2 <= int(left) <= 9 and 1 <= int(right) <= 9
+        assert float(item["answer"]) == int(result) == int(left) + int(right)
+    seen_ops = set()
+    for item in make_arithmetic_task(200, seed=4, difficulty=3, max_number=5, operations=["add", "sub"]):
+        equations = _EQUATION.findall(item["output"])
+        seen_ops |= {op for _, op, _, _ in equations}
+        start = int(equations[0][0])
+        assert 2 <= start <= 5
+        assert all(int(right) <= 5 for _, op, right, _ in equations if op == "+")
+    assert seen_ops == {"+", "-"}
+
+
 def test_int_answer_style_matches_addsub() -> None:
     items = make_arithmetic_task(10, seed=0, answer_style="int")
     assert all(re.fullmatch(r"\d+", item["answer"]) for item in items)
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"n": 0}, {"n": 3, "difficulty": 0}, {"n": 3, "answer_style": "text"}, {"n": 2.5}]
+    ("kwargs", "field"),
+    [({"n": 0}, "n"), ({"n": 3, "difficulty": 0}, "difficulty"), ({"n": 2.5}, "n"),
+     ({"n": 3, "answer_style": "text"}, "answer_style"), ({"n": 3, "max_number": 1}, "max_number"),
+     ({"n": 3, "max_number": 4.0}, "max_number"), ({"n": 3, "max_number": True}, "max_number"),
+     ({"n": 3, "operations": ["sub"]}, "operations"), ({"n": 3, "operations": ["add", "div"]}, "operations"),
+     ({"n": 3, "operations": ["add", "add"]}, "operations")],
 )
-def test_arithmetic_bad_arguments(kwargs: dict) -> None:
-    with pytest.raises(ConfigError):
+def test_arithmetic_bad_arguments(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^(unknown )?{field} "):
         make_arithmetic_task(**kwargs)
 
 
