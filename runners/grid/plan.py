@@ -4,6 +4,7 @@ Stages (in dependency order)::
 
     prepare            toy models and the synthetic task's data (toy grids only)
     teacher_sft        LoRA-SFT of each teacher on each domain        → teacher_eval
+                       (``training`` with the grid's ``teacher_training`` over it)
     teacher_base_eval  zero-shot eval of a teacher used as a base teacher (ablation)
     teacher_cache      one teacher-logit pass per (teacher, domain), shared by KD cells
     student_base_eval  zero-shot eval of each student
@@ -202,21 +203,23 @@ class _Builder:
     def domain_data(self, domain: str) -> dict[str, Any]:
         spec: DomainSpec = self.grid.domains[domain]
         if spec.is_toy:
-            cid = self.add("prepare", {"what": "toy_data", "n_train": spec.toy_items,
-                                       "n_test": spec.toy_test_items, "seed": 0, "tasks": list(spec.tasks)},
-                           f"toy data {domain}")
+            config = {"what": "toy_data", "n_train": spec.toy_items, "n_test": spec.toy_test_items,
+                      "seed": 0, "tasks": list(spec.tasks), "difficulty": spec.toy_difficulty,
+                      "max_number": spec.toy_max_number, "operations": list(spec.toy_operations)}
+            cid = self.add("prepare", config, f"toy data {domain}")
             return {"data_cell": cid, "tasks": list(spec.tasks)}
         out: dict[str, Any] = {"train_path": self.resolve_path(spec.train), "tasks": list(spec.tasks)}
         if spec.data_dir is not None:
             out["data_dir"] = self.resolve_path(spec.data_dir)
         return out
 
-    def training(self, domain: str) -> dict[str, Any]:
+    def training(self, domain: str, *, teacher: bool = False) -> dict[str, Any]:
+        """``training`` with the domain's epochs, and for a teacher's SFT ``teacher_training`` over both."""
         settings = dict(self.grid.training)
         epochs = self.grid.domains[domain].epochs
         if epochs is not None:
             settings["optim"] = {**settings.get("optim", {}), "epochs": epochs}
-        return settings
+        return _merge(settings, self.grid.teacher_training) if teacher else settings
 
     # -- stages ----------------------------------------------------------------------------------
     def train(self, stage: str, student: str, domain: str, seed: int, *, method: str = "sft",
@@ -225,7 +228,7 @@ class _Builder:
               cache: str | None = None) -> dict[str, Any]:
         config: dict[str, Any] = {
             "student": self.base_model(student), "domain": domain, "data": self.domain_data(domain),
-            "method": method, "seed": seed, "training": self.training(domain),
+            "method": method, "seed": seed, "training": self.training(domain, teacher=stage == "teacher_sft"),
             "teacher": teacher, "teacher_kind": teacher_kind, "temperature": temperature,
             "teacher_noise": noise, "method_params": dict(params or {}),
         }
@@ -254,6 +257,17 @@ class _Builder:
         config = {"student_eval_cell": student_eval, "teacher_eval_cell": teacher_eval,
                   "kl": self.grid.fidelity_kl, "labels": {"study": self.grid.study, **labels}}
         return self.add(stage, config, f"{stage} {_describe(labels)}")
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``; mappings present in both are merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _describe(labels: Mapping[str, Any]) -> str:
@@ -321,7 +335,7 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
     """
     from runners.grid.stages import check_settings
 
-    check_settings(grid.training, grid.evaluation)
+    check_settings(grid.training, grid.evaluation, grid.teacher_training)
     b = _Builder(grid, Path(root).resolve())
     pairs = grid.resolved_pairs()
     first_seed = grid.seeds[0]

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import KD_METHODS
+from runners.toy.tasks import OPERATIONS, Operation, check_operations
 
 __all__ = [
     "TOY_PREFIX",
@@ -111,7 +112,11 @@ class MethodSpec(_Strict):
 
 
 class DomainSpec(_Strict):
-    """A training domain: its training data and the tasks its models are evaluated on."""
+    """A training domain: its training data and the tasks its models are evaluated on.
+
+    The ``toy_*`` fields configure the synthetic task (``train: toy:arithmetic``); see
+    :func:`runners.toy.tasks.make_arithmetic_task`.
+    """
 
     train: str = Field(description="training data JSON (instruction/input/output), or 'toy:arithmetic'")
     tasks: list[str] = Field(min_length=1, description="task ids evaluated after training on this domain")
@@ -119,6 +124,21 @@ class DomainSpec(_Strict):
     epochs: float | None = Field(default=None, gt=0, description="overrides training.epochs for this domain")
     toy_items: int = Field(default=64, gt=0, description="training items of the synthetic task")
     toy_test_items: int = Field(default=32, gt=0, description="test items of the synthetic task")
+    toy_difficulty: int = Field(default=2, gt=0, description="steps per synthetic problem")
+    toy_max_number: int | None = Field(default=None, ge=2,
+                                       description="largest start count and amount added (None: 50 and 20)")
+    toy_operations: list[Operation] = Field(
+        default_factory=lambda: list(OPERATIONS), min_length=1,
+        description="step kinds of the synthetic problems (must include add)")
+
+    @field_validator("toy_operations")
+    @classmethod
+    def _check_operations(cls, value: list[str]) -> list[str]:
+        try:
+            check_operations(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @property
     def is_toy(self) -> bool:
@@ -196,7 +216,9 @@ class GridSpec(_Strict):
     """A whole study. See the module docstring and ``data/grids/*.yaml`` for examples.
 
     ``pairs`` is either a list of explicit pairs or ``"same_family"``: every teacher with
-    every student of its family that is strictly smaller.
+    every student of its family that is strictly smaller. ``teacher_training`` overrides
+    ``training`` for the teachers' SFT (e.g. more steps); nested mappings such as ``optim``
+    are merged key by key, so ``{optim: {max_steps: 400}}`` keeps the other optimiser settings.
     """
 
     study: str = Field(min_length=1)
@@ -209,6 +231,9 @@ class GridSpec(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     domains: dict[str, DomainSpec] = Field(min_length=1)
     training: dict[str, Any] = Field(default_factory=dict, description="DistillConfig fields for all cells")
+    teacher_training: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DistillConfig fields merged over training (nested mappings key by key) for teacher SFT")
     evaluation: dict[str, Any] = Field(default_factory=dict, description="EvalConfig fields for all cells")
     fidelity_kl: bool = Field(default=False, description="also compute token KL(teacher||student)")
     teacher_cache: TeacherCacheSpec = Field(default_factory=TeacherCacheSpec)

@@ -7,6 +7,7 @@ relative to ``work_dir``), which :func:`runners.grid.state.execute_cell` records
 
     prepare (toy_model)  model/                 runners.toy.save_toy_model
     prepare (toy_data)   data/train.json, data/<task>.json   runners.toy.make_arithmetic_task
+                         (difficulty, max_number, operations from the grid's domain)
     train                run/  (run/model = LoRA adapter or full model)   runners.distill.run.run_distill
     cache                cache/ (index.json + shards)   runners.distill.cache.build_teacher_cache
     eval                 run/  (items.parquet, results.parquet, run_meta.json)   runners.evaluate.run.run_eval
@@ -65,12 +66,14 @@ def _unknown_key(settings: Mapping[str, Any], model: Any, where: str, section: s
     return None
 
 
-def check_settings(training: Mapping[str, Any], evaluation: Mapping[str, Any]) -> None:
+def check_settings(training: Mapping[str, Any], evaluation: Mapping[str, Any],
+                   teacher_training: Mapping[str, Any] | None = None) -> None:
     """Check the grid's pass-through settings against the runners' configs before anything runs.
 
     Unknown keys (at any depth) and keys the grid sets per cell are refused; values are
     validated by :class:`~runners.distill.config.DistillConfig` /
     :class:`~runners.evaluate.config.EvalConfig` when each cell starts.
+    ``teacher_training`` (overrides of ``training`` for teacher SFT) is checked like ``training``.
 
     Raises
     ------
@@ -80,9 +83,11 @@ def check_settings(training: Mapping[str, Any], evaluation: Mapping[str, Any]) -
     from runners.distill.config import DistillConfig
     from runners.evaluate.config import EvalConfig
 
-    checks = (("training", training, DistillConfig), ("evaluation", evaluation, EvalConfig))
-    for section, settings, model in checks:
-        problem = _unknown_key(settings, model, section, section)
+    checks = (("training", "training", training, DistillConfig),
+              ("teacher_training", "training", teacher_training or {}, DistillConfig),
+              ("evaluation", "evaluation", evaluation, EvalConfig))
+    for where, section, settings, model in checks:
+        problem = _unknown_key(settings, model, where, section)
         if problem:
             raise ConfigError(problem)
 
@@ -141,10 +146,13 @@ def _prepare(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]
     unknown = [t for t in cfg["tasks"] if t not in TOY_TASKS]
     if unknown:
         raise ConfigError(f"toy domains support the tasks {', '.join(TOY_TASKS)}; got {', '.join(unknown)}")
+    options = {"difficulty": cfg["difficulty"], "max_number": cfg["max_number"],
+               "operations": cfg["operations"]}
     outputs = {"train": "data/train.json"}
-    write_task_json(work / "data" / "train.json", make_arithmetic_task(cfg["n_train"], seed=cfg["seed"]))
+    write_task_json(work / "data" / "train.json",
+                    make_arithmetic_task(cfg["n_train"], seed=cfg["seed"], **options))
     for task in cfg["tasks"]:
-        items = make_arithmetic_task(cfg["n_test"], seed=cfg["seed"] + _TOY_TEST_SEED_OFFSET)
+        items = make_arithmetic_task(cfg["n_test"], seed=cfg["seed"] + _TOY_TEST_SEED_OFFSET, **options)
         write_task_json(work / "data" / f"{task}.json", items)
         outputs[task] = f"data/{task}.json"
     return outputs

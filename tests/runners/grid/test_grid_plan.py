@@ -53,6 +53,40 @@ def test_editing_the_grid_keeps_ids_of_unchanged_cells() -> None:
     assert after.stage_counts()["kd"] == 4
 
 
+def test_toy_task_settings_are_part_of_the_data_cell_ids() -> None:
+    base = build_plan(parse_grid(SMALL_GRID))
+    data_id = next(c.id for c in base if c.config.get("what") == "toy_data")
+    models = {c.id for c in base if c.config.get("what") == "toy_model"}
+    for option in ("toy_difficulty: 1", "toy_max_number: 9", "toy_operations: [add]"):
+        text = SMALL_GRID.replace("toy_test_items: 6}", f"toy_test_items: 6, {option}}}")
+        edited = build_plan(parse_grid(text))
+        data = [c for c in edited if c.config.get("what") == "toy_data"]
+        assert len(data) == 1 and data[0].id != data_id, option
+        # every cell that reads the data is new; the untrained toy models are reused
+        assert set(base.cells) & set(edited.cells) == models, option
+    # the defaults written out are the same cells
+    explicit = SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_difficulty: 2, "
+                                  "toy_max_number: null, toy_operations: [add, sub, mul]}")
+    assert list(build_plan(parse_grid(explicit)).cells) == list(base.cells)
+
+
+def test_teacher_training_overrides_only_the_teacher_sft() -> None:
+    base = build_plan(parse_grid(SMALL_GRID))
+    text = SMALL_GRID.replace("evaluation:", "teacher_training:\n  optim: {max_steps: 7}\n  log_every: 2\n"
+                              "evaluation:")
+    edited = build_plan(parse_grid(text))
+    teacher = next(c for c in edited if c.stage == "teacher_sft")
+    optim = {"lr": 0.003, "warmup_steps": 1, "batch_size": 4, "max_steps": 7}
+    assert teacher.config["training"]["optim"] == optim
+    assert teacher.config["training"]["log_every"] == 2
+    assert teacher.config["training"]["max_length"] == 128
+    changed = {c.stage for c in edited if c.id not in base.cells}
+    # the teacher and everything downstream of it; student SFT, base evals and the data are unchanged
+    assert changed == {"teacher_sft", "teacher_eval", "teacher_cache", "kd", "kd_eval", "kd_fidelity",
+                       "sft_fidelity"}
+    assert next(c for c in edited if c.stage == "teacher_cache").config["training"]["optim"]["max_steps"] == 3
+
+
 def test_paper_plan_stages_and_shared_caches(paper_plan) -> None:  # noqa: ANN001
     counts = paper_plan.stage_counts()
     # per domain: 3B pairs 2x8, 7B pairs 3x(8+2 noise), 14B 4x3, Llama 2x3 KD cells

@@ -47,6 +47,17 @@ def test_paper_grid_matches_the_published_design() -> None:
      "methods[1].method (line 9): unknown KD method 'xkl'"),
     (SMALL_GRID.replace("students: [student]", "students: [nobody]"), "students: unknown model 'nobody'"),
     (SMALL_GRID.replace("{method: fkl}", "{method: fkl"), "grid.yaml:9:5: YAML syntax error"),
+    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_max_number: 1}"),
+     "domains.math.toy_max_number (line 13): Input should be greater than or equal to 2"),
+    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_difficulty: 0}"),
+     "domains.math.toy_difficulty (line 13): Input should be greater than 0"),
+    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_operations: [add, div]}"),
+     "domains.math.toy_operations[1] (line 13): Input should be 'add', 'sub' or 'mul'"),
+    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_operations: [sub]}"),
+     "domains.math.toy_operations (line 13): operations must be distinct names from add, sub, mul "
+     "including 'add'"),
+    (SMALL_GRID + "teacher_training: [1]\n",
+     "teacher_training (line 24): Input should be a valid dictionary"),
 ])
 def test_malformed_grid_gives_one_located_error(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "grid.yaml"
@@ -63,6 +74,9 @@ def test_malformed_grid_gives_one_located_error(tmp_path: Path, text: str, expec
     ("  max_length: 128", "  max_len: 128", "training.max_len: unknown DistillConfig field"),
     ("  max_length: 128", "  seed: 3", "training.seed: set by the grid for each cell"),
     ("  batch_size: 8", "  model: x", "evaluation.model: set by the grid for each cell"),
+    ("evaluation:", "teacher_training: {optim: {lrr: 1}}\nevaluation:",
+     "teacher_training.optim.lrr: unknown OptimConfig field"),
+    ("evaluation:", "teacher_training: {seed: 1}\nevaluation:", "teacher_training.seed: set by the grid"),
 ])
 def test_runner_settings_are_checked_when_planning(old: str, new: str, expected: str) -> None:
     assert old in SMALL_GRID
