@@ -9,14 +9,16 @@ same HTML, using the template's print stylesheet.
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import multiprocessing
 import os
 import queue
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
@@ -325,5 +327,35 @@ def write_pdf(html: str, path: Path) -> None:
         ) from exc
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    weasyprint.HTML(string=html, base_url=os.getcwd()).write_pdf(path)
+    with _fewer_collections():
+        weasyprint.HTML(string=html, base_url=os.getcwd()).write_pdf(path)
     logger.info("wrote %s", path)
+
+
+#: Allocations between two young-generation collections while a PDF is laid out (Python: 700).
+_PDF_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect garbage less often in the block, and never look at the objects made before it.
+
+    WeasyPrint allocates millions of small objects while it lays out a report; with the
+    default thresholds the collector runs thousands of times and walks the whole heap,
+    which includes the report's statistics (about 15 % of the PDF's time). The objects
+    that exist when the block starts are frozen (skipped by the collector) and the
+    young-generation threshold raised; both are restored afterwards (objects a caller
+    froze itself stay frozen). Cyclic garbage is still collected, less often (peak
+    memory grows by a few MB).
+    """
+    thresholds = gc.get_threshold()
+    freeze = gc.get_freeze_count() == 0  # a caller's own frozen objects are left as they are
+    if freeze:
+        gc.freeze()
+    gc.set_threshold(_PDF_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if freeze:
+            gc.unfreeze()
