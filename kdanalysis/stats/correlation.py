@@ -55,6 +55,8 @@ PARTIAL_CORR_COLUMNS = (
 
 _SCIPY_TESTS = {"pearson": sps.pearsonr, "spearman": sps.spearmanr, "kendall": sps.kendalltau}
 _ROWWISE_RANK_STATISTICS = {"spearman": rowwise_spearman, "kendall": rowwise_kendall}
+#: ``1 - |r|`` below this is rounding error of collinear residuals (a partial r of exactly ±1).
+_COLLINEAR_TOL = 1e-12
 
 
 def corr(
@@ -216,6 +218,8 @@ def partial_corr(
             row["note"] = degenerate(f"partial_corr({x!r}, {y!r} | {', '.join(covars)}): {note}")
             return row
         r = float(np.clip(np.corrcoef(residuals, rowvar=False)[0, 1], -1.0, 1.0))
+        if 1.0 - abs(r) < _COLLINEAR_TOL:  # exactly collinear residuals, up to rounding: |r| = 1, p = 0
+            r = float(np.copysign(1.0, r))
         dof = n - k - 2
         with np.errstate(divide="ignore"):
             t = r * np.sqrt(dof / (1.0 - r * r)) if abs(r) < 1.0 else np.copysign(np.inf, r)

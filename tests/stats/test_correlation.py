@@ -240,3 +240,17 @@ def test_partial_corr_degenerate_groups() -> None:
     with pytest.warns(DegenerateDataWarning, match="need at least 5"):
         row = partial_corr(df.head(4), "x", "y", ["z", "dup"]).iloc[0]
     assert row["n"] == 4 and np.isnan(row["p_val"])
+
+
+def test_partial_corr_of_collinear_ranks_is_exactly_one_in_any_row_order() -> None:
+    # found by hypothesis: y's ranks reverse x's, so the rank residuals are exactly opposite
+    df = pd.DataFrame(
+        {
+            "x": [0.3, -1.3, -1.6, -0.5],
+            "y": [-1.120589, 0.077205, 0.878239, -0.675100],
+            "z": [0.976858, 1.085995, 0.184182, 0.795070],
+        }
+    )
+    for order in ([0, 1, 2, 3], [3, 1, 0, 2], [2, 0, 3, 1]):
+        row = partial_corr(df.iloc[order], "x", "y", "z", method="spearman").iloc[0]
+        assert row["statistic"] == -1.0 and row["p_val"] == 0.0
