@@ -137,7 +137,7 @@ def figure_style() -> Iterator[None]:
     with (
         sns.axes_style("whitegrid"),
         sns.plotting_context("notebook", font_scale=0.85),
-        mpl.rc_context({"svg.hashsalt": "kdanalysis", "legend.frameon": False}),
+        mpl.rc_context({"legend.frameon": False}),
     ):
         yield
 
@@ -172,7 +172,8 @@ def save_png(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
 def save_svg(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as SVG without a creation date (identical figures give identical files)."""
     path = Path(path)
-    fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
+    with mpl.rc_context({"svg.hashsalt": "kdanalysis"}):  # read when saving: fixed ids, not uuid4 ones
+        fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
     return path
 
 

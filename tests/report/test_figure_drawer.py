@@ -73,3 +73,15 @@ def test_unstarted_figures_are_drawn_by_the_waiting_process(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{i}.{ext}" for i in ids for ext in ("png", "svg")
     )
+
+
+def test_the_same_figure_gives_the_same_svg(tmp_path: Path) -> None:
+    data = pd.DataFrame(
+        {"domain": "math", "pair": ["T → S", "T → S2"], "task": ["gsm8k"] * 2, "gain": [1.0, -2.0]}
+    )
+    files = []
+    for name in ("first", "second"):
+        fig = plots.gain_heatmap(data)
+        save_png(fig, tmp_path / f"{name}.png")
+        files.append(save_svg(fig, tmp_path / f"{name}.svg").read_bytes())
+    assert files[0] == files[1]
