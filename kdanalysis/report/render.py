@@ -22,16 +22,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from kdanalysis.errors import BackendUnavailableError
 from kdanalysis.report.formatting import format_table
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 __all__ = ["PDF_INSTALL_HINT", "FigureDrawer", "write_tables", "render_html", "write_pdf"]
 
@@ -52,19 +49,12 @@ def _init_worker(ready: Any) -> None:
     _READY = ready
 
 
-def _draw_png(spec: FigureSpec, stem: Path) -> Figure:
-    from kdanalysis.plots.style import save_png
+def _draw_one(spec: FigureSpec, stem: Path) -> None:
+    """Write the PNG, announce it (in a worker), then write the SVG."""
+    from kdanalysis.plots.style import save_png, save_svg
 
     fig = spec.plot(*spec.args, **dict(spec.kwargs))
     save_png(fig, stem.with_suffix(".png"), dpi=_DPI)
-    return fig
-
-
-def _draw_one(spec: FigureSpec, stem: Path) -> None:
-    """Write the PNG, announce it (in a worker), then write the SVG."""
-    from kdanalysis.plots.style import save_svg
-
-    fig = _draw_png(spec, stem)
     if _READY is not None:
         _READY.put(spec.id)
     save_svg(fig, stem.with_suffix(".svg"))
@@ -77,9 +67,9 @@ class FigureDrawer:
     to a process pool and the caller keeps computing. A worker announces each PNG as soon
     as it is written: :meth:`wait_png` returns when every PNG exists (the HTML and PDF
     need only those), while the workers go on writing the SVGs; :meth:`wait` returns when
-    every file is written. While it waits, :meth:`wait_png` draws, in this process, the
-    figures no worker has started yet (their SVGs are left for :meth:`wait`), so the
-    caller's core is not idle. The pool's processes come from a fork server that has
+    every file is written. The caller does not draw figures itself while it waits: with
+    one worker per core that only adds a third process competing for the cores (about
+    1 s slower on 2 cores). The pool's processes come from a fork server that has
     imported the plotting modules once (no fork of a process with running threads),
     started in a background thread as soon as the drawer is entered. With
     ``workers <= 1`` figures are drawn at once, in this process. Use as a context manager.
@@ -95,11 +85,9 @@ class FigureDrawer:
         self._pool: ProcessPoolExecutor | None = None
         self._ready: Any = None
         self._start: threading.Thread | None = None
-        self._specs: dict[str, FigureSpec] = {}
         self._pending: dict[str, Future[None]] = {}
         self._png_written: list[str] = []
         self._n_reported = 0
-        self._svg_later: list[tuple[Figure, Path]] = []
 
     def __enter__(self) -> FigureDrawer:
         if self.workers > 1:
@@ -128,9 +116,8 @@ class FigureDrawer:
 
     def submit(self, spec: FigureSpec) -> None:
         """Draw one figure (now, or in a worker)."""
-        if spec.id in self._specs:
+        if spec.id in self._pending:
             raise ValueError(f"figure id {spec.id!r} submitted twice")
-        self._specs[spec.id] = spec
         if self._pool is None:
             _draw_one(spec, self.figure_dir / spec.id)
             self._mark_done(spec.id)
@@ -148,16 +135,6 @@ class FigureDrawer:
         self._pending[figure_id] = done
         self._png_written.append(figure_id)
 
-    def _draw_unstarted(self, missing: Sequence[str]) -> bool:
-        """Draw the PNG of the last figure no worker has started, here; False if there is none."""
-        for figure_id in reversed(missing):
-            if self._pending[figure_id].cancel():
-                stem = self.figure_dir / figure_id
-                self._svg_later.append((_draw_png(self._specs[figure_id], stem), stem.with_suffix(".svg")))
-                self._mark_done(figure_id)
-                return True
-        return False
-
     def wait_png(self, step: Callable[[str], None] | None = None) -> None:
         """Wait until the PNG of every submitted figure is written; re-raise a failure.
 
@@ -172,8 +149,6 @@ class FigureDrawer:
             missing = [fid for fid in self._pending if fid not in self._png_written]
             if not missing:
                 return
-            if self._draw_unstarted(missing):
-                continue
             try:
                 self._png_written.append(self._ready.get(timeout=0.1))
             except queue.Empty:
@@ -185,12 +160,7 @@ class FigureDrawer:
 
     def wait(self) -> None:
         """Wait until every file of every submitted figure is written; re-raise the first failure."""
-        from kdanalysis.plots.style import save_svg
-
         self.wait_png()
-        for fig, path in self._svg_later:
-            save_svg(fig, path)
-        self._svg_later.clear()
         for future in self._pending.values():
             future.result()
 

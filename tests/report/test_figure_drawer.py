@@ -60,21 +60,6 @@ def test_duplicate_figure_id_is_refused(tmp_path: Path) -> None:
             drawer.submit(_blank("same"))
 
 
-def test_unstarted_figures_are_drawn_by_the_waiting_process(tmp_path: Path) -> None:
-    ids = [f"f{i}" for i in range(8)]
-    with FigureDrawer(tmp_path, workers=2) as drawer:
-        for figure_id in ids:
-            drawer.submit(_blank(figure_id))
-        drawer.wait_png()
-        stolen = [path.stem for _fig, path in drawer._svg_later]
-        assert stolen, "with 8 figures queued for 2 workers, the waiting process draws some"
-        assert not any((tmp_path / f"{i}.svg").exists() for i in stolen)
-        drawer.wait()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"{i}.{ext}" for i in ids for ext in ("png", "svg")
-    )
-
-
 def test_the_same_figure_gives_the_same_svg(tmp_path: Path) -> None:
     data = pd.DataFrame(
         {"domain": "math", "pair": ["T → S", "T → S2"], "task": ["gsm8k"] * 2, "gain": [1.0, -2.0]}
