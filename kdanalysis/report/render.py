@@ -120,7 +120,10 @@ class FigureDrawer:
             raise ValueError(f"figure id {spec.id!r} submitted twice")
         if self._pool is None:
             _draw_one(spec, self.figure_dir / spec.id)
-            self._mark_done(spec.id)
+            done: Future[None] = Future()
+            done.set_result(None)
+            self._pending[spec.id] = done
+            self._png_written.append(spec.id)
         else:
             self._pending[spec.id] = self._pool.submit(_draw_one, spec, self.figure_dir / spec.id)
 
@@ -128,12 +131,6 @@ class FigureDrawer:
         """Draw every figure of a section."""
         for spec in section.figures:
             self.submit(spec)
-
-    def _mark_done(self, figure_id: str) -> None:
-        done: Future[None] = Future()
-        done.set_result(None)
-        self._pending[figure_id] = done
-        self._png_written.append(figure_id)
 
     def wait_png(self, step: Callable[[str], None] | None = None) -> None:
         """Wait until the PNG of every submitted figure is written; re-raise a failure.
