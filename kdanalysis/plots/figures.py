@@ -279,28 +279,14 @@ def temperature_ablation(data: pd.DataFrame, *, y: str = "gain", ylabel: str = _
         methods = method_order(data["method"].unique())
         palette = method_palette(methods)
         for ax, domain in zip(axes, panels, strict=True):
+            lines = {"x": "temperature", "y": y, "hue": "method", "hue_order": methods, "palette": palette}
             sub = data[data["domain"] == domain]
             sns.lineplot(
-                sub,
-                x="temperature",
-                y=y,
-                hue="method",
-                hue_order=methods,
-                palette=palette,
-                units="unit",
-                estimator=None,
-                alpha=0.25,
-                linewidth=0.8,
-                ax=ax,
-                legend=False,
+                sub, **lines, units="unit", estimator=None, alpha=0.25, linewidth=0.8, ax=ax, legend=False
             )
             sns.lineplot(
                 sub,
-                x="temperature",
-                y=y,
-                hue="method",
-                hue_order=methods,
-                palette=palette,
+                **lines,
                 errorbar=("ci", 95),
                 n_boot=_N_BOOT,
                 seed=0,
