@@ -25,8 +25,9 @@ from kdanalysis.report.findings import caveat_sentences, finding_sentences
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
 from kdanalysis.results import KD_METHODS, METHODS, NO_TEACHER
 from kdanalysis.stats import corr, partial_corr, ttest
+from kdanalysis.stats.mixed import mixedlm
 from kdanalysis.stats.multiplicity import adjust_pvalues
-from kdanalysis.stats.regression import mixedlm, ols
+from kdanalysis.stats.regression import ols
 
 __all__ = ["ReportContext", "build_sections", "N_BOOT", "SEED"]
 

@@ -17,7 +17,7 @@ ttest, anova
 ols, mixedlm
     Formula regressions returning :class:`OLSResult` / :class:`MixedLMResult`; the same
     fits from ready design matrices (no formula per fit) are
-    :func:`kdanalysis.stats.regression.ols_matrices` / ``mixedlm_matrices``, with
+    :func:`kdanalysis.stats.regression.ols_matrices` / :func:`kdanalysis.stats.mixed.mixedlm_matrices`, with
     patsy-identical pieces in :mod:`kdanalysis.stats.design`.
 adjust_pvalues
     Holm, Bonferroni, Benjamini-Hochberg.
@@ -34,10 +34,11 @@ from __future__ import annotations
 from kdanalysis.stats._checks import DegenerateDataWarning
 from kdanalysis.stats.correlation import corr, partial_corr
 from kdanalysis.stats.gains import gains  # KD gains: module owned by the paper-data work (H2)
+from kdanalysis.stats.mixed import MixedLMResult, mixedlm
 from kdanalysis.stats.multiplicity import adjust_pvalues
 from kdanalysis.stats.paired import mcnemar, paired_bootstrap
 from kdanalysis.stats.parametric import anova, ttest
-from kdanalysis.stats.regression import MixedLMResult, OLSResult, mixedlm, ols
+from kdanalysis.stats.regression import OLSResult, ols
 from kdanalysis.stats.resampling import bootstrap_ci
 
 __all__ = [

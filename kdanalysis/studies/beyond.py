@@ -21,7 +21,7 @@ Every estimate carries a confidence interval; p-values of per-task rows are Holm
 across the tasks of a domain (``p_holm``; a pooled row is a single test, ``p_holm == p_val``).
 The models are fitted from design matrices assembled per domain
 (:mod:`kdanalysis.stats.design`, :func:`~kdanalysis.stats.regression.ols_matrices`,
-:func:`~kdanalysis.stats.regression.mixedlm_matrices`): the formulas' matrices and numbers
+:func:`~kdanalysis.stats.mixed.mixedlm_matrices`): the formulas' matrices and numbers
 (tested), without parsing a formula per model.
 
 Units. A KD result at one temperature (default tau = 1, the setting every unit has, so no
@@ -58,7 +58,8 @@ from kdanalysis.stats import (
 )
 from kdanalysis.stats.design import indicators, interactions, intercept
 from kdanalysis.stats.gains import gains
-from kdanalysis.stats.regression import mixedlm_matrices, ols_matrices
+from kdanalysis.stats.mixed import mixedlm_matrices
+from kdanalysis.stats.regression import ols_matrices
 from kdanalysis.studies._threads import single_threaded_blas
 from kdanalysis.studies._units import accuracy_gains_each, add_covariates, models_table, single_study
 from kdanalysis.studies.paper import METHOD_GROUPS

@@ -12,13 +12,8 @@ import statsmodels.formula.api as smf
 from kdanalysis.errors import SchemaError
 from kdanalysis.stats import DegenerateDataWarning, MixedLMResult, OLSResult, mixedlm, ols
 from kdanalysis.stats.design import indicators, intercept
-from kdanalysis.stats.regression import (
-    COEF_COLUMNS,
-    MIXEDLM_FIT_COLUMNS,
-    OLS_FIT_COLUMNS,
-    mixedlm_matrices,
-    ols_matrices,
-)
+from kdanalysis.stats.mixed import MIXEDLM_FIT_COLUMNS, mixedlm_matrices
+from kdanalysis.stats.regression import COEF_COLUMNS, OLS_FIT_COLUMNS, ols_matrices
 
 
 def _panel(n: int = 160, seed: int = 0) -> pd.DataFrame:

@@ -1,0 +1,65 @@
+"""Pieces shared by the regression models of :mod:`~kdanalysis.stats.regression` and
+:mod:`~kdanalysis.stats.mixed`: the coefficient table, the formula builder, the checks of
+ready design matrices and the plain-text summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdanalysis.errors import SchemaError
+
+COEF_COLUMNS = ("term", "estimate", "se", "statistic", "p_val", "ci_low", "ci_high")
+
+
+def check_matrices(
+    label: str, endog: pd.Series, exog: pd.DataFrame, others: Mapping[str, pd.Series | pd.DataFrame]
+) -> None:
+    """Raise :class:`SchemaError` if a ``*_matrices`` input has a missing value or another length."""
+    inputs: dict[str, pd.Series | pd.DataFrame] = {"endog": endog, "exog": exog, **others}
+    for name, values in inputs.items():
+        if len(values) != len(exog):
+            raise SchemaError(f"{label}: {name} has {len(values)} rows, exog has {len(exog)}")
+        missing = int(pd.isna(values.to_numpy()).reshape(len(values), -1).any(axis=1).sum())
+        if missing:
+            raise SchemaError(f"{label}: {name} is missing in {missing} row(s)")
+
+
+def from_formula(factory: Any, formula: str, data: pd.DataFrame, **kwargs: Any) -> Any:
+    """Build a statsmodels formula model, turning formula errors into :class:`SchemaError`."""
+    from patsy import PatsyError
+
+    try:
+        return factory(formula, data, missing="drop", **kwargs)
+    except PatsyError as error:
+        raise SchemaError(f"formula {formula!r} cannot be built from the data: {error}") from error
+
+
+def coef_table(
+    estimate: pd.Series, se: pd.Series, statistic: pd.Series, p_val: pd.Series, interval: pd.DataFrame
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "term": list(estimate.index),
+            "estimate": estimate.to_numpy(dtype=float),
+            "se": np.asarray(se, dtype=float),
+            "statistic": np.asarray(statistic, dtype=float),
+            "p_val": np.asarray(p_val, dtype=float),
+            "ci_low": interval.iloc[:, 0].to_numpy(dtype=float),
+            "ci_high": interval.iloc[:, 1].to_numpy(dtype=float),
+        },
+        columns=COEF_COLUMNS,
+    )
+
+
+def summary_text(
+    name: str, coefs: pd.DataFrame, fit: pd.DataFrame, variances: pd.DataFrame | None = None
+) -> str:
+    parts = [f"{name} result", coefs.to_string(index=False)]
+    if variances is not None:
+        parts.append(variances.to_string(index=False))
+    parts.append(fit.to_string(index=False))
+    return "\n\n".join(parts)
