@@ -12,7 +12,9 @@ import pandas as pd
 
 from kdanalysis.errors import SchemaError
 
-COEF_COLUMNS = ("term", "estimate", "se", "statistic", "p_val", "ci_low", "ci_high")
+#: Coefficient-table columns of every regression model; ``df`` is the degrees of freedom of
+#: the reference t distribution of ``statistic`` (``inf`` for a Wald z test).
+COEF_COLUMNS = ("term", "estimate", "se", "statistic", "df", "p_val", "ci_low", "ci_high")
 
 
 def check_matrices(
@@ -39,14 +41,21 @@ def from_formula(factory: Any, formula: str, data: pd.DataFrame, **kwargs: Any) 
 
 
 def coef_table(
-    estimate: pd.Series, se: pd.Series, statistic: pd.Series, p_val: pd.Series, interval: pd.DataFrame
+    estimate: pd.Series,
+    se: pd.Series,
+    statistic: pd.Series,
+    df: float | np.ndarray,
+    p_val: pd.Series,
+    interval: pd.DataFrame,
 ) -> pd.DataFrame:
+    """The tidy coefficient table (:data:`COEF_COLUMNS`), one row per term of ``estimate``."""
     return pd.DataFrame(
         {
             "term": list(estimate.index),
             "estimate": estimate.to_numpy(dtype=float),
             "se": np.asarray(se, dtype=float),
             "statistic": np.asarray(statistic, dtype=float),
+            "df": np.broadcast_to(np.asarray(df, dtype=float), len(estimate)),
             "p_val": np.asarray(p_val, dtype=float),
             "ci_low": interval.iloc[:, 0].to_numpy(dtype=float),
             "ci_high": interval.iloc[:, 1].to_numpy(dtype=float),

@@ -29,7 +29,7 @@ class MixedLMResult:
     Attributes
     ----------
     coefs : DataFrame
-        Fixed effects: ``term, estimate, se, statistic, p_val, ci_low, ci_high``
+        Fixed effects: ``term, estimate, se, statistic, df, p_val, ci_low, ci_high``
         (``statistic`` is z, Wald inference).
     variances : DataFrame
         ``component, variance``: random-effect variances (and covariances) of the
@@ -96,7 +96,7 @@ def mixedlm(
     Returns
     -------
     MixedLMResult
-        ``coefs`` (fixed effects: ``term, estimate, se, statistic, p_val, ci_low, ci_high``),
+        ``coefs`` (fixed effects: ``term, estimate, se, statistic, df, p_val, ci_low, ci_high``),
         ``variances`` (``component, variance``), ``fit`` (one row: ``n, n_groups,
         converged, method, log_lik, aic, bic, scale, note``), ``raw``.
     """
@@ -195,6 +195,7 @@ def _mixedlm_result(model: Any, reml: bool, ci: float) -> MixedLMResult:
         result.fe_params,
         result.bse_fe,
         result.fe_params / result.bse_fe,
+        np.inf,  # Wald z
         result.pvalues.iloc[:k_fe],  # the fixed effects lead the parameter vector
         result.conf_int(1 - ci).iloc[:k_fe],
     )

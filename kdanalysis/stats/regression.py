@@ -33,7 +33,7 @@ class OLSResult:
     Attributes
     ----------
     coefs : DataFrame
-        One row per term: ``term, estimate, se, statistic, p_val, ci_low, ci_high``
+        One row per term: ``term, estimate, se, statistic, df, p_val, ci_low, ci_high``
         (``statistic`` is t; with clusters, t with G - 1 degrees of freedom).
     fit : DataFrame
         One row: ``n, r2, adj_r2, aic, bic, cov_type, n_clusters, note`` (``cov_type`` is
@@ -78,7 +78,7 @@ def ols(formula: str, data: pd.DataFrame, cluster: str | None = None, ci: float 
     Returns
     -------
     OLSResult
-        ``coefs`` (``term, estimate, se, statistic, p_val, ci_low, ci_high``), ``fit`` (one
+        ``coefs`` (``term, estimate, se, statistic, df, p_val, ci_low, ci_high``), ``fit`` (one
         row: ``n, r2, adj_r2, aic, bic, cov_type, n_clusters, note``), ``raw``. Degenerate
         data (no residual degree of freedom, fewer than 2 clusters) keep the least-squares
         estimates but give NaN inference, a ``note`` and a :class:`DegenerateDataWarning`.
@@ -176,7 +176,10 @@ def _ols_result(
         "note": [note],
     }
     fit_frame = pd.DataFrame(fit, columns=OLS_FIT_COLUMNS)
-    coefs = coef_table(result.params, result.bse, result.tvalues, result.pvalues, result.conf_int(1 - ci))
+    df = float(n_clusters - 1) if clusters is not None and not note else float(result.df_resid)
+    coefs = coef_table(
+        result.params, result.bse, result.tvalues, df, result.pvalues, result.conf_int(1 - ci)
+    )
     if note:
-        coefs.loc[:, ["se", "statistic", "p_val", "ci_low", "ci_high"]] = np.nan
+        coefs.loc[:, ["se", "statistic", "df", "p_val", "ci_low", "ci_high"]] = np.nan
     return OLSResult(coefs=coefs, fit=fit_frame, raw=result)
