@@ -1,13 +1,14 @@
 """Collect finished run folders into the results contract and the per-item table.
 
-A *run folder* is any folder under ``RUNS_DIR`` whose ``status.json`` says it is
-finished (``state`` or ``status`` ``"done"``/``"completed"``) and that holds a
-``results.parquet`` (and usually an ``items.parquet``): an evaluation run inside a grid
-cell (``RUNS_DIR/cells/<id>/run``), a fidelity cell, or a run of
+A *run folder* (:mod:`kdanalysis.runfolder`) is collected when its ``status.json``
+says ``done`` (in any dialect :func:`kdanalysis.runfolder.read_status` reads) and it
+holds a ``results.parquet`` (and usually an ``items.parquet``): an evaluation run inside
+a grid cell (``RUNS_DIR/cells/<id>/run``), a fidelity cell, or a run of
 ``python -m runners.evaluate`` written directly under ``RUNS_DIR``. Not searched: folders
 whose names start with ``.`` (work in progress, trash), the sub-folders of a run folder,
-and folders whose ``status.json`` says anything but finished (a failed grid cell's
-partial outputs are never collected).
+and folders whose ``status.json`` says anything but done (a failed grid cell's partial
+outputs are never collected). A damaged ``status.json`` stops the collection with a
+:class:`~kdanalysis.errors.RunFolderError` naming it.
 
 This module is torch-free: ``kdanalysis report RUNS_DIR`` uses it.
 """
@@ -22,7 +23,6 @@ from pathlib import Path
 import pandas as pd
 
 from kdanalysis.errors import SchemaError
-from kdanalysis.io import read_json
 from kdanalysis.results import (
     ITEM_COLUMNS,
     KEY_COLUMNS,
@@ -33,28 +33,18 @@ from kdanalysis.results import (
     write_items,
     write_results,
 )
+from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE, is_done
 
-__all__ = ["DONE_STATES", "find_run_folders", "collect_runs", "write_collected"]
+__all__ = ["find_run_folders", "collect_runs", "write_collected"]
 
 logger = logging.getLogger(__name__)
 
-#: Values of ``state``/``status`` in ``status.json`` that mark a finished run.
-DONE_STATES: frozenset[str] = frozenset({"done", "completed"})
 _MAX_NAMED = 5
 
 
-def _is_done(folder: Path) -> bool:
-    try:
-        status = read_json(folder / "status.json")
-    except (OSError, ValueError):
-        return False
-    if not isinstance(status, dict):
-        return False
-    return status.get("state", status.get("status")) in DONE_STATES
-
-
-def find_run_folders(runs_dir: str | os.PathLike[str],
-                     within: Iterable[str | os.PathLike[str]] | None = None) -> list[Path]:
+def find_run_folders(
+    runs_dir: str | os.PathLike[str], within: Iterable[str | os.PathLike[str]] | None = None
+) -> list[Path]:
     """Finished run folders under ``runs_dir`` (see the module docstring), sorted.
 
     Parameters
@@ -68,6 +58,8 @@ def find_run_folders(runs_dir: str | os.PathLike[str],
     ------
     SchemaError
         If ``runs_dir`` is not a folder.
+    RunFolderError
+        If a ``status.json`` on the way is damaged (the message names it).
     """
     root = Path(runs_dir)
     if not root.is_dir():
@@ -83,10 +75,10 @@ def _walk(top: Path) -> list[Path]:
     found: list[Path] = []
     for current, dirs, files in os.walk(top):
         here = Path(current)
-        if "status.json" in files and not _is_done(here):
+        if STATUS_FILE in files and not is_done(here):
             dirs[:] = []
             continue
-        if "results.parquet" in files and "status.json" in files:
+        if RESULTS_FILE in files and STATUS_FILE in files:
             found.append(here)
             dirs[:] = []
             continue
@@ -118,15 +110,19 @@ def _check_duplicates(results: pd.DataFrame) -> None:
     if dup.any():
         folders = sorted(results.loc[dup, "_folder"].unique())
         first = results.loc[dup].iloc[0]
-        key = ", ".join(f"{c}={first[c]}" for c in ("domain", "task", "student", "teacher", "method",
-                                                     "temperature", "seed", "metric"))
-        shown = ", ".join(folders[:_MAX_NAMED]) + (f" (+{len(folders) - _MAX_NAMED} more)"
-                                                   if len(folders) > _MAX_NAMED else "")
+        key = ", ".join(
+            f"{c}={first[c]}"
+            for c in ("domain", "task", "student", "teacher", "method", "temperature", "seed", "metric")
+        )
+        shown = ", ".join(folders[:_MAX_NAMED]) + (
+            f" (+{len(folders) - _MAX_NAMED} more)" if len(folders) > _MAX_NAMED else ""
+        )
         raise SchemaError(f"duplicate results ({int(dup.sum())} rows, e.g. {key}) from run folders: {shown}")
 
 
-def collect_runs(runs_dir: str | os.PathLike[str], *,
-                 within: Iterable[str | os.PathLike[str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect_runs(
+    runs_dir: str | os.PathLike[str], *, within: Iterable[str | os.PathLike[str]] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build the results table and the per-item table from the run folders under ``runs_dir``.
 
     ``within`` restricts the search to sub-folders (see :func:`find_run_folders`).
@@ -156,34 +152,49 @@ def collect_runs(runs_dir: str | os.PathLike[str], *,
         raise SchemaError(f"no finished run folders (status.json done + results.parquet) under {root}")
     results, items = [], []
     for folder in folders:
-        results.append(_fill_ids(_read_raw(folder / "results.parquet"), folder, root))
-        if (folder / "items.parquet").is_file():
-            items.append(_read_raw(folder / "items.parquet"))
+        results.append(_fill_ids(_read_raw(folder / RESULTS_FILE), folder, root))
+        if (folder / ITEMS_FILE).is_file():
+            items.append(_read_raw(folder / ITEMS_FILE))
     # validating the concatenation once is much faster than file by file; on a problem,
     # the files are checked one by one so that the message names the culprit
     try:
-        table = validate_results(pd.concat(results, ignore_index=True).drop(columns="_folder"),
-                                 what=f"results collected from {root}")
+        table = validate_results(
+            pd.concat(results, ignore_index=True).drop(columns="_folder"),
+            what=f"results collected from {root}",
+        )
     except SchemaError:
         for folder in folders:
-            read_results(folder / "results.parquet")
+            read_results(folder / RESULTS_FILE)
         _check_duplicates(pd.concat(results, ignore_index=True))
         raise
     try:
-        item_table = validate_items(pd.concat(items, ignore_index=True) if items else pd.DataFrame(
-            {c: pd.Series(dtype=object) for c in ITEM_COLUMNS}), what=f"items collected from {root}")
+        item_table = validate_items(
+            pd.concat(items, ignore_index=True)
+            if items
+            else pd.DataFrame({c: pd.Series(dtype=object) for c in ITEM_COLUMNS}),
+            what=f"items collected from {root}",
+        )
     except SchemaError:
         for folder in folders:
-            if (folder / "items.parquet").is_file():
-                read_items(folder / "items.parquet")
+            if (folder / ITEMS_FILE).is_file():
+                read_items(folder / ITEMS_FILE)
         raise
-    logger.info("collected %d result rows and %d items from %d run folders under %s",
-                len(table), len(item_table), len(folders), root)
+    logger.info(
+        "collected %d result rows and %d items from %d run folders under %s",
+        len(table),
+        len(item_table),
+        len(folders),
+        root,
+    )
     return table, item_table
 
 
-def write_collected(runs_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None, *,
-                    within: Iterable[str | os.PathLike[str]] | None = None) -> tuple[Path, Path]:
+def write_collected(
+    runs_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    within: Iterable[str | os.PathLike[str]] | None = None,
+) -> tuple[Path, Path]:
     """Collect ``runs_dir`` and write ``results.parquet`` and ``items.parquet`` atomically.
 
     Parameters
@@ -201,4 +212,4 @@ def write_collected(runs_dir: str | os.PathLike[str], out_dir: str | os.PathLike
     """
     results, items = collect_runs(runs_dir, within=within)
     out = Path(out_dir) if out_dir is not None else Path(runs_dir)
-    return write_results(results, out / "results.parquet"), write_items(items, out / "items.parquet")
+    return write_results(results, out / RESULTS_FILE), write_items(items, out / ITEMS_FILE)

@@ -13,6 +13,7 @@ __all__ = [
     "SchemaError",
     "BackendUnavailableError",
     "RunFailedError",
+    "RunFolderError",
 ]
 
 
@@ -34,3 +35,7 @@ class BackendUnavailableError(KDAnalysisError, ImportError):
 
 class RunFailedError(KDAnalysisError, RuntimeError):
     """A training, evaluation or grid cell failed; the message names the run folder."""
+
+
+class RunFolderError(KDAnalysisError, ValueError):
+    """A run folder's files are damaged or not in the run-folder contract (names the file)."""
