@@ -72,3 +72,29 @@ def summary_text(
         parts.append(variances.to_string(index=False))
     parts.append(fit.to_string(index=False))
     return "\n\n".join(parts)
+
+
+def clustered_formula_model(
+    factory: Any, formula: str, data: pd.DataFrame, cluster: list[str]
+) -> tuple[Any, pd.DataFrame | None]:
+    """A formula model and the ``cluster`` columns of the rows it uses (``None`` without clusters).
+
+    Raises :class:`SchemaError` if a cluster column is missing in a used row.
+    """
+    data = data.reset_index(drop=True)  # unique labels, so clusters align with the rows used
+    model = from_formula(factory, formula, data)
+    if not cluster:
+        return model, None
+    labels = data.loc[model.data.row_labels, cluster]
+    for column in cluster:
+        missing = int(labels[column].isna().sum())
+        if missing:
+            raise SchemaError(f"cluster column {column!r} is missing in {missing} used row(s)")
+    return model, labels
+
+
+def cluster_frame(clusters: pd.Series | pd.DataFrame | None) -> pd.DataFrame | None:
+    """The cluster labels of a ``*_matrices`` call as a frame (a Series becomes one column)."""
+    if clusters is None or isinstance(clusters, pd.DataFrame):
+        return clusters
+    return clusters.to_frame(str(clusters.name or "clusters"))

@@ -48,7 +48,7 @@ def test_ols_matches_statsmodels() -> None:
 
 def test_cluster_robust_ols_matches_statsmodels() -> None:
     df = _panel(seed=1)
-    result = ols("y ~ x", df, cluster="task")
+    result = ols("y ~ x", df, cluster="task", vcov="CR1")
     groups = pd.factorize(df["task"])[0]
     direct = smf.ols("y ~ x", df).fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
     np.testing.assert_allclose(result.coefs["se"], direct.bse)
@@ -56,7 +56,7 @@ def test_cluster_robust_ols_matches_statsmodels() -> None:
     np.testing.assert_allclose(result.coefs["p_val"], direct.pvalues)
     np.testing.assert_allclose(result.coefs[["ci_low", "ci_high"]], direct.conf_int())
     fit = result.fit.iloc[0]
-    assert fit["cov_type"] == "cluster" and fit["n_clusters"] == 8
+    assert fit["cov_type"] == "CR1" and fit["n_clusters"] == 8
     # clustering on the task effect inflates the intercept's SE relative to iid errors
     naive = ols("y ~ x", df).coefs.set_index("term")
     assert result.coefs.set_index("term").loc["Intercept", "se"] > naive.loc["Intercept", "se"]
@@ -65,13 +65,13 @@ def test_cluster_robust_ols_matches_statsmodels() -> None:
 def test_cluster_rows_align_after_dropping_missing_values() -> None:
     df = _panel(seed=2)
     df.loc[[0, 7, 9], "y"] = np.nan
-    result = ols("y ~ x", df, cluster="student")
+    result = ols("y ~ x", df, cluster="student", vcov="CR1")
     used = df.dropna(subset=["y"])
     direct = smf.ols("y ~ x", used).fit(
         cov_type="cluster", cov_kwds={"groups": pd.factorize(used["student"])[0]}, use_t=True
     )
     np.testing.assert_allclose(result.coefs["se"], direct.bse)
-    duplicated_index = ols("y ~ x", df.set_index(np.zeros(len(df), dtype=int)), cluster="student")
+    duplicated_index = ols("y ~ x", df.set_index(np.zeros(len(df), dtype=int)), cluster="student", vcov="CR1")
     pd.testing.assert_frame_equal(duplicated_index.coefs, result.coefs)
     with pytest.raises(SchemaError, match="missing in 1 used row"):
         ols("y ~ x", df.assign(student=df["student"].where(df.index != 1)), cluster="student")
