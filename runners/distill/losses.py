@@ -10,7 +10,8 @@ Every loss takes
   multiplied by τ² (Hinton et al.), so gradient scales match across τ;
 
 and returns the **masked token mean** of a per-token divergence (a 0-dim float32 tensor;
-0 when the mask is empty). Softmaxes are computed in float32 whatever the input dtype.
+0 when the mask is empty). Softmaxes are computed in float32 whatever the input dtype, except
+that float64 student logits are computed (and returned) in float64 (for gradient checks).
 
 Definitions (``p_T``, ``p_S`` the teacher/student distributions at τ; ``KL(p‖q) = Σ p log(p/q)``):
 
@@ -44,8 +45,26 @@ again to backward twice); double backward is not supported. Without gradients (s
 logits not requiring grad, or under ``torch.no_grad``) no buffer is allocated.
 
 Numerics: log-probabilities are floored at -1e30 (``exp`` of it is exactly 0 in float32), so
-``-inf`` logits (a teacher masking part of its vocabulary) give finite values and gradients
-with ``0·log 0 = 0``.
+``0·log 0 = 0`` terms and their gradients are 0, not NaN.
+
+Teacher tokens of probability zero (``-inf`` teacher logits, e.g. a teacher that masks part of
+its vocabulary; ``Z`` below is that set and ``m = Σ_{i∈Z} p_S(i)`` the student's mass on it):
+
+- ``forward_kl``, ``skew_forward_kl``, ``total_variation``, ``generalized_jsd`` with 0 < β < 1
+  and ``skew_reverse_kl`` with α > 0 are finite and computed **exactly**: a token of ``Z``
+  contributes 0 to forward and skew-forward KL and, through the student's mass only,
+  ``½·p_S`` to TVD, ``−(1−β)·p_S·log(1−β)`` to JSD(β) and ``−p_S·log α`` to skew-reverse KL.
+- ``reverse_kl`` (and ``generalized_jsd`` with β = 1, ``skew_reverse_kl`` with α = 0, which are
+  reverse KL) is **+∞** whenever ``m > 0``. It is made finite by leaving out the infinite terms
+  ``p_S·log(p_S/0)``, as DistiLLM's ``reverse_kl`` does (``inf_mask`` on the teacher's
+  ``-inf`` logits): the value is ``Σ_{i∉Z} p_S(i)·log(p_S(i)/p_T(i))``, with ``p_S`` normalised
+  over the whole vocabulary, so a token of ``Z`` acts through the student's mass only. Equivalently
+  ``(1−m)·KL(p̃_S ‖ p_T) + (1−m)·log(1−m)``, ``p̃_S`` the student renormalised over the teacher's
+  support; when ``m = 0`` this is the exact reverse KL. It is not a divergence for ``m > 0``:
+  it can be negative (down to ``−1/e``) and its minimum puts mass ``1 − 1/e`` on ``Z``, so it
+  does not teach the student to avoid the tokens the teacher excludes — use JSD or
+  skew-reverse KL (exact, finite) for such teachers. A finite teacher logit, however
+  negative, is a non-zero probability and is never left out.
 
 Top-k teacher (:class:`TopKTeacher`): the teacher distribution is collapsed to ``k + 1``
 buckets — its top-k tokens and one bucket for all other tokens — and the student's
@@ -194,12 +213,17 @@ class TopKTeacher:
         return TopKTeacher(self.values.to(device), self.indices.to(device), rest, self.temperature)
 
 
-# --- per-token divergences of float32 log-probabilities [n, K] -> [n] -------------------------
+# --- per-token divergences of log-probabilities [n, K] -> [n] ---------------------------------
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
     """KL(p ‖ q) per row."""
     return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def _kl_on_support(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(p ‖ q) per row without the infinite terms ``p·log(p/0)`` (``log q`` at the floor)."""
+    return (log_p.exp() * (log_p - log_q).masked_fill(log_q <= _LOG_ZERO, 0.0)).sum(-1)
 
 
 def _mixture(log_p: Tensor, log_q: Tensor, weight_p: float) -> Tensor:
@@ -212,7 +236,7 @@ def _forward_kl(log_s: Tensor, log_t: Tensor) -> Tensor:
 
 
 def _reverse_kl(log_s: Tensor, log_t: Tensor) -> Tensor:
-    return _kl(log_s, log_t)
+    return _kl_on_support(log_s, log_t)
 
 
 def _jsd(beta: float) -> Divergence:
@@ -251,20 +275,25 @@ def _skew_reverse(alpha: float) -> Divergence:
 # --- distributions of one chunk --------------------------------------------------------------
 
 
+def _compute_dtype(student_logits: Tensor) -> torch.dtype:
+    """float64 for float64 logits, float32 for every other dtype."""
+    return torch.float64 if student_logits.dtype == torch.float64 else torch.float32
+
+
 def _log_probs(student: Tensor, teacher: Tensor | TopKTeacher, temperature: float) -> tuple[Tensor, Tensor]:
-    """Float32 student/teacher log-probabilities of one chunk of rows ([n, V] or [n, k+1])."""
-    scaled = student.float() / temperature
+    """Student/teacher log-probabilities of one chunk of rows ([n, V] or [n, k+1]), in ``student``'s dtype."""
+    scaled = student / temperature
     if isinstance(teacher, Tensor):
         log_s = torch.log_softmax(scaled, dim=-1)
-        log_t = torch.log_softmax(teacher.float() / temperature, dim=-1)
+        log_t = torch.log_softmax(teacher.to(student.dtype) / temperature, dim=-1)
     else:
         indices = teacher.indices.long()
         student_top = scaled.gather(-1, indices)
-        teacher_top = teacher.values.float() / temperature
+        teacher_top = teacher.values.to(student.dtype) / temperature
         if teacher.rest is not None:  # k + 1 buckets
             student_rest = scaled.scatter(-1, indices, _LOG_ZERO).logsumexp(-1, keepdim=True)
             student_top = torch.cat([student_top, student_rest], dim=-1)
-            teacher_top = torch.cat([teacher_top, teacher.rest.float().unsqueeze(-1)], dim=-1)
+            teacher_top = torch.cat([teacher_top, teacher.rest.to(student.dtype).unsqueeze(-1)], dim=-1)
         log_s = torch.log_softmax(student_top, dim=-1)
         log_t = torch.log_softmax(teacher_top, dim=-1)
     return log_s.clamp_min(_LOG_ZERO), log_t.clamp_min(_LOG_ZERO)
@@ -286,11 +315,12 @@ class _ChunkedDivergence(torch.autograd.Function):
     ) -> Tensor:
         need_grad = bool(ctx.needs_input_grad[0])
         grad = torch.zeros_like(student_logits) if need_grad else None
-        total = torch.zeros((), dtype=torch.float32, device=student_logits.device)
+        dtype = _compute_dtype(student_logits)
+        total = torch.zeros((), dtype=dtype, device=student_logits.device)
         for chunk in positions.split(chunk_rows):
             index = tuple(chunk.unbind(1))
             with torch.enable_grad():
-                rows = student_logits[index].detach().float().requires_grad_(need_grad)
+                rows = student_logits[index].detach().to(dtype).requires_grad_(need_grad)
                 log_s, log_t = _log_probs(rows, teacher[index], temperature)
                 value = divergence(log_s, log_t).sum() * scale
             if grad is not None and value.requires_grad:  # not for a constant divergence (skew α=1)
@@ -377,7 +407,8 @@ def _loss(
     scale = temperature**2 / max(len(positions), 1)
     if not chunked:
         index = tuple(positions.unbind(1))
-        log_s, log_t = _log_probs(student_logits[index], teacher[index], temperature)
+        rows = student_logits[index].to(_compute_dtype(student_logits))
+        log_s, log_t = _log_probs(rows, teacher[index], temperature)
         return divergence(log_s, log_t).sum() * scale
     rows = chunk_size or max(1, _CHUNK_ELEMENTS // student_logits.shape[-1])
     return _ChunkedDivergence.apply(student_logits, teacher, positions, divergence, temperature, scale, rows)
@@ -410,7 +441,8 @@ _DOC_PARAMS = """
     Returns
     -------
     Tensor
-        0-dim float32: τ² × mean over masked positions of the per-token divergence.
+        0-dim float32 (float64 for float64 student logits): τ² × mean over masked positions
+        of the per-token divergence.
 """
 
 
@@ -492,8 +524,8 @@ def skew_reverse_kl(
     return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked)
 
 
-forward_kl.__doc__ = "Forward KL(p_T ‖ p_S), the paper's \"SeqKD\" loss.\n" + _DOC_PARAMS
-reverse_kl.__doc__ = "Reverse KL(p_S ‖ p_T), the paper's \"RevKD\" loss.\n" + _DOC_PARAMS
+forward_kl.__doc__ = 'Forward KL(p_T ‖ p_S), the paper\'s "SeqKD" loss.\n' + _DOC_PARAMS
+reverse_kl.__doc__ = 'Reverse KL(p_S ‖ p_T), the paper\'s "RevKD" loss.\n' + _DOC_PARAMS
 generalized_jsd.__doc__ = (
     "Generalized JSD(β) of GKD: β·KL(p_T‖m) + (1−β)·KL(p_S‖m), m = β·p_T + (1−β)·p_S.\n\n"
     "    β = 0 is forward KL and β = 1 reverse KL (see the module docstring); ``beta`` in [0, 1].\n"
@@ -555,7 +587,7 @@ def kd_loss(
     Returns
     -------
     Tensor
-        The loss (0-dim float32).
+        The loss (0-dim float32; float64 for float64 student logits).
 
     Raises
     ------
