@@ -15,6 +15,7 @@ Files at the root of a run folder (a writer writes the ones that apply to it):
 ``config.yaml``        :data:`CONFIG_FILE`: the resolved config of the run
 ``environment.json``   :data:`ENV_FILE`: ``runners.env.environment_snapshot()``
 ``log.txt``            :data:`LOG_FILE`: the log of a grid cell
+``cell.json``          :data:`CELL_FILE`: a grid cell's definition (``Cell.to_json``)
 ``results.parquet``    :data:`RESULTS_FILE`: rows of the results contract
 ``items.parquet``      :data:`ITEMS_FILE`: the per-item table
 ``run_meta.json``      :data:`RUN_META_FILE`: an evaluation run's identity (re-scoring)
@@ -52,6 +53,7 @@ __all__ = [
     "CONFIG_FILE",
     "ENV_FILE",
     "LOG_FILE",
+    "CELL_FILE",
     "RESULTS_FILE",
     "ITEMS_FILE",
     "RUN_META_FILE",
@@ -66,6 +68,7 @@ STATUS_FILE = "status.json"
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "environment.json"
 LOG_FILE = "log.txt"
+CELL_FILE = "cell.json"
 RESULTS_FILE = "results.parquet"
 ITEMS_FILE = "items.parquet"
 RUN_META_FILE = "run_meta.json"

@@ -4,9 +4,10 @@ Run folder layout::
 
     RUN_DIR/
       config.yaml           the resolved DistillConfig (absolute paths, defaults filled in)
-      env.json              runners.env.environment_snapshot()
-      status.json           {"status": "running"|"done"|"failed", "error", "started_utc",
-                             "finished_utc", "steps", "best_step", "best_val_loss", "method"}
+      environment.json      runners.env.environment_snapshot()
+      status.json           kdanalysis.runfolder: {"state": "running"|"done"|"failed", "error",
+                            "started_utc", "finished_utc"} plus "steps", "best_step",
+                            "best_val_loss", "method"
       metrics.jsonl         training and validation records (see runners.distill.trainer.train)
       model/                the adapter (LoRA: adapter_config.json + adapter_model.safetensors)
                             or the full model, plus the tokenizer
@@ -16,7 +17,9 @@ Run folder layout::
       seqkd_outputs.jsonl   (seqkd) the teacher's response to every training prompt
 
 A second call on the same folder resumes from the latest checkpoint (the config must
-be the same) or returns at once if the run is done.
+be the same) or returns at once if the run is done. File names and the status are those
+of :mod:`kdanalysis.runfolder` (a run folder of an earlier version, with
+``{"status": "done"}``, is still recognised as done).
 """
 
 from __future__ import annotations
@@ -24,32 +27,20 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kdanalysis.errors import ConfigError, KDAnalysisError, RunFailedError
-from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
+from kdanalysis.io import atomic_write_json, atomic_write_text
+from kdanalysis.runfolder import CONFIG_FILE, ENV_FILE, RunState, is_done, now_utc, write_status
 from runners.distill.config import DistillConfig, load_config
 from runners.env import environment_snapshot
 
-__all__ = ["STATUS_FILE", "run_distill", "read_status"]
+__all__ = ["run_distill"]
 
 log = logging.getLogger(__name__)
-
-STATUS_FILE = "status.json"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def read_status(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The run folder's ``status.json`` as a dict, or None if there is none."""
-    path = Path(run_dir) / STATUS_FILE
-    return read_json(path) if path.is_file() else None
 
 
 def run_distill(
@@ -85,7 +76,7 @@ def run_distill(
     config = load_config(config)
     run_dir = Path(out_dir).expanduser().resolve()
     main = int(os.environ.get("RANK", "0")) == 0  # set by torchrun / accelerate launch
-    config_file = run_dir / "config.yaml"
+    config_file = run_dir / CONFIG_FILE
     if config_file.is_file():
         previous = yaml.safe_load(config_file.read_text(encoding="utf-8"))
         if previous != config.model_dump(mode="json"):
@@ -93,7 +84,7 @@ def run_distill(
                 f"{run_dir} holds a run with another config; use a new folder "
                 f"(differences: {_diff(previous, config.model_dump(mode='json'))})"
             )
-        if (read_status(run_dir) or {}).get("status") == "done":
+        if is_done(run_dir):
             log.info("run %s is already done", run_dir)
             return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,12 +93,11 @@ def run_distill(
 
     if main:
         atomic_write_text(config_file, config.to_yaml())
-        atomic_write_json(run_dir / "env.json", environment_snapshot())
-    started = _now()
+        atomic_write_json(run_dir / ENV_FILE, environment_snapshot())
     status: dict[str, Any] = {
-        "status": "running",
+        "state": RunState.RUNNING,
         "error": None,
-        "started_utc": started,
+        "started_utc": now_utc(),
         "finished_utc": None,
         "method": config.method,
         "steps": None,
@@ -115,25 +105,25 @@ def run_distill(
         "best_val_loss": None,
     }
 
-    def write_status(**changes: Any) -> None:
+    def record(**changes: Any) -> None:
         status.update(changes)
         if main:
-            atomic_write_json(run_dir / STATUS_FILE, status)
+            write_status(run_dir, status)
 
-    write_status()
+    record()
     try:
         result = train(config, run_dir, callbacks=callbacks)
     except BaseException as err:
         message = str(err) if isinstance(err, KDAnalysisError) else f"{type(err).__name__}: {err}"
-        write_status(status="failed", error=message, finished_utc=_now())
+        record(state=RunState.FAILED, error=message, finished_utc=now_utc())
         if isinstance(err, ConfigError):
             raise
         if isinstance(err, Exception):
             raise RunFailedError(f"distillation run {run_dir} failed: {message}") from err
         raise  # KeyboardInterrupt / SystemExit: recorded, then passed on
-    write_status(
-        status="done",
-        finished_utc=_now(),
+    record(
+        state=RunState.DONE,
+        finished_utc=now_utc(),
         steps=result.steps,
         best_step=result.best_step,
         best_val_loss=result.best_val_loss,

@@ -1,7 +1,10 @@
 """Re-scoring a finished run from its saved outputs, without any model.
 
-A run folder holds, at its root, ``items.parquet`` (per-item outputs), ``results.parquet``
-(results rows) and ``run_meta.json`` (:class:`~runners.evaluate.scoring.RunMeta`).
+A run folder (:mod:`kdanalysis.runfolder`) holds, at its root, ``items.parquet`` (per-item
+outputs), ``results.parquet`` (results rows) and ``run_meta.json``
+(:class:`~runners.evaluate.scoring.RunMeta`). A folder whose ``status.json`` says the run
+is still running or failed is refused; one without ``status.json`` (tables assembled by
+hand) is re-scored.
 :func:`rescore_run` re-extracts every answer from the saved ``output`` column with the
 chosen extractor and recomputes the accuracy rows exactly as the first scoring did.
 
@@ -28,10 +31,9 @@ import pandas as pd
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import read_items, read_results, validate_results, write_items, write_results
+from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, RunState, read_status
 from runners.evaluate.extract import get_extractor
 from runners.evaluate.scoring import (
-    ITEMS_FILE,
-    RESULTS_FILE,
     accuracy_results,
     read_run_meta,
     rescore_items,
@@ -77,7 +79,10 @@ def rescore_run(
     Raises
     ------
     ConfigError
-        If ``run_dir`` is not a folder, lacks ``run_meta.json``, or ``extractor`` is unknown.
+        If ``run_dir`` is not a folder, lacks ``run_meta.json``, holds a run that is not done,
+        or ``extractor`` is unknown.
+    RunFolderError
+        If the run folder's ``status.json`` is damaged.
     SchemaError
         If ``items.parquet`` is missing or invalid.
     """
@@ -85,6 +90,9 @@ def rescore_run(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run folder not found: {run_dir}")
+    status = read_status(run_dir)
+    if status is not None and status["state"] is not RunState.DONE:
+        raise ConfigError(f"{run_dir}: the run is {status['state']}, not done; re-score it once it is done")
     meta = read_run_meta(run_dir)
     meta = dataclasses.replace(meta, extractor=extractor, source=meta.source or str(run_dir))
     old_items = read_items(run_dir / ITEMS_FILE)

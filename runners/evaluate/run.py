@@ -10,9 +10,9 @@ Run folder layout (``RUN_DIR``)
 ``environment.json``
     :func:`runners.env.environment_snapshot` (versions, platform, device).
 ``status.json``
-    ``state`` (``"running"``, ``"completed"``, ``"failed"``), ``fingerprint`` (of the config),
-    ``tasks_done``, ``tasks_pending``, ``error`` (one line or null), ``started_utc``,
-    ``finished_utc``.
+    :mod:`kdanalysis.runfolder`: ``state`` (``"running"``, ``"done"``, ``"failed"``),
+    ``error`` (one line or null), ``started_utc``, ``finished_utc``; plus ``fingerprint``
+    (of the config), ``tasks_done``, ``tasks_pending``.
 ``tasks/<task>/items.parquet``, ``tasks/<task>/results.parquet``
     Written as soon as a task finishes. A rerun into the same folder skips every task
     that has them (after checking that the config fingerprint is unchanged), so a crash
@@ -40,7 +40,6 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,9 @@ import pandas as pd
 import yaml
 
 from kdanalysis.errors import ConfigError, KDAnalysisError, RunFailedError
-from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
+from kdanalysis.io import atomic_write_json, atomic_write_text
 from kdanalysis.results import read_items, read_results, validate_results, write_items, write_results
+from kdanalysis.runfolder import CONFIG_FILE, ENV_FILE, RunState, now_utc, read_status, write_status
 from runners.env import environment_snapshot
 from runners.evaluate.backend import Backend, GenerationRequest, ProgressCallback, multiple_choice
 from runners.evaluate.config import EvalConfig, load_eval_config
@@ -65,21 +65,14 @@ from runners.evaluate.scoring import (
 from runners.evaluate.tasks import TaskItem, TaskSpec, get_task, load_items, register_json_task
 
 __all__ = [
-    "CONFIG_FILE",
-    "ENV_FILE",
-    "STATUS_FILE",
     "THROUGHPUT_FILE",
     "TASKS_DIR",
     "run_eval",
     "make_backend",
-    "read_status",
 ]
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
-ENV_FILE = "environment.json"
-STATUS_FILE = "status.json"
 THROUGHPUT_FILE = "throughput.json"
 TASKS_DIR = "tasks"
 
@@ -89,10 +82,6 @@ class _TaskWork:
     spec: TaskSpec
     items: list[TaskItem]
     prompts: list[str]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def make_backend(config: EvalConfig) -> Backend:
@@ -159,10 +148,9 @@ def _check_resume(config: EvalConfig, run_dir: Path) -> None:
 def _completed(run_dir: Path, config: EvalConfig) -> bool:
     """True if ``run_dir`` holds a completed run of ``config``: it is left untouched, so that
     what was done to it afterwards (e.g. ``kdanalysis rescore``) is kept."""
-    if not (run_dir / STATUS_FILE).is_file():
-        return False
     status = read_status(run_dir)
-    return status.get("state") == "completed" and status.get("fingerprint") == config.fingerprint()
+    return (status is not None and status["state"] is RunState.DONE
+            and status.get("fingerprint") == config.fingerprint())
 
 
 def _task_done(run_dir: Path, task_id: str) -> bool:
@@ -236,10 +224,6 @@ def _infer(
     return per_task
 
 
-def _write_status(run_dir: Path, status: dict[str, Any]) -> None:
-    atomic_write_json(run_dir / STATUS_FILE, status)
-
-
 def run_eval(
     config: EvalConfig,
     out_dir: str | Path,
@@ -292,11 +276,11 @@ def run_eval(
     done = [w.spec.id for w in work if _task_done(run_dir, w.spec.id)]
     pending = [w for w in work if w.spec.id not in done]
     status: dict[str, Any] = {
-        "state": "running", "fingerprint": config.fingerprint(), "tasks_done": list(done),
-        "tasks_pending": [w.spec.id for w in pending], "error": None, "started_utc": _now(),
+        "state": RunState.RUNNING, "fingerprint": config.fingerprint(), "tasks_done": list(done),
+        "tasks_pending": [w.spec.id for w in pending], "error": None, "started_utc": now_utc(),
         "finished_utc": None,
     }
-    _write_status(run_dir, status)
+    write_status(run_dir, status)
     if done:
         logger.info("%s: skipping finished task(s) %s", run_dir, ", ".join(done))
 
@@ -309,9 +293,9 @@ def run_eval(
         current = "merging"
         _merge(run_dir, work)
     except Exception as exc:
-        status.update(state="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
-                      finished_utc=_now())
-        _write_status(run_dir, status)
+        status.update(state=RunState.FAILED, error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                      finished_utc=now_utc())
+        write_status(run_dir, status)
         if isinstance(exc, KDAnalysisError):
             raise
         failed_in = status.get("current_task") or current
@@ -319,9 +303,9 @@ def run_eval(
             f"evaluation run {run_dir} failed during {failed_in}: {type(exc).__name__}: {exc}; "
             f"finished tasks ({', '.join(status['tasks_done']) or 'none'}) are kept and a rerun skips them"
         ) from exc
-    status.update(state="completed", finished_utc=_now(), tasks_pending=[])
+    status.update(state=RunState.DONE, finished_utc=now_utc(), tasks_pending=[])
     status.pop("current_task", None)
-    _write_status(run_dir, status)
+    write_status(run_dir, status)
     atomic_write_json(run_dir / THROUGHPUT_FILE, throughput)
     return run_dir
 
@@ -350,7 +334,7 @@ def _run_pending(
         for chunk in chunks:
             label = ", ".join(w.spec.id for w in chunk)
             status["current_task"] = label
-            _write_status(run_dir, status)
+            write_status(run_dir, status)
             start = time.perf_counter()
             outputs = _infer(engine, config, chunk, partial(advance, label))
             elapsed = time.perf_counter() - start
@@ -372,7 +356,7 @@ def _run_pending(
                 }
                 status["tasks_done"].append(w.spec.id)
                 status["tasks_pending"].remove(w.spec.id)
-                _write_status(run_dir, status)
+                write_status(run_dir, status)
     final_batch = getattr(engine, "batch_size", config.batch_size)
     n_items = sum(v["items"] for v in per_task.values())
     tokens = sum(v["generated_tokens"] for v in per_task.values())
@@ -391,8 +375,3 @@ def _merge(run_dir: Path, work: Sequence[_TaskWork]) -> None:
     results = pd.concat([read_results(f / RESULTS_FILE) for f in folders], ignore_index=True)
     write_items(items, run_dir / ITEMS_FILE)
     write_results(validate_results(results), run_dir / RESULTS_FILE)
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any]:
-    """The ``status.json`` of a run folder."""
-    return dict(read_json(Path(run_dir) / STATUS_FILE))

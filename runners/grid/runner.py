@@ -24,6 +24,7 @@ from kdanalysis.collect import write_collected
 from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
 from kdanalysis.results import MODEL_COLUMNS, validate_models, write_models
+from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE
 from runners.grid.executors import Executor, make_executor
 from runners.grid.plan import Plan
 from runners.grid.spec import GridSpec
@@ -116,7 +117,7 @@ def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path
         return False
     oldest = min(p.stat().st_mtime for p in collected)
     root = cells_dir(runs_dir)
-    inputs = [runs_dir / "plan.json", *(root / cid / "status.json" for cid in measured)]
+    inputs = [runs_dir / "plan.json", *(root / cid / STATUS_FILE for cid in measured)]
     return all(p.stat().st_mtime <= oldest for p in inputs)
 
 
@@ -230,7 +231,7 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
         measured = [cid for cid, s in states.items()
                     if s.state is CellState.DONE and plan.cells[cid].kind in ("eval", "fidelity")]
         if collect and measured:
-            results_path, items_path = runs_dir / "results.parquet", runs_dir / "items.parquet"
+            results_path, items_path = runs_dir / RESULTS_FILE, runs_dir / ITEMS_FILE
             if not _collection_is_current(runs_dir, measured, results_path, items_path):
                 # only this grid's cells: cells of an earlier version of the grid stay out
                 cells = [f"cells/{cid}" for cid in measured]

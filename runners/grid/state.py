@@ -6,10 +6,12 @@ Layout of ``RUNS_DIR``::
     plan.json              the cells of the last planned grid (workers read their cell here)
     grid.yaml              the grid file the plan came from
     cells/<id>/            a finished cell: cell.json, status.json, log.txt, its outputs
+                           (the run-folder contract of kdanalysis.runfolder)
     cells/.tmp-<id>-<pid>  a cell being computed (moved to cells/<id> atomically when it ends)
     results.parquet, items.parquet   collected tables (kdanalysis.collect)
 
-The disk is the only truth: a cell is *done* when ``cells/<id>/status.json`` says so and
+The disk is the only truth: a cell is *done* when ``cells/<id>/status.json``
+(:func:`kdanalysis.runfolder.read_status`) says so and
 every output it lists exists; *failed* when it says ``failed``; *running* while a
 temporary folder's owner process is alive. A temporary folder whose owner is gone (a
 killed run) is removed and the cell is computed again from scratch, so a resumed grid
@@ -33,7 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from kdanalysis.errors import KDAnalysisError, RunFailedError
-from kdanalysis.io import atomic_write_json, read_json
+from kdanalysis.io import atomic_write_json
+from kdanalysis.runfolder import CELL_FILE, LOG_FILE, RunState, now_utc, read_status, write_status
 from runners.grid.plan import Cell
 
 __all__ = [
@@ -42,7 +45,6 @@ __all__ = [
     "GridLock",
     "cells_dir",
     "cell_dir",
-    "read_status",
     "cell_state",
     "scan_states",
     "clean_stale",
@@ -97,29 +99,26 @@ def cell_dir(runs_dir: Path, cid: str) -> Path:
     return cells_dir(runs_dir) / cid
 
 
-def read_status(folder: Path) -> dict[str, Any] | None:
-    """``status.json`` of a folder, or None if absent/unreadable (a half-written folder)."""
-    try:
-        data = read_json(folder / "status.json")
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def cell_state(runs_dir: Path, cid: str) -> CellStatus:
-    """State of one finished-or-not cell (``pending`` unless its final folder says otherwise)."""
+    """State of one finished-or-not cell (``pending`` unless its final folder says otherwise).
+
+    Raises
+    ------
+    RunFolderError
+        If the cell's ``status.json`` is damaged (the message names it).
+    """
     folder = cell_dir(runs_dir, cid)
     status = read_status(folder)
     if status is None:
         return CellStatus(CellState.PENDING)
-    state = status.get("state")
-    if state == CellState.DONE.value:
+    state = status["state"]
+    if state is RunState.DONE:
         outputs = status.get("outputs", {})
         if all((folder / rel).exists() for rel in outputs.values()):
             return CellStatus(CellState.DONE, status.get("duration_s"))
         logger.warning("cell %s is marked done but outputs are missing; it will be recomputed", cid)
         return CellStatus(CellState.PENDING)
-    if state == CellState.FAILED.value:
+    if state is RunState.FAILED:
         return CellStatus(CellState.FAILED, status.get("duration_s"), status.get("error", ""))
     return CellStatus(CellState.PENDING)
 
@@ -150,7 +149,7 @@ def _running_ids(runs_dir: Path) -> set[str]:
     if root.is_dir():
         for tmp in root.glob(f"{_TMP_PREFIX}*"):
             if _owner_alive(read_status(tmp)):
-                running.add(tmp.name[len(_TMP_PREFIX):].split("-")[0])
+                running.add(tmp.name[len(_TMP_PREFIX) :].split("-")[0])
     return running
 
 
@@ -180,7 +179,7 @@ def clean_stale(runs_dir: Path) -> list[str]:
         return removed
     for tmp in sorted(root.glob(f"{_TMP_PREFIX}*")):
         if not _owner_alive(read_status(tmp)):
-            removed.append(tmp.name[len(_TMP_PREFIX):].split("-")[0])
+            removed.append(tmp.name[len(_TMP_PREFIX) :].split("-")[0])
             shutil.rmtree(tmp, ignore_errors=True)
     for trash in root.glob(f"{_TRASH_PREFIX}*"):
         shutil.rmtree(trash, ignore_errors=True)
@@ -214,8 +213,10 @@ class GridLock:
             fh.seek(0)
             owner = fh.read().strip() or "unknown"
             fh.close()
-            raise RunFailedError(f"{self.path.parent} is in use by another run-grid (pid {owner}); "
-                                 "wait for it to finish or stop it first") from None
+            raise RunFailedError(
+                f"{self.path.parent} is in use by another run-grid (pid {owner}); "
+                "wait for it to finish or stop it first"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
@@ -230,12 +231,21 @@ class GridLock:
             self._fh = None
 
 
-def _status(cell: Cell, state: str, started: float, **extra: Any) -> dict[str, Any]:
-    return {"cell": cell.id, "stage": cell.stage, "label": cell.label, "state": state,
-            "pid": os.getpid(), "host": socket.gethostname(),
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), **extra}
+def _status(cell: Cell, state: RunState, started_utc: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "cell": cell.id,
+        "stage": cell.stage,
+        "label": cell.label,
+        "state": state,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "started_utc": started_utc,
+        "finished_utc": None,
+        "error": None,
+        **extra,
+    }
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -249,8 +259,9 @@ def _publish(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
-                 stage_fn: StageFunction | None = None) -> CellStatus:
+def execute_cell(
+    cell: Cell, runs_dir: str | os.PathLike[str], stage_fn: StageFunction | None = None
+) -> CellStatus:
     """Compute one cell in a fresh temporary folder and publish it as ``cells/<id>``.
 
     The cell's logging output goes to ``log.txt``; on success ``status.json`` lists the
@@ -282,10 +293,10 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
         raise RunFailedError(f"cell {cell.id} ({cell.label}): dependencies not done: {', '.join(missing)}")
     tmp = cells_dir(runs_dir) / f"{_TMP_PREFIX}{cell.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir(parents=True)
-    started = time.time()
-    atomic_write_json(tmp / "cell.json", cell.to_json())
-    atomic_write_json(tmp / "status.json", _status(cell, "running", started))
-    handler = logging.FileHandler(tmp / "log.txt", encoding="utf-8")
+    started, started_utc = time.time(), now_utc()
+    atomic_write_json(tmp / CELL_FILE, cell.to_json())
+    write_status(tmp, _status(cell, RunState.RUNNING, started_utc))
+    handler = logging.FileHandler(tmp / LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     root_logger = logging.getLogger()
@@ -303,7 +314,14 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
         deps = {d: cell_dir(runs_dir, d) for d in cell.deps}
         outputs = dict(stage_fn(cell, tmp, deps))
         duration = time.time() - started
-        status = _status(cell, "done", started, duration_s=round(duration, 3), outputs=outputs)
+        status = _status(
+            cell,
+            RunState.DONE,
+            started_utc,
+            finished_utc=now_utc(),
+            duration_s=round(duration, 3),
+            outputs=outputs,
+        )
         logger.info("cell %s done in %.1f s", cell.id, duration)
         result = CellStatus(CellState.DONE, duration)
     except Exception as exc:  # a failing cell is recorded; the grid goes on
@@ -312,8 +330,15 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
         error = error.splitlines()[0] if error else type(exc).__name__
         # the traceback goes to the cell's log.txt (INFO); the driver reports the one-line error
         logger.info("cell %s failed: %s\n%s", cell.id, error, traceback.format_exc())
-        status = _status(cell, "failed", started, duration_s=round(duration, 3), error=error,
-                         traceback=traceback.format_exc())
+        status = _status(
+            cell,
+            RunState.FAILED,
+            started_utc,
+            finished_utc=now_utc(),
+            duration_s=round(duration, 3),
+            error=error,
+            traceback=traceback.format_exc(),
+        )
         result = CellStatus(CellState.FAILED, duration, error)
     finally:
         root_logger.removeHandler(handler)
@@ -322,6 +347,6 @@ def execute_cell(cell: Cell, runs_dir: str | os.PathLike[str],
         for h, level in console_levels.items():
             h.setLevel(level)
         handler.close()
-    atomic_write_json(tmp / "status.json", status)
+    write_status(tmp, status)
     _publish(tmp, cell_dir(runs_dir, cell.id))
     return result

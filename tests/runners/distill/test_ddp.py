@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from runners.distill.run import read_status, run_distill
+from kdanalysis.runfolder import read_status
+from runners.distill.run import run_distill
 
 
 @pytest.mark.slow  # two fresh interpreters: ~30-60 s
@@ -40,7 +41,7 @@ def test_two_processes_equal_one(make_config, tmp_path: Path) -> None:  # type: 
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == str(tmp_path / "ddp")  # printed once
     ddp = tmp_path / "ddp"
-    assert read_status(ddp)["status"] == "done"
+    assert read_status(ddp)["state"] == "done"
     assert {p.name for p in (ddp / "checkpoints" / "step_000006").glob("rng_*.pt")} == {
         "rng_0.pt",
         "rng_1.pt",

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from kdanalysis.errors import RunFailedError
-from runners.distill.run import read_status, run_distill
+from kdanalysis.runfolder import read_status
+from runners.distill.run import run_distill
 
 
 def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
@@ -45,9 +46,9 @@ def test_crash_and_resume_equals_uninterrupted(make_config, tmp_path: Path) -> N
 
     with pytest.raises(RunFailedError):
         run_distill(config, tmp_path / "resumed", callbacks=[crash])
-    assert read_status(tmp_path / "resumed")["status"] == "failed"
+    assert read_status(tmp_path / "resumed")["state"] == "failed"
     resumed = run_distill(config, tmp_path / "resumed")
-    assert read_status(resumed)["status"] == "done"
+    assert read_status(resumed)["state"] == "done"
     _assert_same(_weights(whole, 8), _weights(resumed, 8))
     _assert_same(
         load_file(str(whole / "model" / "adapter_model.safetensors")),
@@ -115,7 +116,7 @@ def test_kill_9_and_resume(make_config, tmp_path: Path) -> None:  # type: ignore
     assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert read_status(killed)["status"] == "running"  # killed mid-run, nothing recorded
+    assert read_status(killed)["state"] == "running"  # killed mid-run, nothing recorded
     stopped_at = int(latest.read_text().strip().removeprefix("step_"))
     assert stopped_at < 40
     run_distill(config, killed)

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from kdanalysis.errors import ConfigError, RunFailedError
-from runners.distill.run import read_status, run_distill
+from kdanalysis.runfolder import read_status
+from runners.distill.run import run_distill
 
 
 def _records(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -27,7 +28,7 @@ def test_sft_lora_run_folder(make_config, tmp_path: Path) -> None:  # type: igno
     run = run_distill(make_config("sft"), tmp_path / "run")
     assert {p.name for p in run.iterdir()} >= {
         "config.yaml",
-        "env.json",
+        "environment.json",
         "status.json",
         "metrics.jsonl",
         "model",
@@ -35,12 +36,12 @@ def test_sft_lora_run_folder(make_config, tmp_path: Path) -> None:  # type: igno
         "best",
     }
     status = read_status(run)
-    assert status["status"] == "done" and status["steps"] == 12 and status["error"] is None
+    assert status["state"] == "done" and status["steps"] == 12 and status["error"] is None
     assert status["best_step"] in (4, 8, 12)
     assert (run / "model" / "adapter_config.json").is_file()
     assert (run / "model" / "tokenizer_config.json").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["method"] == "sft"
-    assert "packages" in json.loads((run / "env.json").read_text())
+    assert "packages" in json.loads((run / "environment.json").read_text())
     train, val = _records(run)
     assert [r["step"] for r in train] == list(range(1, 13))
     assert [r["step"] for r in val] == [4, 8, 12]
@@ -99,7 +100,7 @@ def test_failure_is_recorded_and_raised(make_config, tmp_path: Path) -> None:  #
     with pytest.raises(RunFailedError, match="failed: RuntimeError: simulated crash"):
         run_distill(make_config("sft"), tmp_path / "run", callbacks=[explode])
     status = read_status(tmp_path / "run")
-    assert status["status"] == "failed" and "simulated crash" in status["error"]
+    assert status["state"] == "failed" and "simulated crash" in status["error"]
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_000004"
 
 
@@ -107,5 +108,5 @@ def test_bf16_autocast_on_cpu(make_config, tmp_path: Path) -> None:  # type: ign
     # also checks that a run may change precision after others ran in the same process
     run = run_distill(make_config("fkl", precision="bf16", optim={"max_steps": 4}), tmp_path / "bf16")
     train, _ = _records(run)
-    assert read_status(run)["status"] == "done"
+    assert read_status(run)["state"] == "done"
     assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in train)  # finite, not NaN

@@ -14,11 +14,12 @@ import yaml
 
 from kdanalysis.errors import ConfigError, RunFailedError
 from kdanalysis.results import ITEM_COLUMNS, RESULT_COLUMNS
+from kdanalysis.runfolder import read_status
 from runners.evaluate.__main__ import main
 from runners.evaluate.backend import Backend, GenerationRequest, GenerationResult
 from runners.evaluate.config import EvalConfig, load_eval_config
 from runners.evaluate.hf_backend import HFBackend
-from runners.evaluate.run import read_status, run_eval
+from runners.evaluate.run import run_eval
 from runners.evaluate.scoring import read_run_meta
 from runners.toy import make_arithmetic_task, make_choice_task, save_toy_model, write_task_json
 
@@ -113,7 +114,7 @@ def test_run_writes_the_run_folder(toy_dir: Path, shared_data: Path, tmp_path: P
     assert results["value"].tolist() == pytest.approx(expected)
 
     status = read_status(run_dir)
-    assert status["state"] == "completed" and status["tasks_done"] == ["svamp", "arithmetic"]
+    assert status["state"] == "done" and status["tasks_done"] == ["svamp", "arithmetic"]
     assert status["error"] is None and status["fingerprint"] == config.fingerprint()
     throughput = json.loads((run_dir / "throughput.json").read_text())
     assert throughput["items"] == 6 and throughput["items_per_s"] > 0 and throughput["tokens_per_s"] > 0
@@ -145,7 +146,7 @@ def test_crash_keeps_finished_tasks_and_rerun_skips_them(
 
     again = _Recording(backend)
     run_eval(config, tmp_path / "run", backend=again)
-    assert again.prompts == [] and read_status(tmp_path / "run")["state"] == "completed"
+    assert again.prompts == [] and read_status(tmp_path / "run")["state"] == "done"
 
 
 def test_changed_config_in_same_folder_is_refused(
