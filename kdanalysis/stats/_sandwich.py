@@ -107,11 +107,12 @@ def cr2(
 def psd_repair(cov: np.ndarray) -> tuple[np.ndarray, bool]:
     """Set the negative eigenvalues of a symmetric covariance to 0 (Cameron, Gelbach & Miller 2011).
 
-    Returns the covariance (unchanged when already positive semi-definite, as R
-    ``sandwich::vcovCL(fix = TRUE)``) and whether it was repaired.
+    Returns the covariance, as R ``sandwich::vcovCL(fix = TRUE)``, and whether it was
+    repaired; it is unchanged when no eigenvalue is below ``-1e-12`` times the largest
+    (rounding, not a negative variance).
     """
     values, vectors = np.linalg.eigh(cov)
-    if values.min() >= 0:
+    if values.min() >= -1e-12 * max(values.max(), 0.0):
         return cov, False
     return (vectors * np.clip(values, 0.0, None)) @ vectors.T, True
 
