@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from kdanalysis.errors import ConfigError
+from runners.distill.schedule import steps_per_epoch
 from runners.evaluate.prompts import PromptStyle, format_prompt
 
 __all__ = [
@@ -205,8 +206,10 @@ def example_key(input_ids: Sequence[int]) -> str:
 def epoch_batches(n_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Index batches of one epoch: a permutation seeded by ``(seed, epoch)``, last partial batch dropped."""
     order = np.random.default_rng([seed, epoch]).permutation(n_examples)
-    n_batches = n_examples // batch_size
-    return [order[b * batch_size : (b + 1) * batch_size].tolist() for b in range(n_batches)]
+    return [
+        order[b * batch_size : (b + 1) * batch_size].tolist()
+        for b in range(steps_per_epoch(n_examples, batch_size))
+    ]
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> dict[str, Any]:
