@@ -29,7 +29,7 @@ from pathlib import Path
 
 def _cli(runs_dir: Path, *, report: bool) -> tuple[float, str]:
     start = time.perf_counter()
-    command = [sys.executable, "-m", "kdanalysis", "run-grid", "demo", "--runs-dir", str(runs_dir),
+    command = [sys.executable, "-m", "runners", "run-grid", "demo", "--runs-dir", str(runs_dir),
                "--no-progress", "--report" if report else "--no-report"]
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start

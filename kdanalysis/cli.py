@@ -1,4 +1,10 @@
-"""Command-line interface: ``kdanalysis run-grid | report | collect | rescore | validate``.
+"""Command-line interface of the analysis layer: ``report``, ``collect`` and ``validate``.
+
+:data:`app` is the ``kdanalysis`` command's typer app; :mod:`runners.cli` adds the commands
+of the execution layer (``run-grid``, ``rescore``) to it and is the console script's entry
+point, so the installed ``kdanalysis`` command has every command, while this module never
+imports ``runners`` and works in an analysis-only install. ``python -m kdanalysis`` runs
+this app alone (``python -m runners`` runs the whole command).
 
 The commands are thin: each parses its arguments and delegates to a library function,
 imported lazily so that ``kdanalysis --help`` stays fast and torch-free. Any
@@ -37,8 +43,9 @@ def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
 ) -> None:
     _state["debug"] = debug
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()
@@ -49,54 +56,11 @@ def validate(
     from kdanalysis.results import read_results
 
     df = read_results(path)
-    typer.echo(f"{path}: valid results table, {len(df)} rows, "
-               f"{df['student'].nunique()} students, {df['task'].nunique()} tasks, "
-               f"metrics: {', '.join(sorted(df['metric'].unique()))}")
-
-
-@app.command()
-def rescore(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder with items.parquet and run_meta.json.")],
-    extractor: Annotated[
-        str, typer.Option("--extractor", "-e", help="Answer extractor: published or strict.")
-    ] = "published",
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Write the results table here instead of updating the run folder."),
-    ] = None,
-) -> None:
-    """Re-score a run's saved outputs with another answer extractor (no model needed)."""
-    from runners.evaluate.rescore import rescore_run
-
-    _, results = rescore_run(run_dir, extractor, out=out)
-    acc = results[results["metric"] == "accuracy"]
-    where = out if out is not None else run_dir / "results.parquet"
-    summary = ", ".join(
-        f"{t} {v:.2f}% (n={n})" for t, v, n in zip(acc["task"], acc["value"], acc["n"], strict=True)
+    typer.echo(
+        f"{path}: valid results table, {len(df)} rows, "
+        f"{df['student'].nunique()} students, {df['task'].nunique()} tasks, "
+        f"metrics: {', '.join(sorted(df['metric'].unique()))}"
     )
-    typer.echo(f"{run_dir}: re-scored with {extractor!r}: {summary}; wrote {where}")
-
-
-@app.command("run-grid")
-def run_grid(
-    grid: Annotated[str, typer.Argument(help="Grid YAML file, or a bundled grid name (demo, paper).")],
-    runs_dir: Annotated[Path | None, typer.Option("--runs-dir", "-o",
-                                                  help="Runs folder (default: runs/<study>).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show stages, cell states and the work "
-                                                           "estimate; run nothing.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Recompute failed cells.")] = False,
-    list_cells: Annotated[bool, typer.Option("--list", help="With --dry-run: one line per cell.")] = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar.")] = False,
-    report: Annotated[bool | None, typer.Option(
-        "--report/--no-report", help="Build the report at the end (default: the grid's setting).")] = None,
-) -> None:
-    """Run (or resume) a KD grid: train, evaluate, measure fidelity, collect results."""
-    from runners.grid.command import run_grid_command
-
-    code = run_grid_command(grid, runs_dir, dry_run=dry_run, retry_failed=retry_failed,
-                            list_cells=list_cells, progress=not no_progress, report=report)
-    if code:
-        raise typer.Exit(code)
 
 
 @app.command()
@@ -109,20 +73,27 @@ def collect(
     from kdanalysis.results import read_items, read_results
 
     results_path, items_path = write_collected(runs_dir, out)
-    typer.echo(f"{results_path}: {len(read_results(results_path))} result rows; "
-               f"{items_path}: {len(read_items(items_path))} items")
+    typer.echo(
+        f"{results_path}: {len(read_results(results_path))} result rows; "
+        f"{items_path}: {len(read_items(items_path))} items"
+    )
 
 
 @app.command()
 def report(
-    results: Annotated[Path | None, typer.Argument(
-        help="Results table (.parquet/.csv) or a runs folder; default: the bundled published results.",
-    )] = None,
+    results: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Results table (.parquet/.csv) or a runs folder; default: the bundled published results.",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("report"),
     formats: Annotated[str, typer.Option("--format", "-f", help="Comma-separated: html, pdf.")] = "html,pdf",
     title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
-    models: Annotated[Path | None, typer.Option(
-        "--models", help="Models table (model, family, params_b, ...) for sizes and families.")] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option("--models", help="Models table (model, family, params_b, ...) for sizes and families."),
+    ] = None,
 ) -> None:
     """Build the study report: report.html, report.pdf, figures/ (PNG, SVG) and tables/ (CSV)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -133,12 +104,23 @@ def report(
 
     data, found_models, source = load_report_input(results)
     models_table = read_models(models) if models is not None else found_models
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("report: starting", total=None)
-        paths = build_report(data, out, formats=formats.split(","), title=title or DEFAULT_TITLE,
-                             progress=lambda message: bar.update(task, description=f"report: {message}"),
-                             models=models_table, source=source)
+        paths = build_report(
+            data,
+            out,
+            formats=formats.split(","),
+            title=title or DEFAULT_TITLE,
+            progress=lambda message: bar.update(task, description=f"report: {message}"),
+            models=models_table,
+            source=source,
+        )
     for message in paths.messages:
         console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
     for label, path in (("html", paths.html), ("pdf", paths.pdf)):
@@ -149,7 +131,7 @@ def report(
 
 
 def main() -> None:
-    """Entry point of the ``kdanalysis`` console script."""
+    """Run :data:`app` with the commands registered so far; errors become one line (exit code 2)."""
     try:
         app()
     except KDAnalysisError as exc:

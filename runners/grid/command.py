@@ -1,4 +1,4 @@
-"""The ``kdanalysis run-grid`` command (the CLI function in :mod:`kdanalysis.cli` delegates here)."""
+"""The ``kdanalysis run-grid`` command (the CLI function in :mod:`runners.cli` delegates here)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,9 @@ Stages (in dependency order)::
     teacher_sft        LoRA-SFT of each teacher on each domain        → teacher_eval
                        (``training`` with the grid's ``teacher_training`` over it)
     teacher_base_eval  zero-shot eval of a teacher used as a base teacher (ablation)
-    teacher_cache      one teacher-logit pass per (teacher, domain), shared by KD cells
+    teacher_cache      one teacher-logit pass per (teacher, domain), shared by the KD cells of the
+                       token-level methods (``runners.distill.config.TOKEN_KD_METHODS``: off-policy,
+                       teacher-forced); ``gkd`` and ``seqkd`` need the live teacher
     student_base_eval  zero-shot eval of each student
     student_sft        LoRA-SFT of each student                        → student_sft_eval
     kd                 one cell per (pair, method, τ, seed[, ablation]) → kd_eval → kd_fidelity
@@ -32,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from kdanalysis.errors import ConfigError
+from runners.distill.config import TOKEN_KD_METHODS
+from runners.grid.settings import check_settings
 from runners.grid.spec import TOY_PREFIX, DomainSpec, GridSpec, ModelSpec, PairSpec
 
 __all__ = [
     "STAGES",
-    "CACHEABLE_METHODS",
     "Cell",
     "Plan",
     "cell_id",
@@ -57,10 +60,6 @@ STAGE_KIND: dict[str, str] = {
     "student_sft_eval": "eval", "kd": "train", "kd_eval": "eval", "kd_fidelity": "fidelity",
     "sft_fidelity": "fidelity",
 }
-#: Token-level methods that can train from a precomputed teacher-logit cache (off-policy, teacher-forced
-#: on the ground-truth sequences); ``gkd`` (on-policy) and ``seqkd`` (teacher generations) need the live
-#: teacher.
-CACHEABLE_METHODS: frozenset[str] = frozenset({"fkl", "rkl", "jsd", "tvd", "skl", "srkl"})
 _ID_LEN = 12
 
 
@@ -333,8 +332,6 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
     Teachers are fine-tuned, evaluated and cached once per domain, with the first seed;
     students get base evaluation, SFT and KD cells for every seed.
     """
-    from runners.grid.stages import check_settings
-
     check_settings(grid.training, grid.evaluation, grid.teacher_training)
     b = _Builder(grid, Path(root).resolve())
     pairs = grid.resolved_pairs()
@@ -358,7 +355,7 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
         if grid.teacher_cache.enabled:
             for pair in pairs:
                 for method, _tau, _sigma, kind, _params in _kd_axes(grid, pair):
-                    if method in CACHEABLE_METHODS and (pair.teacher, kind) not in caches:
+                    if method in TOKEN_KD_METHODS and (pair.teacher, kind) not in caches:
                         caches[pair.teacher, kind] = b.cache(teacher_ref[pair.teacher, kind], domain)
         for seed in grid.seeds:
             sft_eval: dict[str, str] = {}
@@ -370,7 +367,7 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
                                                _labels(domain, student, "sft", seed))
             for pair in pairs:
                 for method, tau, sigma, kind, params in _kd_axes(grid, pair):
-                    cache = caches.get((pair.teacher, kind)) if method in CACHEABLE_METHODS else None
+                    cache = caches.get((pair.teacher, kind)) if method in TOKEN_KD_METHODS else None
                     ref = b.train("kd", pair.student, domain, seed, method=method,
                                   teacher=teacher_ref[pair.teacher, kind], teacher_kind=kind,
                                   temperature=tau, noise=sigma, params=params, cache=cache)

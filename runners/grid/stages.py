@@ -30,66 +30,13 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.results import write_results
 from runners.grid.plan import Cell
 
-__all__ = ["TOY_TASKS", "check_settings", "run_stage", "model_path", "trained_path", "model_and_adapter"]
+__all__ = ["TOY_TASKS", "run_stage", "model_path", "trained_path", "model_and_adapter"]
 
 logger = logging.getLogger(__name__)
 
 #: Synthetic tasks a toy domain can list: task id → answer type of its test set.
 TOY_TASKS: dict[str, str] = {"arithmetic": "number"}
 _TOY_TEST_SEED_OFFSET = 1000  # test items come from another generator seed than the training items
-
-
-#: Runner-config fields the grid sets per cell (not allowed in ``training``/``evaluation``).
-_SET_BY_GRID = {
-    "training": {"student", "teacher", "teacher_kind", "method", "temperature", "teacher_noise", "seed",
-                 "teacher_cache", "data.train"},
-    "evaluation": {"model", "adapter", "tasks", "custom_tasks", "data_dir", "run_id", "meta"},
-}
-
-
-def _unknown_key(settings: Mapping[str, Any], model: Any, where: str, section: str) -> str | None:
-    from pydantic import BaseModel
-
-    for key, value in settings.items():
-        path = f"{where}.{key}"
-        if path.split(".", 1)[1] in _SET_BY_GRID[section]:
-            return f"{path}: set by the grid for each cell; remove it"
-        field = model.model_fields.get(key)
-        if field is None:
-            return f"{path}: unknown {model.__name__} field; known: {', '.join(model.model_fields)}"
-        sub = field.annotation
-        if isinstance(value, Mapping) and "preset" not in value and isinstance(sub, type) \
-                and issubclass(sub, BaseModel):
-            problem = _unknown_key(value, sub, path, section)
-            if problem:
-                return problem
-    return None
-
-
-def check_settings(training: Mapping[str, Any], evaluation: Mapping[str, Any],
-                   teacher_training: Mapping[str, Any] | None = None) -> None:
-    """Check the grid's pass-through settings against the runners' configs before anything runs.
-
-    Unknown keys (at any depth) and keys the grid sets per cell are refused; values are
-    validated by :class:`~runners.distill.config.DistillConfig` /
-    :class:`~runners.evaluate.config.EvalConfig` when each cell starts.
-    ``teacher_training`` (overrides of ``training`` for teacher SFT) is checked like ``training``.
-
-    Raises
-    ------
-    ConfigError
-        Naming the key path (``training.optim.lrr: unknown OptimConfig field; known: ...``).
-    """
-    from runners.distill.config import DistillConfig
-    from runners.evaluate.config import EvalConfig
-
-    checks = (("training", "training", training, DistillConfig),
-              ("teacher_training", "training", teacher_training or {}, DistillConfig),
-              ("evaluation", "evaluation", evaluation, EvalConfig))
-    for where, section, settings, model in checks:
-        problem = _unknown_key(settings, model, where, section)
-        if problem:
-            raise ConfigError(problem)
 
 
 def _dep(deps: Mapping[str, Path], cid: str) -> Path:
@@ -190,12 +137,15 @@ def _train(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
 
 def _cache(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
     from runners.distill.cache import build_teacher_cache
+    from runners.distill.config import DistillConfig
 
     cfg = cell.config
     training = cfg["training"]
-    options: dict[str, Any] = {"max_length": training.get("max_length", 256)}
-    if "prompt_style" in training:
-        options["prompt_style"] = training["prompt_style"]
+    defaults = DistillConfig.model_fields
+    options: dict[str, Any] = {
+        "max_length": training.get("max_length", defaults["max_length"].default),
+        "prompt_style": training.get("prompt_style", defaults["prompt_style"].default),
+    }
     if cfg["top_k"] is not None:
         options["k"] = cfg["top_k"]
     build_teacher_cache(_teacher(cfg["teacher"], deps), [_train_file(cfg["data"], deps)], work / "cache",

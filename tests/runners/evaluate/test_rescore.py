@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdanalysis.cli import main
 from kdanalysis.errors import ConfigError, SchemaError
 from kdanalysis.results import read_items, read_results, results_frame, write_items, write_results
+from kdanalysis.runfolder import RunState, write_status
+from runners.cli import main
 from runners.evaluate.rescore import rescore_run
 from runners.evaluate.scoring import RunMeta, read_run_meta, score_outputs, write_run_meta
 from runners.evaluate.tasks import TaskItem
@@ -102,6 +103,17 @@ def test_rescore_errors(tmp_path: Path) -> None:
         rescore_run(tmp_path)
     with pytest.raises(ConfigError, match="unknown extractor"):
         rescore_run(tmp_path, "fuzzy")
+
+
+def test_rescore_refuses_a_run_that_is_not_done(tmp_path: Path) -> None:
+    _make_run(tmp_path)
+    write_status(tmp_path, {"state": RunState.FAILED})
+    with pytest.raises(ConfigError, match="the run is failed, not done"):
+        rescore_run(tmp_path, "strict")
+    assert not (tmp_path / "results.prev.parquet").exists()
+    write_status(tmp_path, {"state": RunState.DONE})
+    _, results_df = rescore_run(tmp_path, "strict")
+    assert _accuracy(results_df)["boolq"] == 100.0
 
 
 def _cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:

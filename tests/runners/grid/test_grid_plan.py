@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from grid_helpers import SMALL_GRID
 
-from runners.grid.plan import CACHEABLE_METHODS, STAGES, build_plan, cell_id
+from runners.distill.config import TOKEN_KD_METHODS
+from runners.grid.plan import STAGES, build_plan, cell_id
 from runners.grid.runner import bundled_grids
 from runners.grid.spec import load_grid, parse_grid
+
+SMALL_GRID = (Path(__file__).parent / "small_grid.yaml").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +42,19 @@ def test_dependencies_come_first_and_exist() -> None:
     for cell in plan:
         assert set(cell.deps) <= seen, cell.label
         seen.add(cell.id)
-    assert plan.stage_counts() == {"prepare": 3, "teacher_sft": 1, "teacher_eval": 1, "teacher_cache": 1,
-                                   "student_base_eval": 1, "student_sft": 1, "student_sft_eval": 1, "kd": 2,
-                                   "kd_eval": 2, "kd_fidelity": 2, "sft_fidelity": 1}
+    assert plan.stage_counts() == {
+        "prepare": 3,
+        "teacher_sft": 1,
+        "teacher_eval": 1,
+        "teacher_cache": 1,
+        "student_base_eval": 1,
+        "student_sft": 1,
+        "student_sft_eval": 1,
+        "kd": 2,
+        "kd_eval": 2,
+        "kd_fidelity": 2,
+        "sft_fidelity": 1,
+    }
     assert list(plan.stage_counts()) == [s for s in STAGES if s in plan.stage_counts()]
 
 
@@ -65,15 +77,18 @@ def test_toy_task_settings_are_part_of_the_data_cell_ids() -> None:
         # every cell that reads the data is new; the untrained toy models are reused
         assert set(base.cells) & set(edited.cells) == models, option
     # the defaults written out are the same cells
-    explicit = SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_difficulty: 2, "
-                                  "toy_max_number: null, toy_operations: [add, sub, mul]}")
+    explicit = SMALL_GRID.replace(
+        "toy_test_items: 6}",
+        "toy_test_items: 6, toy_difficulty: 2, toy_max_number: null, toy_operations: [add, sub, mul]}",
+    )
     assert list(build_plan(parse_grid(explicit)).cells) == list(base.cells)
 
 
 def test_teacher_training_overrides_only_the_teacher_sft() -> None:
     base = build_plan(parse_grid(SMALL_GRID))
-    text = SMALL_GRID.replace("evaluation:", "teacher_training:\n  optim: {max_steps: 7}\n  log_every: 2\n"
-                              "evaluation:")
+    text = SMALL_GRID.replace(
+        "evaluation:", "teacher_training:\n  optim: {max_steps: 7}\n  log_every: 2\nevaluation:"
+    )
     edited = build_plan(parse_grid(text))
     teacher = next(c for c in edited if c.stage == "teacher_sft")
     optim = {"lr": 0.003, "warmup_steps": 1, "batch_size": 4, "max_steps": 7}
@@ -82,8 +97,15 @@ def test_teacher_training_overrides_only_the_teacher_sft() -> None:
     assert teacher.config["training"]["max_length"] == 128
     changed = {c.stage for c in edited if c.id not in base.cells}
     # the teacher and everything downstream of it; student SFT, base evals and the data are unchanged
-    assert changed == {"teacher_sft", "teacher_eval", "teacher_cache", "kd", "kd_eval", "kd_fidelity",
-                       "sft_fidelity"}
+    assert changed == {
+        "teacher_sft",
+        "teacher_eval",
+        "teacher_cache",
+        "kd",
+        "kd_eval",
+        "kd_fidelity",
+        "sft_fidelity",
+    }
     assert next(c for c in edited if c.stage == "teacher_cache").config["training"]["optim"]["max_steps"] == 3
 
 
@@ -101,7 +123,7 @@ def test_paper_plan_stages_and_shared_caches(paper_plan) -> None:  # noqa: ANN00
     for cell in paper_plan:
         if cell.stage == "kd":
             uses_cache = bool(caches & set(cell.deps))
-            assert uses_cache == (cell.config["method"] in CACHEABLE_METHODS), cell.label
+            assert uses_cache == (cell.config["method"] in TOKEN_KD_METHODS), cell.label
     base = [c for c in paper_plan if c.stage == "kd" and c.config["teacher_kind"] == "base"]
     assert len(base) == 2 * 5 and all("train_cell" not in c.config["teacher"] for c in base)
 
@@ -110,8 +132,22 @@ def test_dry_run_prints_stages_states_and_estimate(tmp_path: Path) -> None:
     path = tmp_path / "grid.yaml"
     path.write_text(SMALL_GRID)
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "kdanalysis", "run-grid", str(path), "--runs-dir", str(runs),
-                           "--dry-run", "--list"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runners",
+            "run-grid",
+            str(path),
+            "--runs-dir",
+            str(runs),
+            "--dry-run",
+            "--list",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "16 cells" in out
@@ -125,8 +161,13 @@ def test_dry_run_prints_stages_states_and_estimate(tmp_path: Path) -> None:
 
 def test_paper_dry_run(shared_data: Path) -> None:
     env = {"KD_DATA": str(shared_data), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "kdanalysis", "run-grid", "paper", "--runs-dir", "unused",
-                           "--dry-run"], capture_output=True, text=True, timeout=60, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners", "run-grid", "paper", "--runs-dir", "unused", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "462 cells" in proc.stdout and "kd_fidelity" in proc.stdout
     teacher_eval = next(line for line in proc.stdout.splitlines() if "teacher_eval" in line)

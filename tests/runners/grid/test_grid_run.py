@@ -3,28 +3,62 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from grid_helpers import SMALL_GRID, fake_stage
 
 from kdanalysis.errors import RunFailedError
 from kdanalysis.io import read_json
-from kdanalysis.results import read_results
+from kdanalysis.results import read_results, results_frame, write_results
 from runners.grid.executors import GpuPoolExecutor, SequentialExecutor, SubmititExecutor
-from runners.grid.plan import Plan, build_plan
+from runners.grid.plan import Cell, Plan, build_plan
 from runners.grid.runner import plan_states, run_grid
 from runners.grid.spec import SlurmSpec, load_grid, parse_grid
 from runners.grid.state import CellState, GridLock, cells_dir
 
-HERE = Path(__file__).parent
+SMALL_GRID = (Path(__file__).parent / "small_grid.yaml").read_text(encoding="utf-8")
+
+
+def fake_value(cell: Cell) -> float:
+    """Deterministic 'measurement' of a cell."""
+    return int(hashlib.sha256(cell.id.encode()).hexdigest()[:6], 16) % 1000 / 10
+
+
+def fake_stage(cell: Cell, work: Path, deps: Mapping[str, Path], delay: float = 0.0) -> dict[str, str]:
+    """Write what the real stages write, minus the models: results rows for eval/fidelity cells.
+
+    Exercises the grid machinery (planning, state, resume, executors, collection) without
+    models; ``test_grid_toy_e2e.py`` runs the real runners.
+    """
+    time.sleep(delay)
+    for dep in deps.values():  # inputs must be published final folders
+        assert (dep / "status.json").is_file()
+    if cell.kind in ("eval", "fidelity"):
+        labels = dict(cell.config["labels"])
+        tau = labels.pop("temperature")
+        rows = [
+            {
+                **labels,
+                "temperature": float("nan") if tau is None else tau,
+                "task": "arithmetic",
+                "metric": "accuracy" if cell.kind == "eval" else "agreement",
+                "value": fake_value(cell),
+                "run_id": cell.id,
+            }
+        ]
+        write_results(results_frame(rows), work / "results.parquet")
+        return {"results": "results.parquet"}
+    (work / "out.txt").write_text(cell.id)
+    return {"out": "out.txt"}
 
 
 @pytest.fixture()
@@ -68,7 +102,7 @@ def test_failed_cell_is_recorded_and_independent_cells_go_on(tmp_path: Path) -> 
     plan = _plan()
     result = _run(plan, tmp_path, stage=_failing_kd)
     assert result.counts == {"done": len(plan) - 3, "failed": 1, "blocked": 2}
-    (failed_id, error), = result.failed.items()
+    ((failed_id, error),) = result.failed.items()
     assert error == "RuntimeError: simulated out of memory"
     folder = cells_dir(tmp_path) / failed_id
     status = read_json(folder / "status.json")
@@ -88,17 +122,29 @@ def test_second_run_on_the_same_folder_is_refused(tmp_path: Path, grid_file: Pat
     with GridLock(tmp_path):
         with pytest.raises(RunFailedError, match=f"in use by another run-grid \\(pid {os.getpid()}\\)"):
             _run(_plan(), tmp_path)
-        proc = subprocess.run([sys.executable, "-m", "kdanalysis", "run-grid", str(grid_file), "--runs-dir",
-                               str(tmp_path), "--no-progress"], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runners",
+                "run-grid",
+                str(grid_file),
+                "--runs-dir",
+                str(tmp_path),
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode != 0 and "in use by another run-grid" in proc.stderr
     assert not (tmp_path / "cells").exists()
 
 
 _KILL_SCRIPT = """
-import functools, sys
+import functools, runpy
 from pathlib import Path
-sys.path.insert(0, {here!r})
-from grid_helpers import fake_stage
+fake_stage = runpy.run_path({tests!r})["fake_stage"]  # this test file, loaded by path
 from runners.grid.executors import SequentialExecutor
 from runners.grid.plan import build_plan
 from runners.grid.runner import run_grid
@@ -112,7 +158,7 @@ run_grid(plan, runs, executor=SequentialExecutor(runs, functools.partial(fake_st
 def test_kill_minus_9_then_resume_equals_uninterrupted_run(tmp_path: Path, grid_file: Path) -> None:
     reference = _run(build_plan(load_grid(grid_file)), tmp_path / "reference")
     runs = tmp_path / "killed"
-    script = _KILL_SCRIPT.format(here=str(HERE), runs=str(runs), grid=str(grid_file))
+    script = _KILL_SCRIPT.format(tests=__file__, runs=str(runs), grid=str(grid_file))
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
     deadline = time.monotonic() + 60
     finished: list[Path] = []
@@ -142,8 +188,10 @@ def test_plan_states_blocks_dependents_of_failures(tmp_path: Path) -> None:
     _run(plan, tmp_path, stage=_failing_kd)
     states = plan_states(plan, tmp_path)
     assert sum(s.state is CellState.BLOCKED for s in states.values()) == 2
-    assert all(s.state is CellState.PENDING or s.state is CellState.DONE
-               for s in plan_states(plan, tmp_path, retry_failed=True).values())
+    assert all(
+        s.state is CellState.PENDING or s.state is CellState.DONE
+        for s in plan_states(plan, tmp_path, retry_failed=True).values()
+    )
 
 
 def test_submitit_debug_executor_runs_a_plan(tmp_path: Path) -> None:
@@ -151,13 +199,15 @@ def test_submitit_debug_executor_runs_a_plan(tmp_path: Path) -> None:
     executor = SubmititExecutor(tmp_path, SlurmSpec(cluster="debug"), stage_fn=functools.partial(fake_stage))
     result = run_grid(plan, tmp_path, executor=executor, poll_s=0.1)
     assert result.counts == {"done": len(plan)}
-    pd.testing.assert_frame_equal(read_results(result.results_path),
-                                  read_results(_run(plan, tmp_path / "seq").results_path))
+    pd.testing.assert_frame_equal(
+        read_results(result.results_path), read_results(_run(plan, tmp_path / "seq").results_path)
+    )
 
 
 def test_gpu_pool_runs_one_worker_process_per_gpu(tmp_path: Path) -> None:
     two_domains = SMALL_GRID.replace(
-        "domains:\n", "domains:\n  other: {train: \"toy:arithmetic\", tasks: [arithmetic], toy_items: 12}\n")
+        "domains:\n", 'domains:\n  other: {train: "toy:arithmetic", tasks: [arithmetic], toy_items: 12}\n'
+    )
     full = build_plan(parse_grid(two_domains))
     data_cells = {c.id: c for c in full if c.config.get("what") == "toy_data"}
     assert len(data_cells) == 2

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from grid_helpers import SMALL_GRID
 
 from kdanalysis.errors import ConfigError
 from runners.grid.plan import build_plan
 from runners.grid.runner import bundled_grids, resolve_grid
 from runners.grid.spec import load_grid, parse_grid
+
+SMALL_GRID = (Path(__file__).parent / "small_grid.yaml").read_text(encoding="utf-8")
 
 
 def test_bundled_grids_are_valid() -> None:
@@ -38,27 +39,46 @@ def test_paper_grid_matches_the_published_design() -> None:
     assert len(paper.domains["math"].tasks) + len(paper.domains["commonsense"].tasks) == 14
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (SMALL_GRID.replace("temperatures: [1]", "temperatures: [1]\nbogus_key: 3"),
-     "bogus_key (line 11): Extra inputs are not permitted"),
-    (SMALL_GRID.replace("{method: rkl}", "{method: rkl, temperatures: [hot]}"),
-     "methods[1].temperatures[0] (line 9): Input should be a valid number"),
-    (SMALL_GRID.replace("{method: rkl}", "{method: xkl}"),
-     "methods[1].method (line 9): unknown KD method 'xkl'"),
-    (SMALL_GRID.replace("students: [student]", "students: [nobody]"), "students: unknown model 'nobody'"),
-    (SMALL_GRID.replace("{method: fkl}", "{method: fkl"), "grid.yaml:9:5: YAML syntax error"),
-    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_max_number: 1}"),
-     "domains.math.toy_max_number (line 13): Input should be greater than or equal to 2"),
-    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_difficulty: 0}"),
-     "domains.math.toy_difficulty (line 13): Input should be greater than 0"),
-    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_operations: [add, div]}"),
-     "domains.math.toy_operations[1] (line 13): Input should be 'add', 'sub' or 'mul'"),
-    (SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_operations: [sub]}"),
-     "domains.math.toy_operations (line 13): operations must be distinct names from add, sub, mul "
-     "including 'add'"),
-    (SMALL_GRID + "teacher_training: [1]\n",
-     "teacher_training (line 24): Input should be a valid dictionary"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            SMALL_GRID.replace("temperatures: [1]", "temperatures: [1]\nbogus_key: 3"),
+            "bogus_key (line 11): Extra inputs are not permitted",
+        ),
+        (
+            SMALL_GRID.replace("{method: rkl}", "{method: rkl, temperatures: [hot]}"),
+            "methods[1].temperatures[0] (line 9): Input should be a valid number",
+        ),
+        (
+            SMALL_GRID.replace("{method: rkl}", "{method: xkl}"),
+            "methods[1].method (line 9): unknown KD method 'xkl'",
+        ),
+        (SMALL_GRID.replace("students: [student]", "students: [nobody]"), "students: unknown model 'nobody'"),
+        (SMALL_GRID.replace("{method: fkl}", "{method: fkl"), "grid.yaml:9:5: YAML syntax error"),
+        (
+            SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_max_number: 1}"),
+            "domains.math.toy_max_number (line 13): Input should be greater than or equal to 2",
+        ),
+        (
+            SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_difficulty: 0}"),
+            "domains.math.toy_difficulty (line 13): Input should be greater than 0",
+        ),
+        (
+            SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_operations: [add, div]}"),
+            "domains.math.toy_operations[1] (line 13): Input should be 'add', 'sub' or 'mul'",
+        ),
+        (
+            SMALL_GRID.replace("toy_test_items: 6}", "toy_test_items: 6, toy_operations: [sub]}"),
+            "domains.math.toy_operations (line 13): operations must be distinct names from add, sub, mul "
+            "including 'add'",
+        ),
+        (
+            SMALL_GRID + "teacher_training: [1]\n",
+            "teacher_training (line 24): Input should be a valid dictionary",
+        ),
+    ],
+)
 def test_malformed_grid_gives_one_located_error(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "grid.yaml"
     path.write_text(text)
@@ -69,15 +89,21 @@ def test_malformed_grid_gives_one_located_error(tmp_path: Path, text: str, expec
     assert expected in message, message
 
 
-@pytest.mark.parametrize(("old", "new", "expected"), [
-    ("optim: {lr:", "optim: {lrr:", "training.optim.lrr: unknown OptimConfig field"),
-    ("  max_length: 128", "  max_len: 128", "training.max_len: unknown DistillConfig field"),
-    ("  max_length: 128", "  seed: 3", "training.seed: set by the grid for each cell"),
-    ("  batch_size: 8", "  model: x", "evaluation.model: set by the grid for each cell"),
-    ("evaluation:", "teacher_training: {optim: {lrr: 1}}\nevaluation:",
-     "teacher_training.optim.lrr: unknown OptimConfig field"),
-    ("evaluation:", "teacher_training: {seed: 1}\nevaluation:", "teacher_training.seed: set by the grid"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("optim: {lr:", "optim: {lrr:", "training.optim.lrr: unknown OptimConfig field"),
+        ("  max_length: 128", "  max_len: 128", "training.max_len: unknown DistillConfig field"),
+        ("  max_length: 128", "  seed: 3", "training.seed: set by the grid for each cell"),
+        ("  batch_size: 8", "  model: x", "evaluation.model: set by the grid for each cell"),
+        (
+            "evaluation:",
+            "teacher_training: {optim: {lrr: 1}}\nevaluation:",
+            "teacher_training.optim.lrr: unknown OptimConfig field",
+        ),
+        ("evaluation:", "teacher_training: {seed: 1}\nevaluation:", "teacher_training.seed: set by the grid"),
+    ],
+)
 def test_runner_settings_are_checked_when_planning(old: str, new: str, expected: str) -> None:
     assert old in SMALL_GRID
     with pytest.raises(ConfigError, match=expected):
@@ -85,8 +111,9 @@ def test_runner_settings_are_checked_when_planning(old: str, new: str, expected:
 
 
 def test_explicit_pairs_must_share_a_family() -> None:
-    text = SMALL_GRID.replace("student: {path: \"toy:qwen2:tiny\", family: toy",
-                              "student: {path: \"toy:llama:tiny\", family: other")
+    text = SMALL_GRID.replace(
+        'student: {path: "toy:qwen2:tiny", family: toy', 'student: {path: "toy:llama:tiny", family: other'
+    )
     with pytest.raises(ConfigError, match="no teacher→student pairs"):
         parse_grid(text)
     explicit = text + "pairs: [{teacher: teacher, student: student}]\n"
@@ -98,7 +125,7 @@ def test_cli_malformed_grid_one_line_nonzero_nothing_written(tmp_path: Path) -> 
     path = tmp_path / "grid.yaml"
     path.write_text(SMALL_GRID.replace("seeds: [6]", "seeds: [six]"))
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "kdanalysis", "run-grid", str(path), "--runs-dir", str(runs)]
+    command = [sys.executable, "-m", "runners", "run-grid", str(path), "--runs-dir", str(runs)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -7,11 +7,11 @@ import json
 import re
 from pathlib import Path
 
-from grid_helpers import SMALL_GRID
-
 from runners.grid.plan import build_plan
 from runners.grid.spec import parse_grid
 from runners.grid.stages import model_and_adapter, run_stage
+
+SMALL_GRID = (Path(__file__).parent / "small_grid.yaml").read_text(encoding="utf-8")
 
 
 def test_trained_models_resolve_to_adapter_or_full_model(tmp_path: Path) -> None:
@@ -23,9 +23,13 @@ def test_trained_models_resolve_to_adapter_or_full_model(tmp_path: Path) -> None
     assert model_and_adapter({"name": "m", "base_cell": "base"}, deps) == (base, None)
     assert model_and_adapter({"name": "m", "path": "org/m"}, deps) == ("org/m", None)
     assert model_and_adapter({"name": "m", "base_cell": "base", "train_cell": "lora"}, deps) == (
-        base, str(deps["lora"] / "run" / "model"))
+        base,
+        str(deps["lora"] / "run" / "model"),
+    )
     assert model_and_adapter({"name": "m", "base_cell": "base", "train_cell": "full"}, deps) == (
-        str(deps["full"] / "run" / "model"), None)
+        str(deps["full"] / "run" / "model"),
+        None,
+    )
 
 
 def test_toy_data_cell_follows_the_domain_task_settings(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from grid_helpers import SMALL_GRID
 
 from kdanalysis.io import read_json
 from kdanalysis.results import read_items, read_results
@@ -19,13 +18,24 @@ from runners.grid.plan import build_plan
 from runners.grid.runner import GridRunResult, run_grid
 from runners.grid.spec import load_grid
 
+SMALL_GRID = (Path(__file__).parent / "small_grid.yaml").read_text(encoding="utf-8")
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 
 def _run_grid(grid: Path, runs: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "kdanalysis", "run-grid", str(grid), "--runs-dir", str(runs),
-               "--no-progress", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "runners",
+        "run-grid",
+        str(grid),
+        "--runs-dir",
+        str(runs),
+        "--no-progress",
+        *extra,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -74,12 +84,21 @@ def test_rerun_of_a_finished_grid_does_no_work(finished: tuple[Path, Path]) -> N
 
 
 @pytest.mark.slow
-def test_kill_minus_9_real_runners_resume_equals_uninterrupted(finished: tuple[Path, Path],
-                                                               tmp_path: Path) -> None:
+def test_kill_minus_9_real_runners_resume_equals_uninterrupted(
+    finished: tuple[Path, Path], tmp_path: Path
+) -> None:
     grid, reference = finished
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "kdanalysis", "run-grid", str(grid), "--runs-dir", str(runs),
-               "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "runners",
+        "run-grid",
+        str(grid),
+        "--runs-dir",
+        str(runs),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -92,5 +111,6 @@ def test_kill_minus_9_real_runners_resume_equals_uninterrupted(finished: tuple[P
     proc.wait()
     resumed = _run_grid(grid, runs)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    pd.testing.assert_frame_equal(read_results(runs / "results.parquet"),
-                                  read_results(reference / "results.parquet"))
+    pd.testing.assert_frame_equal(
+        read_results(runs / "results.parquet"), read_results(reference / "results.parquet")
+    )
