@@ -10,8 +10,8 @@ small     64      2       4      2         128           yes                   ~
 teacher   128     4       4      2         384           no                    ~1 M
 ========  ======  ======  =====  ========  ============  ====================  ======
 
-so ~50 CPU training steps take seconds. Both families use the same tokenizer
-(:func:`runners.toy.tokenizer.build_tokenizer`), so any toy teacher can distil into any
+They are small enough for the tests and the CPU demo to train on a CPU. Both families use
+the same tokenizer (:func:`runners.toy.tokenizer.build_tokenizer`), so any toy teacher can distil into any
 toy student of the same family *and* across families. ``pad_to_multiple_of`` pads the
 embedding/LM-head rows beyond the tokenizer's size, like Qwen2.5 (151,665 tokens,
 151,936 or 152,064 rows), so vocabulary alignment is exercised.
