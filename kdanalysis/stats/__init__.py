@@ -19,6 +19,9 @@ ols, mixedlm
     fits from ready design matrices (no formula per fit) are
     :func:`kdanalysis.stats.regression.ols_matrices` / :func:`kdanalysis.stats.mixed.mixedlm_matrices`, with
     patsy-identical pieces in :mod:`kdanalysis.stats.design`.
+wild_bootstrap
+    Wild cluster bootstrap p-value and interval of one OLS coefficient (few clusters);
+    from a design matrix: :func:`kdanalysis.stats.wild.wild_bootstrap_matrices`.
 adjust_pvalues
     Holm, Bonferroni, Benjamini-Hochberg.
 bootstrap_ci
@@ -40,6 +43,7 @@ from kdanalysis.stats.paired import mcnemar, paired_bootstrap
 from kdanalysis.stats.parametric import anova, ttest
 from kdanalysis.stats.regression import OLSResult, ols
 from kdanalysis.stats.resampling import bootstrap_ci
+from kdanalysis.stats.wild import wild_bootstrap
 
 __all__ = [
     "DegenerateDataWarning",
@@ -56,4 +60,5 @@ __all__ = [
     "paired_bootstrap",
     "partial_corr",
     "ttest",
+    "wild_bootstrap",
 ]

@@ -11,7 +11,6 @@ wildboottest neither); the values are pinned against R clubSandwich in
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 
 __all__ = ["RANK_TOL", "cr2", "identified_columns", "psd_repair"]
 
@@ -79,6 +78,8 @@ def cr2(
     (ndarray, ndarray)
         The k x k covariance and the k degrees of freedom.
     """
+    from scipy import linalg
+
     q, r = np.linalg.qr(exog)
     r_inv = linalg.solve_triangular(r, np.eye(r.shape[0]))
     xm = q @ r_inv.T  # X M, since X M = Q R R^-1 R^-T
