@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdanalysis.errors import RunFailedError
+from kdanalysis.errors import RunFailedError, RunFolderError
 from kdanalysis.io import read_json
 from kdanalysis.results import read_results, results_frame, write_results
 from runners.grid.executors import GpuPoolExecutor, SequentialExecutor, SubmititExecutor
@@ -96,6 +98,20 @@ def test_finished_cells_are_never_recomputed(tmp_path: Path) -> None:
     assert again.computed == [] and again.counts == first.counts
     status = read_json(cells_dir(tmp_path) / plan.cells[next(iter(plan.cells))].id / "status.json")
     assert status["state"] == "done" and status["duration_s"] >= 0
+
+
+def test_cell_status_of_an_earlier_version_is_still_done_and_a_damaged_one_is_named(tmp_path: Path) -> None:
+    plan = _plan()
+    _run(plan, tmp_path)
+    status_file = cells_dir(tmp_path) / next(iter(plan.cells)) / "status.json"
+    old = read_json(status_file)
+    old["started"] = old.pop("started_utc")  # the grid's dialect before kdanalysis.runfolder
+    del old["finished_utc"], old["error"]
+    status_file.write_text(json.dumps(old), encoding="utf-8")
+    assert plan_states(plan, tmp_path)[next(iter(plan.cells))].state is CellState.DONE
+    status_file.write_text('{"state": "done", "outputs": ', encoding="utf-8")  # damaged by hand
+    with pytest.raises(RunFolderError, match=f"^{re.escape(str(status_file))}: not valid JSON"):
+        plan_states(plan, tmp_path)
 
 
 def test_failed_cell_is_recorded_and_independent_cells_go_on(tmp_path: Path) -> None:
