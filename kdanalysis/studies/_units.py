@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import pandas as pd
@@ -9,20 +10,36 @@ import pandas as pd
 from kdanalysis.datasets import load_paper_models
 from kdanalysis.errors import SchemaError
 from kdanalysis.results import KD_METHODS, NO_TEACHER, validate_models
+from kdanalysis.stats import DegenerateDataWarning
 from kdanalysis.stats.gains import gains
 
 __all__ = [
     "COVARIATE_COLUMNS",
+    "PAIR_SEPARATOR",
     "accuracy_gains_each",
     "add_covariates",
     "all_accuracy_gains_each",
     "models_table",
+    "pair_label",
     "single_study",
+    "task_aware",
 ]
 
 #: Columns added by :func:`add_covariates`.
-COVARIATE_COLUMNS: tuple[str, ...] = ("teacher_score", "student_size", "agreement", "bleu")
+COVARIATE_COLUMNS: tuple[str, ...] = ("teacher_score", "student_size", "teacher_family", "agreement", "bleu")
+#: Between teacher and student in a pair label.
+PAIR_SEPARATOR = " → "
 _PAIR_KEYS = ["domain", "task", "teacher", "student"]
+
+
+def pair_label(teacher: pd.Series, student: pd.Series) -> pd.Series:
+    """``"teacher → student"``: the one label of a teacher-student pair (also its cluster id)."""
+    return teacher.astype(str) + PAIR_SEPARATOR + student.astype(str)
+
+
+def task_aware(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of KD runs with a task-aware teacher and no teacher noise (the main grid)."""
+    return table[(table["teacher_kind"] == "task_aware") & (table["teacher_noise"] == 0)]
 
 
 def single_study(results: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -84,13 +101,13 @@ def add_covariates(units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFr
     -------
     DataFrame
         ``units`` plus ``teacher_score`` (the teacher's own SFT accuracy on the task),
-        ``student_size`` (params_b of the student), ``agreement`` and ``bleu`` (the
-        ``kd`` rows of those metrics for the pair and task); NaN where absent.
+        ``student_size`` (params_b of the student), ``teacher_family`` (the teacher's
+        family in the models table), ``agreement`` and ``bleu`` (the ``kd`` rows of those
+        metrics for the pair and task: the released files' one KD row per pair, as the
+        paper's H4/H5 use it); NaN where absent.
 
-    Raises
-    ------
-    SchemaError
-        If a student is missing from the models table.
+    A student missing from the models table gets a NaN size, with a
+    :class:`~kdanalysis.stats.DegenerateDataWarning` naming it.
     """
     sft = results[
         (results["metric"] == "accuracy") & (results["method"] == "sft") & (results["teacher"] == NO_TEACHER)
@@ -102,10 +119,14 @@ def add_covariates(units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFr
     sizes = models.set_index("model")["params_b"]
     unknown = sorted(set(out["student"]) - set(sizes.index))
     if unknown:
-        raise SchemaError(
-            f"student(s) {', '.join(unknown)} missing from the models table; pass models= with their params_b"
+        warnings.warn(
+            f"student(s) {', '.join(unknown)} missing from the models table: their size is NaN and "
+            "they leave the size-based models; pass models= with their params_b",
+            DegenerateDataWarning,
+            stacklevel=2,
         )
     out["student_size"] = out["student"].map(sizes).astype(float)
+    out["teacher_family"] = out["teacher"].map(models.set_index("model")["family"])
     for metric in ("agreement", "bleu"):
         out = out.merge(_behaviour(results, metric), on=_PAIR_KEYS, how="left")
     return out

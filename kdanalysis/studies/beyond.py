@@ -1,109 +1,129 @@
-"""Beyond the paper: the product's three questions answered with dependence-aware models.
+"""Beyond the paper: the product's questions answered with small-sample-valid inference.
 
-The paper's 33 units per task share students, teachers and teacher-student pairs, so its
-pooled t-tests and Spearman p-values treat dependent values as independent. Here every
-question is answered, per domain, with
+The paper's units share students, teachers and teacher-student pairs; the residuals of
+pairs that share a student are strongly correlated (0.80 in math), and the questions
+about student size vary *only* between the six students. So every question is answered,
+per domain, with one declared **primary analysis**:
 
-- ``ols_cluster_pair``: OLS with standard errors clustered by teacher-student pair
-  (:func:`kdanalysis.stats.ols`). Per task, the slopes come from one joint model with a
-  separate intercept, slope and method effect per task (so one pair's results on all tasks
-  form one cluster); the pooled row (``task == "all"``) has task fixed effects and one
-  common slope. Assumes a linear mean and independence *between* pairs (errors may be
-  correlated and heteroscedastic within a pair); with about 11 pairs the cluster-robust
-  SEs are themselves noisy (t with G - 1 degrees of freedom is used).
-- ``mixedlm_task_student``: a linear mixed model (:func:`kdanalysis.stats.mixedlm`) with
-  crossed random intercepts for task and student and one common slope (``task == "all"``).
-  Assumes normal random intercepts and errors, a linear mean, and exchangeable tasks and
-  students; with six students the student variance is poorly determined, so check
-  ``converged``/``note``.
+    OLS with the CR2 (Bell-McCaffrey) cluster-robust covariance, clustered by student,
+    t tests with Satterthwaite degrees of freedom (``model == "ols_cr2_student"``,
+    ``role == "primary"``).
 
-Every estimate carries a confidence interval; p-values of per-task rows are Holm-adjusted
-across the tasks of a domain (``p_holm``; a pooled row is a single test, ``p_holm == p_val``).
-The models are fitted from design matrices assembled per domain
-(:mod:`kdanalysis.stats.design`, :func:`~kdanalysis.stats.regression.ols_matrices`,
-:func:`~kdanalysis.stats.mixed.mixedlm_matrices`): the formulas' matrices and numbers
-(tested), without parsing a formula per model.
+Clustering by student allows any correlation between the units of a student (all its
+pairs, methods and tasks); CR2 with Satterthwaite df keeps tests near their level with as
+few as five or six clusters, where CR1 with t(G - 1) and Wald z do not. Each primary row
+is checked by a restricted wild cluster bootstrap (Webb weights, ``role == "check"``),
+shown beside a mixed model with crossed random intercepts for task and student and
+Satterthwaite df (``role == "secondary"``), per-task slopes from one joint model
+(``role == "per_task"``, Holm across tasks) and **sensitivity analyses** of the same
+model (``role == "sensitivity"``, column ``analysis``): the paper's best temperature
+instead of tau = 1, without collapsed runs (:mod:`kdanalysis.studies.collapsed`), one KD
+method at a time, and teacher family as a covariate of teacher accuracy. The p-values of
+the primary rows are Holm-adjusted across the whole family of primary tests by
+:func:`kdanalysis.studies.primary_tests`; ``p_holm`` in these tables adjusts per-task rows
+across tasks only.
 
 Units. A KD result at one temperature (default tau = 1, the setting every unit has, so no
 selection over temperatures takes place; ``temperature=None`` takes the paper's max over
-temperatures), task-aware teacher, no teacher noise, tasks without the ``average``
-column (its values are functions of the tasks). Gain is KD accuracy minus the same
-student's SFT accuracy (:func:`kdanalysis.stats.gains`), in percentage points. In the
-paper's commonsense results several reverse-KL runs at tau = 1 collapsed (e.g.
-Qwen2.5-3B -> 1.5B: 10.55 % average accuracy); the tau = 1 analysis keeps them as
-measured, ``temperature=None`` applies the paper's selection instead.
+temperatures), task-aware teacher, no teacher noise, tasks without the ``average`` column.
+Gain is KD accuracy minus the same student's SFT accuracy, in percentage points.
+
+Agreement and fidelity are paired with the gain of the run they were measured on wherever
+the results identify it (a row with a KD method id: same pair, task, method, temperature,
+teacher kind, noise and seed). The released files of the paper label every KD student
+"KD" (``method == "kd"``, no temperature): there the value is paired with the mean gain
+over the KD methods of its pair and task, so each agreement value is counted once.
 
 A domain whose focal variable does not vary within every task is skipped with a
-:class:`~kdanalysis.stats.DegenerateDataWarning`; a mixed model that fails numerically
-gives a NaN row with a ``note``, so a batch never stops on one degenerate question.
+:class:`~kdanalysis.stats.DegenerateDataWarning`; degenerate fits give NaN rows with a
+``note``, so a batch never stops on one degenerate question.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from kdanalysis.results import validate_results
-from kdanalysis.stats import (
-    DegenerateDataWarning,
-    MixedLMResult,
-    OLSResult,
-    adjust_pvalues,
-    partial_corr,
-    ttest,
-)
-from kdanalysis.stats.design import indicators, interactions, intercept
+from kdanalysis.results import KD_METHODS, validate_results
+from kdanalysis.stats import DegenerateDataWarning, ttest
 from kdanalysis.stats.gains import gains
-from kdanalysis.stats.mixed import mixedlm_matrices
-from kdanalysis.stats.regression import ols_matrices
+from kdanalysis.studies._models import (
+    BEYOND_COLUMNS,
+    ONE_GROUP,
+    Row,
+    finish,
+    mean_designs,
+    model_rows,
+    slope_designs,
+    stat_rows,
+)
 from kdanalysis.studies._threads import single_threaded_blas
-from kdanalysis.studies._units import accuracy_gains_each, add_covariates, models_table, single_study
+from kdanalysis.studies._units import (
+    accuracy_gains_each,
+    add_covariates,
+    all_accuracy_gains_each,
+    models_table,
+    pair_label,
+    single_study,
+    task_aware,
+)
+from kdanalysis.studies.collapsed import RUN_KEYS, collapsed_runs
 from kdanalysis.studies.paper import METHOD_GROUPS
+from kdanalysis.studies.temperature import paired_units
 
 __all__ = [
     "BEYOND_COLUMNS",
+    "BEHAVIOUR_MEASURES",
+    "UnitSets",
+    "fidelity_units",
     "kd_units",
     "prepare_units",
+    "prepare_unit_sets",
+    "gain_table",
     "size_table",
     "expertise_table",
     "fidelity_table",
+    "kd_gain",
     "size_vs_gain",
     "teacher_expertise",
     "fidelity_vs_gain",
 ]
 
-#: Output columns of :func:`size_vs_gain`, :func:`teacher_expertise`, :func:`fidelity_vs_gain`.
-BEYOND_COLUMNS: tuple[str, ...] = (
-    "question",
-    "domain",
-    "task",
-    "model",
-    "term",
-    "estimate",
-    "se",
-    "statistic",
-    "p_val",
-    "ci_low",
-    "ci_high",
-    "p_holm",
-    "n",
-    "n_groups",
-    "converged",
-    "note",
-)
-POOLED_TASK = "all"
-_ONE_GROUP = "_one_group"
-#: One output row, keyed by :data:`BEYOND_COLUMNS` (``p_holm`` is added at the end).
-_Row = dict[str, object]
-#: Unit columns the models use besides the focal variable and the controls.
-_MODEL_VARIABLES = ("gain", "task", "method", "student", "pair", _ONE_GROUP)
-#: Coefficient-table columns copied to the output rows.
-_ESTIMATES = ("estimate", "se", "statistic", "p_val", "ci_low", "ci_high")
-_PER_TASK_TERM = re.compile(r"^C\(task\)\[(?P<task>[^\]]+)\]:(?P<term>.+)$")
+#: Agreement / fidelity metrics paired with the gain.
+BEHAVIOUR_MEASURES: tuple[str, ...] = ("agreement", "bleu")
+_VARIABLES = ("gain", "task", "method", "student", "pair", "teacher_family", *RUN_KEYS)
+
+
+@dataclass(frozen=True)
+class UnitSets:
+    """The unit tables every beyond-paper question draws on.
+
+    Attributes
+    ----------
+    units : DataFrame
+        :func:`prepare_units` at the chosen temperature (every teacher kind).
+    best : DataFrame or None
+        The same with the paper's best temperature (None when ``units`` already is).
+    each : DataFrame
+        Accuracy gains at each temperature (every KD method).
+    collapsed : DataFrame
+        :func:`kdanalysis.studies.collapsed.collapsed_runs` of ``each``.
+    behaviour : DataFrame
+        The agreement and BLEU rows of the results.
+    label : str
+        The main analysis: ``"τ = 1"`` (the chosen temperature) or ``"best τ"``.
+    """
+
+    units: pd.DataFrame
+    best: pd.DataFrame | None
+    each: pd.DataFrame
+    collapsed: pd.DataFrame
+    behaviour: pd.DataFrame
+    label: str
 
 
 def kd_units(
@@ -130,9 +150,9 @@ def kd_units(
     -------
     DataFrame
         The :func:`~kdanalysis.stats.gains` columns (metric accuracy, baseline SFT, methods
-        fkl/rkl/gkd, teacher_noise 0, no ``average``) plus ``pair`` (``"teacher>student"``),
-        ``teacher_score``, ``student_size``, ``log2_size`` (log2 of billions of parameters),
-        ``agreement`` and ``bleu``.
+        fkl/rkl/gkd, teacher_noise 0, no ``average``) plus the covariates of
+        :func:`kdanalysis.studies._units.add_covariates`, ``pair`` ("teacher → student")
+        and ``log2_size`` (log2 of billions of parameters).
     """
     results = single_study(validate_results(results), "beyond-paper study")
     units = prepare_units(results, models_table(models), temperature)
@@ -160,204 +180,167 @@ def prepare_units(
     if temperature is not None:
         keep &= table["temperature"] == temperature
     units = add_covariates(table[keep], results, models)
-    units["pair"] = units["teacher"] + ">" + units["student"]
+    units["pair"] = pair_label(units["teacher"], units["student"])
     units["log2_size"] = np.log2(units["student_size"])
-    units[_ONE_GROUP] = 1
+    units[ONE_GROUP] = 1
     return units.reset_index(drop=True)
 
 
-def _task_aware(units: pd.DataFrame) -> pd.DataFrame:
-    return units[units["teacher_kind"] == "task_aware"]
-
-
-def _rows(
-    fitted: OLSResult | MixedLMResult,
-    ids: dict[str, str],
+def prepare_unit_sets(
+    results: pd.DataFrame,
+    models: pd.DataFrame,
+    temperature: float | None,
     *,
-    model: str,
-    n_groups: int,
-    terms: dict[str, str] | None = None,
-    per_task: str | None = None,
-    task_sizes: pd.Series | None = None,
-) -> list[_Row]:
-    """Output rows of a fitted model's focal terms (``terms``: raw name -> output name).
-
-    ``ids``: the question and domain of the rows. With ``per_task``, the terms
-    ``C(task)[t]:<per_task>`` give one row per task ``t``, whose ``n`` is taken from
-    ``task_sizes`` (rows per task).
-    """
-    coefs, fit = fitted.coefs, fitted.fit
-    converged = bool(fit["converged"].iat[0]) if "converged" in fit.columns else pd.NA
-    positions, tasks, names = [], [], []
-    for position, raw in enumerate(coefs["term"]):
-        if per_task is not None and task_sizes is not None:
-            match = _PER_TASK_TERM.match(raw)
-            if match is not None and match["term"] == per_task:
-                positions.append(position)
-                tasks.append(match["task"])
-                names.append(per_task)
-        elif terms and raw in terms:
-            positions.append(position)
-            tasks.append(POOLED_TASK)
-            names.append(terms[raw])
-    if per_task is not None and task_sizes is not None:
-        sizes = [int(task_sizes[t]) for t in tasks]
-    else:
-        sizes = [int(fit["n"].iat[0])] * len(tasks)
-    estimates = zip(*(coefs[column].to_numpy()[positions].tolist() for column in _ESTIMATES), strict=True)
-    common = {"model": model, "n_groups": n_groups, "converged": converged, "note": str(fit["note"].iat[0])}
-    return [
-        {**ids, "task": task, "term": name, **dict(zip(_ESTIMATES, values, strict=True)), "n": n, **common}
-        for task, name, values, n in zip(tasks, names, estimates, sizes, strict=True)
-    ]
-
-
-def _test_rows(tests: pd.DataFrame, estimate: str, **constants: object) -> list[_Row]:
-    """Output rows of a ``by=["domain", "task"]`` test table (``estimate``: its estimate column)."""
-    columns = list(
-        dict.fromkeys(["domain", "task", estimate, "statistic", "p_val", "ci_low", "ci_high", "n", "note"])
-    )
-    return [
-        {
-            **row,
-            "estimate": row[estimate],
-            "se": np.nan,
-            "n_groups": row["n"],
-            "converged": pd.NA,
-            **constants,
-        }
-        for row in tests[columns].to_dict("records")
-    ]
-
-
-@dataclass(frozen=True)
-class _Design:
-    """A model's design matrix and the patsy formula it equals (column for column)."""
-
-    formula: str
-    exog: pd.DataFrame
-
-
-def _slope_designs(
-    data: pd.DataFrame, focal: str, controls: list[str], with_method: bool
-) -> tuple[_Design, _Design, _Design]:
-    """The joint per-task OLS, pooled OLS and mixed-model designs of one domain's units.
-
-    Built from :mod:`kdanalysis.stats.design` pieces in patsy's column order (a formula
-    per model costs more than its fit); each equals its ``formula``'s patsy matrix.
-    """
-    use_method = with_method and data["method"].nunique() > 1
-    method = indicators(data["method"], "method", reference=True) if use_method else data[[]]
-    numeric = data[[focal, *controls]].astype(float)
-    tasks = indicators(data["task"], "task", reference=False)
-    ones = intercept(data.index)
-    method_term = ["C(method)"] if use_method else []
-    per_task_terms = " + ".join(f"C(task):{term}" for term in [focal, *controls, *method_term])
-    fixed = " + ".join([focal, *controls, *method_term])
-    return (
-        _Design(
-            f"gain ~ 0 + C(task) + {per_task_terms}",
-            pd.concat([tasks, interactions(tasks, method), interactions(tasks, numeric)], axis=1),
-        ),
-        _Design(
-            f"gain ~ {fixed} + C(task)",
-            pd.concat([ones, method, indicators(data["task"], "task", reference=True), numeric], axis=1),
-        ),
-        _Design(f"gain ~ {fixed}", pd.concat([ones, method, numeric], axis=1)),
+    each: pd.DataFrame | None = None,
+) -> UnitSets:
+    """The :class:`UnitSets` of a validated one-study table and a validated models table."""
+    each = all_accuracy_gains_each(results) if each is None else each
+    best = None if temperature is None else prepare_units(results, models, None)
+    return UnitSets(
+        units=prepare_units(results, models, temperature, each=each),
+        best=best,
+        each=each,
+        collapsed=collapsed_runs(each),
+        behaviour=results[results["metric"].isin(BEHAVIOUR_MEASURES)],
+        label="best τ" if temperature is None else f"τ = {temperature:g}",
     )
 
 
-def _ols_rows(
-    data: pd.DataFrame, joint: _Design, pooled: _Design, focal: str, ids: dict[str, str]
-) -> list[_Row]:
-    """Per-task slopes (one joint model) and the pooled slope, SE clustered by pair."""
-    n_pairs = data["pair"].nunique()
-    return [
-        *_rows(
-            _ols_cluster_pair(data, joint),
-            ids,
-            model="ols_cluster_pair",
-            n_groups=n_pairs,
-            per_task=focal,
-            task_sizes=data.groupby("task").size(),
-        ),
-        *_rows(
-            _ols_cluster_pair(data, pooled),
-            ids,
-            model="ols_cluster_pair",
-            n_groups=n_pairs,
-            terms={focal: focal},
-        ),
-    ]
+def _sets_of(results: pd.DataFrame, models: pd.DataFrame | None, temperature: float | None) -> UnitSets:
+    results = single_study(validate_results(results), "beyond-paper study")
+    return prepare_unit_sets(results, models_table(models), temperature)
 
 
-def _ols_cluster_pair(data: pd.DataFrame, design: _Design) -> OLSResult:
-    return ols_matrices(data["gain"], design.exog, data["pair"], label=f"ols({design.formula!r})")
+def _without_collapsed(units: pd.DataFrame, collapsed: pd.DataFrame) -> pd.DataFrame:
+    """``units`` without the rows of collapsed runs."""
+    bad = collapsed.loc[collapsed["collapsed"], list(RUN_KEYS)]
+    if bad.empty:
+        return units
+    marked = units[list(RUN_KEYS)].merge(bad.assign(_bad=True), on=list(RUN_KEYS), how="left")
+    return units[~marked["_bad"].fillna(False).astype(bool).to_numpy()]
 
 
-def _mixed_rows(
-    data: pd.DataFrame, design: _Design, terms: dict[str, str], ids: dict[str, str]
-) -> list[_Row]:
-    """The mixed model's focal rows; a fit that fails numerically gives NaN rows with a note.
+def _analyses(sets: UnitSets, methods: bool = True) -> list[tuple[str, pd.DataFrame]]:
+    """(analysis label, task-aware units) of the main analysis and its sensitivity analyses."""
+    main = task_aware(sets.units)
+    out = [(sets.label, main)]
+    if sets.best is not None:
+        out.append(("best τ", task_aware(sets.best)))
+    out.append(("without collapsed runs", _without_collapsed(main, sets.collapsed)))
+    if methods:
+        out += [(f"method = {m}", main[main["method"] == m]) for m in sorted(main["method"].unique())]
+    return out
 
-    The model is ``mixedlm(design.formula, data, groups=<one group>, re_formula="0",
-    vc_formula={"task": "0 + C(task)", "student": "0 + C(student)"})``: crossed random
-    intercepts for task and student.
+
+def _slope_rows(
+    analyses: list[tuple[str, pd.DataFrame]],
+    question: str,
+    focal: str,
+    controls: Sequence[str],
+    factors: Sequence[str] = ("method",),
+    extra: Sequence[tuple[str, Sequence[str]]] = (),
+) -> list[Row]:
+    """Primary, check, mixed, per-task and sensitivity rows of ``gain ~ focal + controls``.
+
+    ``analyses``: the main analysis first, then the sensitivity analyses; ``extra``:
+    further sensitivity analyses of the main units with other factors (label, factors).
     """
-    crossed = {column: indicators(data[column], column, reference=False) for column in ("task", "student")}
-    try:
-        fitted = mixedlm_matrices(
-            data["gain"], design.exog, data[_ONE_GROUP], crossed, label=f"mixedlm({design.formula!r})"
-        )
-    except (np.linalg.LinAlgError, ValueError) as error:
-        note = f"mixedlm({design.formula!r}) failed: {error}"
-        warnings.warn(note, DegenerateDataWarning, stacklevel=2)
-        return [
-            {
-                **ids,
-                "term": name,
-                "task": POOLED_TASK,
-                "model": "mixedlm_task_student",
-                "n": len(data),
-                "n_groups": data["student"].nunique(),
-                "converged": False,
-                "note": note,
-            }
-            for name in terms.values()
-        ]
-    return _rows(fitted, ids, model="mixedlm_task_student", n_groups=data["student"].nunique(), terms=terms)
-
-
-def _finish(rows: list[_Row]) -> pd.DataFrame:
-    """The output table of ``rows`` (absent values NaN), with Holm across the tasks of a domain."""
-    if not rows:
-        return pd.DataFrame(columns=list(BEYOND_COLUMNS))
-    table = pd.DataFrame.from_records(rows, columns=[c for c in BEYOND_COLUMNS if c != "p_holm"])
-    per_task = table["task"] != POOLED_TASK
-    adjusted = adjust_pvalues(table[per_task], "holm", by=["question", "domain", "model", "term"])
-    table["p_holm"] = table["p_val"]
-    table.loc[per_task, "p_holm"] = adjusted["p_adj"]
-    table["n_groups"] = table["n_groups"].astype("Int64")
-    table["converged"] = table["converged"].astype("boolean")
-    return table[list(BEYOND_COLUMNS)].reset_index(drop=True)
-
-
-def _slope_question(
-    units: pd.DataFrame, question: str, focal: str, controls: list[str], with_method: bool = True
-) -> list[_Row]:
-    rows: list[_Row] = []
-    variables = list(dict.fromkeys(["domain", *_MODEL_VARIABLES, focal, *controls]))
-    for domain, data in units.dropna(subset=[focal, *controls])[variables].groupby("domain", sort=True):
-        if data.groupby("task")[focal].nunique().min() < 2:
-            warnings.warn(
-                f"{question}: {focal} does not vary within every task of domain {domain!r}; domain skipped",
-                DegenerateDataWarning,
-                stacklevel=3,
+    rows: list[Row] = []
+    main_label = analyses[0][0]
+    specs = [(label, data, factors) for label, data in analyses]
+    specs += [(label, analyses[0][1], more) for label, more in extra]
+    for label, units, used in specs:
+        variables = list(dict.fromkeys(["domain", *_VARIABLES, focal, *controls, *used]))
+        present = [v for v in variables if v in units]
+        for domain, data in units.dropna(subset=[focal, *controls])[present].groupby("domain", sort=True):
+            if data.groupby("task")[focal].nunique().min() < 2:
+                warnings.warn(
+                    f"{question} ({label}): {focal} does not vary within every task of domain "
+                    f"{domain!r}; skipped",
+                    DegenerateDataWarning,
+                    stacklevel=3,
+                )
+                continue
+            joint, pooled, mixed = slope_designs(data, focal, controls, used)
+            ids = {"question": question, "domain": domain, "analysis": label}
+            primary = label == main_label and used is factors
+            rows += model_rows(
+                data,
+                pooled,
+                {focal: focal},
+                ids,
+                role="primary" if primary else "sensitivity",
+                joint=joint,
+                mixed=mixed,
             )
-            continue
-        joint, pooled, mixed = _slope_designs(data, focal, controls, with_method)
-        ids = {"question": question, "domain": domain}
-        rows += [*_ols_rows(data, joint, pooled, focal, ids), *_mixed_rows(data, mixed, {focal: focal}, ids)]
+    return rows
+
+
+def _mean_rows(
+    analyses: list[tuple[str, pd.DataFrame]], question: str, term: str, *, mixed: bool = True
+) -> list[Row]:
+    """Primary (with checks) and sensitivity rows of the mean of ``gain`` (``gain ~ 1``)."""
+    rows: list[Row] = []
+    for position, (label, units) in enumerate(analyses):
+        for domain, data in units.groupby("domain", sort=True):
+            design = mean_designs(data)
+            rows += model_rows(
+                data,
+                design,
+                {"Intercept": term},
+                {"question": question, "domain": domain, "analysis": label},
+                role="primary" if position == 0 else "sensitivity",
+                mixed=design if mixed else None,
+            )
+    return rows
+
+
+def kd_gain(
+    results: pd.DataFrame, models: pd.DataFrame | None = None, *, temperature: float | None = 1.0
+) -> pd.DataFrame:
+    """Is the KD gain over SFT above zero, and does the KD temperature change it?
+
+    Two questions, per domain:
+
+    - ``mean_gain``: the mean gain over SFT of the task-aware KD units (``gain ~ 1``),
+      term ``mean_gain`` in pp;
+    - ``temperature_vs_gain``: units (method, task, teacher, student) run at every
+      temperature of their domain's ablation; per temperature ``t`` other than 1 the mean
+      paired difference ``gain(t) - gain(1)`` (term ``tau_t_minus_1``, pp). Its
+      sensitivity analysis drops units of which either run collapsed.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`BEYOND_COLUMNS` (see :func:`size_vs_gain`).
+    """
+    return gain_table(_sets_of(results, models, temperature))
+
+
+@single_threaded_blas()
+def gain_table(sets: UnitSets) -> pd.DataFrame:
+    """:func:`kd_gain` on :func:`prepare_unit_sets` output."""
+    rows = _mean_rows(_analyses(sets), "mean_gain", "mean_gain")
+    return finish(rows + _temperature_rows(sets))
+
+
+def _temperature_rows(sets: UnitSets, reference: float = 1.0) -> list[Row]:
+    runs = task_aware(sets.each)
+    runs = runs[(runs["task"] != "average") & runs["temperature"].notna()]
+    units = paired_units(runs)
+    if units.empty or reference not in set(units["temperature"]):
+        return []
+    kept = units.index.isin(_without_collapsed(units, sets.collapsed).index)
+    keys = ["domain", "method", "task", "teacher", "student"]
+    wide = units.pivot_table(index=keys, columns="temperature", values="gain").reset_index()
+    clean = units.assign(_kept=kept).groupby(keys, as_index=False)["_kept"].all()
+    wide = wide.merge(clean, on=keys)
+    rows: list[Row] = []
+    for temperature in sorted(t for t in set(units["temperature"]) if t != reference):
+        diff = wide.assign(gain=wide[temperature] - wide[reference]).dropna(subset=["gain"])
+        term = f"tau_{temperature:g}_minus_{reference:g}"
+        analyses = [("paired τ", diff), ("without collapsed runs", diff[diff["_kept"]])]
+        rows += _mean_rows(analyses, "temperature_vs_gain", term, mixed=False)
     return rows
 
 
@@ -366,60 +349,30 @@ def size_vs_gain(
 ) -> pd.DataFrame:
     """Does the KD gain fall with student size?
 
-    Models (per domain): ``gain ~ log2_size + method`` (+ task effects), term ``log2_size``
-    = change of gain in points per doubling of the student's parameter count. See the
-    module docstring for the models' assumptions and the units.
+    Model (per domain): ``gain ~ log2_size + C(method) + C(task)``, term ``log2_size`` =
+    change of gain in points per doubling of the student's parameter count. See the
+    module docstring for the primary analysis, its checks and sensitivity analyses.
 
     Returns
     -------
     DataFrame
         Columns :data:`BEYOND_COLUMNS`: ``question`` ("size_vs_gain"), ``domain``, ``task``
-        (a task id, or ``"all"`` for the pooled models), ``model`` (``ols_cluster_pair`` or
-        ``mixedlm_task_student``), ``term``, ``estimate``, ``se``, ``statistic`` (t or z),
-        ``p_val``, ``ci_low``, ``ci_high`` (95 %), ``p_holm`` (Holm across tasks),
-        ``n`` (units), ``n_groups`` (pairs for OLS, students for the mixed model),
-        ``converged`` (mixed model only), ``note`` (fit warnings).
+        (a task id, or ``"all"`` for the pooled models), ``analysis`` (``"τ = 1"``, or a
+        sensitivity analysis: ``"best τ"``, ``"without collapsed runs"``,
+        ``"method = <id>"``), ``role`` (primary, check, secondary, per_task, sensitivity,
+        naive), ``model`` (``ols_cr2_student``, ``wild_bootstrap_student``,
+        ``mixedlm_task_student``), ``term``, ``estimate``, ``se``, ``statistic`` (t),
+        ``df`` (Satterthwaite), ``p_val``, ``ci_low``, ``ci_high`` (95 %), ``p_holm``
+        (per-task rows: Holm across tasks; else ``p_val``), ``n`` (units), ``n_groups``
+        (students), ``converged`` and ``singular`` (mixed model), ``note``.
     """
-    return size_table(_units_of(results, models, temperature))
-
-
-def _units_of(results: pd.DataFrame, models: pd.DataFrame | None, temperature: float | None) -> pd.DataFrame:
-    results = single_study(validate_results(results), "beyond-paper study")
-    return prepare_units(results, models_table(models), temperature)
+    return size_table(_sets_of(results, models, temperature))
 
 
 @single_threaded_blas()
-def size_table(units: pd.DataFrame) -> pd.DataFrame:
-    """:func:`size_vs_gain` on :func:`prepare_units` output."""
-    return _finish(_slope_question(_task_aware(units), "size_vs_gain", "log2_size", []))
-
-
-def _task_aware_vs_base(units: pd.DataFrame) -> list[_Row]:
-    units = units[units["method"] == "fkl"]
-    keys = ["domain", "task", "teacher", "student", "pair", "_one_group"]
-    wide = units.pivot_table(index=keys, columns="teacher_kind", values="kd_value").reset_index()
-    if not {"task_aware", "base"} <= set(wide.columns):
-        return []
-    wide = wide.dropna(subset=["task_aware", "base"])
-    wide["gain"] = wide["task_aware"] - wide["base"]
-    term = "task_aware_minus_base"
-    tests = ttest(wide, "task_aware", "base", paired=True, by=["domain", "task"])
-    rows = _test_rows(tests, "mean_diff", question="task_aware_vs_base", model="paired_ttest", term=term)
-    for domain, data in wide.groupby("domain", sort=True):
-        mean = _Design("gain ~ 1", intercept(data.index))
-        ids = {"question": "task_aware_vs_base", "domain": domain}
-        terms = {"Intercept": term}
-        rows += [
-            *_rows(
-                _ols_cluster_pair(data, mean),
-                ids,
-                model="ols_cluster_pair",
-                n_groups=data["pair"].nunique(),
-                terms=terms,
-            ),
-            *_mixed_rows(data, mean, terms, ids),
-        ]
-    return rows
+def size_table(sets: UnitSets) -> pd.DataFrame:
+    """:func:`size_vs_gain` on :func:`prepare_unit_sets` output."""
+    return finish(_slope_rows(_analyses(sets), "size_vs_gain", "log2_size", []))
 
 
 def teacher_expertise(
@@ -429,32 +382,98 @@ def teacher_expertise(
 
     Two questions, per domain:
 
-    - ``teacher_score_vs_gain``: ``gain ~ teacher_score + log2_size + method`` (+ task
-      effects); term ``teacher_score`` = change of gain in points per point of the teacher's
-      own SFT accuracy on the task, holding student size fixed (larger teachers teach
-      larger students in this design, so size must be controlled).
-    - ``task_aware_vs_base``: the ablation rows (forward-KL KD, same pair, task and
-      temperature) with an un-tuned teacher against the task-aware one; term
-      ``task_aware_minus_base`` = accuracy with the task-aware teacher minus accuracy with
-      the base teacher. Per task a paired t-test across pairs (``paired_ttest``; assumes
-      normally distributed differences, pairs independent); pooled over tasks a
-      cluster-robust mean (``ols_cluster_pair``; only five pairs, so its interval is rough)
-      and a mixed model with crossed task and student intercepts.
+    - ``teacher_score_vs_gain``: ``gain ~ teacher_score + log2_size + C(method) + C(task)``;
+      term ``teacher_score`` = change of gain in points per point of the teacher's own SFT
+      accuracy on the task, holding student size fixed (larger teachers teach larger
+      students in this design). Sensitivity ``"+ teacher family"`` adds ``C(teacher_family)``.
+    - ``task_aware_vs_base``: forward-KL KD with an un-tuned teacher against the
+      task-aware one (same pair, task and temperature); term ``task_aware_minus_base`` =
+      accuracy with the task-aware teacher minus accuracy with the base teacher, its mean
+      over pairs and tasks as the primary analysis; per task a paired t-test across pairs
+      (``role == "naive"``: pairs treated as independent).
 
     Returns
     -------
     DataFrame
-        Columns :data:`BEYOND_COLUMNS` (see :func:`size_vs_gain`); ``question`` is
-        ``teacher_score_vs_gain`` or ``task_aware_vs_base``.
+        Columns :data:`BEYOND_COLUMNS` (see :func:`size_vs_gain`).
     """
-    return expertise_table(_units_of(results, models, temperature))
+    return expertise_table(_sets_of(results, models, temperature))
 
 
 @single_threaded_blas()
-def expertise_table(units: pd.DataFrame) -> pd.DataFrame:
-    """:func:`teacher_expertise` on :func:`prepare_units` output."""
-    rows = _slope_question(_task_aware(units), "teacher_score_vs_gain", "teacher_score", ["log2_size"])
-    return _finish(rows + _task_aware_vs_base(units))
+def expertise_table(sets: UnitSets) -> pd.DataFrame:
+    """:func:`teacher_expertise` on :func:`prepare_unit_sets` output."""
+    rows = _slope_rows(
+        _analyses(sets),
+        "teacher_score_vs_gain",
+        "teacher_score",
+        ["log2_size"],
+        extra=[("+ teacher family", ("method", "teacher_family"))],
+    )
+    return finish(rows + _task_aware_vs_base(sets.units))
+
+
+def _task_aware_vs_base(units: pd.DataFrame) -> list[Row]:
+    units = units[(units["method"] == "fkl") & (units["teacher_noise"] == 0)]
+    keys = ["domain", "task", "teacher", "student", "pair"]
+    wide = units.pivot_table(index=keys, columns="teacher_kind", values="kd_value").reset_index()
+    if not {"task_aware", "base"} <= set(wide.columns):
+        return []
+    wide = wide.dropna(subset=["task_aware", "base"])
+    wide["gain"] = wide["task_aware"] - wide["base"]
+    term = "task_aware_minus_base"
+    tests = ttest(wide, "task_aware", "base", paired=True, by=["domain", "task"])
+    rows = stat_rows(
+        tests,
+        "mean_diff",
+        question="task_aware_vs_base",
+        analysis="paired t per task",
+        role="naive",
+        model="paired_ttest",
+        term=term,
+    )
+    return rows + _mean_rows([("fkl, same τ", wide)], "task_aware_vs_base", term)
+
+
+def fidelity_units(units: pd.DataFrame, behaviour: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Each ``measure`` value once, beside the gain of the run(s) it was measured on.
+
+    Parameters
+    ----------
+    units : DataFrame
+        Task-aware KD units (:func:`prepare_units` rows).
+    behaviour : DataFrame
+        Results rows of the metric ``measure`` (and possibly others).
+    measure : str
+        ``"agreement"`` or ``"bleu"``.
+
+    Returns
+    -------
+    DataFrame
+        One row per ``measure`` value with a matching unit: ``domain, task, teacher,
+        student, pair, method, temperature, teacher_kind, teacher_noise, seed`` of the
+        value, ``gain``, ``measure`` (the value), ``log2_size``, ``student_size``,
+        ``n_runs`` (gains averaged) and ``pairing`` (``"same run"`` where the value's
+        row names its KD method; ``"mean over methods"`` for the paper's ``kd`` rows,
+        which name none: the gain is averaged over the KD methods of the pair and task).
+    """
+    rows = behaviour[(behaviour["metric"] == measure) & (behaviour["task"] != "average")]
+    rows = rows.rename(columns={"value": measure})
+    units = units.drop(columns=[c for c in BEHAVIOUR_MEASURES if c in units])
+    base = ["domain", "task", "teacher", "student", "seed"]
+    run_keys = [*base, "method", "temperature", "teacher_kind", "teacher_noise"]
+    named = rows[rows["method"].isin(KD_METHODS)][[*run_keys, measure]]
+    same = units.merge(named, on=run_keys).assign(n_runs=1, pairing="same run")
+    unnamed = rows[rows["method"] == "kd"][[*base, measure]]
+    firsts = ["pair", "log2_size", "student_size", "temperature", "teacher_kind", "teacher_noise"]
+    grouped = units[[*base, *firsts, "gain"]].groupby(base, sort=False)
+    grouped = pd.concat(
+        [grouped[firsts].first(), grouped["gain"].mean(), grouped["gain"].size().rename("n_runs")], axis=1
+    ).reset_index()
+    averaged = grouped.merge(unnamed, on=base).assign(method="kd", pairing="mean over methods")
+    columns = [*run_keys[:5], "pair", *run_keys[5:], "gain", measure, "log2_size", "student_size"]
+    out = pd.concat([same[[*columns, "n_runs", "pairing"]], averaged[[*columns, "n_runs", "pairing"]]])
+    return out.reset_index(drop=True)
 
 
 def fidelity_vs_gain(
@@ -462,48 +481,34 @@ def fidelity_vs_gain(
 ) -> pd.DataFrame:
     """Does a larger accuracy gain come with more agreement / fidelity to the teacher?
 
-    The paper's agreement (EM1) and BLEU files hold one KD row per pair and task, of an
-    unnamed KD method, so the unit here is the pair and task, with the gain averaged over
-    the KD methods. Per domain and fidelity measure (``agreement``; ``bleu`` where
-    present): a partial Spearman correlation of gain and fidelity controlling for
-    ``log2_size`` per task (``partial_spearman``; Fisher-z interval; assumes independent
-    pairs), ``gain ~ fidelity + log2_size`` per task and pooled with SE clustered by pair,
-    and the mixed model with crossed task and student intercepts. Agreement partly follows
-    from accuracy (two correct answers agree), so a positive association is expected even
-    without any transfer of behaviour.
+    Units: :func:`fidelity_units` (each agreement / BLEU value once, with the gain of its
+    run, or the mean gain over methods of its pair and task where the value names no KD
+    method). Per domain and measure (``agreement``; ``bleu`` where present):
+    ``gain ~ measure + log2_size + C(task)`` (+ ``C(method)`` where runs are matched), with
+    the primary analysis, checks and sensitivity analyses of :func:`size_vs_gain`; the
+    per-method sensitivity rows pair each value with that method's gain. Agreement partly
+    follows from accuracy (two correct answers agree), so a positive association is
+    expected even without any transfer of behaviour.
 
     Returns
     -------
     DataFrame
         Columns :data:`BEYOND_COLUMNS` (see :func:`size_vs_gain`); ``question`` is
-        ``agreement_vs_gain`` or ``bleu_vs_gain``; ``term`` the fidelity measure, in gain
-        points per fidelity point (the correlation for ``partial_spearman``).
+        ``agreement_vs_gain`` or ``bleu_vs_gain``; ``term`` the measure, in gain points per
+        point of agreement / BLEU.
     """
-    return fidelity_table(_units_of(results, models, temperature))
+    return fidelity_table(_sets_of(results, models, temperature))
 
 
 @single_threaded_blas()
-def fidelity_table(units: pd.DataFrame) -> pd.DataFrame:
-    """:func:`fidelity_vs_gain` on :func:`prepare_units` output."""
-    units = _task_aware(units)
-    keys = ["domain", "task", "teacher", "student", "pair", "_one_group"]
-    pairs = (
-        units.groupby(keys, sort=True)
-        .agg(
-            gain=("gain", "mean"),
-            agreement=("agreement", "first"),
-            bleu=("bleu", "first"),
-            log2_size=("log2_size", "first"),
-        )
-        .reset_index()
-    )
-    rows: list[_Row] = []
-    for measure in ("agreement", "bleu"):
-        data = pairs.dropna(subset=[measure])
-        if data.empty:
+def fidelity_table(sets: UnitSets) -> pd.DataFrame:
+    """:func:`fidelity_vs_gain` on :func:`prepare_unit_sets` output."""
+    rows: list[Row] = []
+    for measure in BEHAVIOUR_MEASURES:
+        analyses = [
+            (label, fidelity_units(units, sets.behaviour, measure)) for label, units in _analyses(sets)
+        ]
+        if analyses[0][1].empty:
             continue
-        question = f"{measure}_vs_gain"
-        corr = partial_corr(data, "gain", measure, "log2_size", "spearman", by=["domain", "task"])
-        rows += _test_rows(corr, "statistic", question=question, model="partial_spearman", term=measure)
-        rows += _slope_question(data.assign(method="kd"), question, measure, ["log2_size"], with_method=False)
-    return _finish(rows)
+        rows += _slope_rows(analyses, f"{measure}_vs_gain", measure, ["log2_size"])
+    return finish(rows)

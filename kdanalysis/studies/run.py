@@ -1,35 +1,38 @@
-"""Every study on one results table, as a dict of tidy tables (the report's input)."""
+"""Every study on one results table, as a :class:`~kdanalysis.studies.tables.StudyTables`.
+
+:func:`run_all`'s result is the report's only input: the report presents its tables.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
 from kdanalysis.results import validate_results
 from kdanalysis.stats.gains import gains
+from kdanalysis.studies import descriptive as desc
 from kdanalysis.studies._threads import single_threaded_blas
-from kdanalysis.studies._units import all_accuracy_gains_each, models_table, single_study
-from kdanalysis.studies.beyond import expertise_table, fidelity_table, prepare_units, size_table
+from kdanalysis.studies._units import models_table, single_study, task_aware
+from kdanalysis.studies.beyond import (
+    expertise_table,
+    fidelity_table,
+    gain_table,
+    prepare_unit_sets,
+    size_table,
+)
+from kdanalysis.studies.claims import claims_audit
 from kdanalysis.studies.paper import paper_tests, prepare_paper_units
+from kdanalysis.studies.primary import primary_tests
+from kdanalysis.studies.tables import STUDY_TABLES, StudyTables
 from kdanalysis.studies.temperature import temperature_table
 
-__all__ = ["STUDY_TABLES", "run_all"]
+__all__ = ["STUDY_TABLES", "StudyTables", "run_all"]
 
 logger = logging.getLogger(__name__)
-
-#: Keys of :func:`run_all`'s result, in order.
-STUDY_TABLES: tuple[str, ...] = (
-    "gains",
-    "paper_units",
-    "paper_hypotheses",
-    "size_vs_gain",
-    "teacher_expertise",
-    "fidelity_vs_gain",
-    "temperature_ablation",
-)
 
 
 def run_all(
@@ -38,9 +41,10 @@ def run_all(
     *,
     temperature: float | None = 1.0,
     n_boot: int = 10_000,
+    corr_boot: int = 2000,
     seed: int = 0,
-) -> dict[str, pd.DataFrame]:
-    """Run the paper study and the beyond-paper studies on ``results``.
+) -> StudyTables:
+    """Run the paper study, the beyond-paper studies and the claims audit on ``results``.
 
     Parameters
     ----------
@@ -50,36 +54,65 @@ def run_all(
         Models table (default: the bundled paper models).
     temperature : float or None
         KD temperature of the beyond-paper models (None: max over temperatures).
-    n_boot, seed : int
-        Bootstrap resamples and seed of the temperature ablation's intervals.
+    n_boot : int
+        Bootstrap resamples of the temperature ablation's intervals.
+    corr_boot : int
+        Bootstrap resamples of the naive correlations' intervals (descriptive tables).
+    seed : int
+        Seed of every bootstrap.
 
     Returns
     -------
-    dict of str to DataFrame
-        Keys :data:`STUDY_TABLES`: ``gains`` (:func:`kdanalysis.stats.gains`, max over
-        temperatures, accuracy vs SFT), ``paper_units`` and ``paper_hypotheses``
-        (:mod:`kdanalysis.studies.paper`), ``size_vs_gain``, ``teacher_expertise``,
-        ``fidelity_vs_gain`` (:mod:`kdanalysis.studies.beyond`) and
-        ``temperature_ablation`` (:mod:`kdanalysis.studies.temperature`); each table's
-        columns are documented with its function.
+    StudyTables
+        One attribute per table (:data:`STUDY_TABLES`); each table's columns are documented
+        with the function named in :class:`~kdanalysis.studies.tables.StudyTables`.
     """
     results = single_study(validate_results(results), "studies")
     models = models_table(models)
-    each = all_accuracy_gains_each(results)
-    units = prepare_units(results, models, temperature, each=each)
+    sets = prepare_unit_sets(results, models, temperature)
+    t: dict[str, Any] = {}
     steps: dict[str, Callable[[], pd.DataFrame]] = {
         "gains": lambda: gains(results, validate=False),
-        "paper_units": lambda: prepare_paper_units(results, models, each=each),
-        "paper_hypotheses": lambda: paper_tests(tables["paper_units"]),
-        "size_vs_gain": lambda: size_table(units),
-        "teacher_expertise": lambda: expertise_table(units),
-        "fidelity_vs_gain": lambda: fidelity_table(units),
-        "temperature_ablation": lambda: temperature_table(results, n_boot=n_boot, seed=seed, each=each),
+        "paper_units": lambda: prepare_paper_units(results, models, each=sets.each),
+        "paper_hypotheses": lambda: paper_tests(t["paper_units"]),
+        "paper_holm": lambda: desc.paper_holm(t["paper_hypotheses"]),
+        "kd_gain": lambda: gain_table(sets),
+        "size_vs_gain": lambda: size_table(sets),
+        "teacher_expertise": lambda: expertise_table(sets),
+        "fidelity_vs_gain": lambda: fidelity_table(sets),
+        "primary_tests": lambda: primary_tests(
+            t["kd_gain"], t["size_vs_gain"], t["teacher_expertise"], t["fidelity_vs_gain"]
+        ),
+        "claims_audit": lambda: claims_audit(t["gains"], t["primary_tests"]),
+        "collapsed_runs": lambda: sets.collapsed,
+        "temperature_ablation": lambda: temperature_table(results, n_boot=n_boot, seed=seed, each=sets.each),
+        "kd": lambda: desc.best_units(t["gains"], results, models),
+        "unit_gains": lambda: desc.unit_gains(t["kd"]),
+        "accuracy": lambda: desc.accuracy_table(results, t["kd"]),
+        "heatmap": lambda: desc.heatmap_table(t["kd"]),
+        "expertise_pairs": lambda: desc.expertise_pairs(sets.each),
+        "temperature_units": lambda: desc.temperature_units(desc.best_units(sets.each, results, models)),
+        "temperature_best": lambda: desc.temperature_best(t["kd"]),
+        "selection": lambda: desc.selection_table(t["temperature_units"]),
+        "fidelity": lambda: desc.fidelity_long(task_aware(sets.units), sets.behaviour),
+        "gain_tests": lambda: desc.gain_tests(t["kd"]),
+        "size_correlation": lambda: desc.unit_correlation(
+            t["unit_gains"], "student_size", n_boot=corr_boot, seed=seed
+        ),
+        "teacher_correlation": lambda: desc.unit_correlation(
+            t["kd"][t["kd"]["task"] != "average"], "teacher_score", n_boot=corr_boot, seed=seed
+        ),
+        "fidelity_correlation": lambda: desc.fidelity_correlations(
+            t["fidelity"], n_boot=corr_boot, seed=seed
+        ),
+        "task_correlations": lambda: desc.task_correlations(
+            t["kd"], t["fidelity"], n_boot=corr_boot, seed=seed
+        ),
+        "dependence": lambda: desc.dependence_table(t["unit_gains"]),
     }
-    tables: dict[str, pd.DataFrame] = {}
     with single_threaded_blas():
         for name in STUDY_TABLES:
             start = time.perf_counter()
-            tables[name] = steps[name]()
-            logger.info("%s: %d rows in %.2f s", name, len(tables[name]), time.perf_counter() - start)
-    return tables
+            t[name] = steps[name]()
+            logger.info("%s: %d rows in %.2f s", name, len(t[name]), time.perf_counter() - start)
+    return StudyTables(**t)

@@ -13,7 +13,7 @@ from kdanalysis.stats import adjust_pvalues, bootstrap_ci, ttest
 from kdanalysis.studies._batched import stacked_cells
 from kdanalysis.studies._units import accuracy_gains_each, single_study
 
-__all__ = ["TEMPERATURE_COLUMNS", "temperature_ablation", "temperature_table"]
+__all__ = ["TEMPERATURE_COLUMNS", "paired_units", "temperature_ablation", "temperature_table"]
 
 #: Output columns of :func:`temperature_ablation`.
 TEMPERATURE_COLUMNS: tuple[str, ...] = (
@@ -33,7 +33,7 @@ TEMPERATURE_COLUMNS: tuple[str, ...] = (
 _UNIT = ["domain", "method", "task", "teacher", "student"]
 
 
-def _paired_units(table: pd.DataFrame) -> pd.DataFrame:
+def paired_units(table: pd.DataFrame) -> pd.DataFrame:
     """Units (domain, method, task, teacher, student) observed at every ablated temperature."""
     counts = table.groupby(_UNIT)["temperature"].transform("nunique")
     ablated = table[counts > 1]
@@ -101,7 +101,7 @@ def temperature_table(
         & (table["task"] != "average")
         & table["temperature"].notna()
     ]
-    units = _paired_units(table)
+    units = paired_units(table)
     if units.empty:
         return pd.DataFrame(columns=list(TEMPERATURE_COLUMNS))
     temperatures = sorted(set(units["temperature"]))

@@ -11,6 +11,7 @@ import kdanalysis as kd
 from kdanalysis.studies import (
     STUDY_TABLES,
     fidelity_vs_gain,
+    kd_gain,
     paper_hypotheses,
     paper_units,
     run_all,
@@ -30,9 +31,10 @@ def results() -> pd.DataFrame:
 def test_run_all_tables_equal_the_standalone_studies(results: pd.DataFrame) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tables = run_all(results, n_boot=300, seed=3)
+        tables = run_all(results, n_boot=300, corr_boot=100, seed=3)
         alone = {
             "gains": kd.stats.gains(results),
+            "kd_gain": kd_gain(results),
             "paper_units": paper_units(results),
             "paper_hypotheses": paper_hypotheses(results),
             "size_vs_gain": size_vs_gain(results),
@@ -41,7 +43,7 @@ def test_run_all_tables_equal_the_standalone_studies(results: pd.DataFrame) -> N
             "temperature_ablation": temperature_ablation(results, n_boot=300, seed=3),
         }
     for name, table in alone.items():
-        pd.testing.assert_frame_equal(tables[name], table, check_exact=True, obj=name)
+        pd.testing.assert_frame_equal(getattr(tables, name), table, check_exact=True, obj=name)
 
 
 def test_shared_each_table_is_the_per_method_gains(results: pd.DataFrame) -> None:
@@ -69,8 +71,17 @@ def test_blas_runs_on_one_thread_inside_and_is_restored_after() -> None:
 
 
 def test_run_all_without_kd_rows_gives_empty_tables_with_their_columns(results: pd.DataFrame) -> None:
-    tables = run_all(results[results["method"].isin(["base", "sft"])])
-    assert set(tables) == set(STUDY_TABLES)
-    assert all(table.empty for table in tables.values())
-    assert list(tables["paper_hypotheses"].columns) == [
-        "domain", "hypothesis", "methods", "task", "test", "statistic", "p_val", "n"]
+    tables = run_all(results[results["method"].isin(["base", "sft"])], n_boot=10, corr_boot=10)
+    assert tuple(name for name, _ in tables.items()) == STUDY_TABLES
+    assert all(table.empty for name, table in tables.items() if name != "claims_audit")
+    assert set(tables.claims_audit["verdict"]) == {"not testable with these data"}
+    assert list(tables.paper_hypotheses.columns) == [
+        "domain",
+        "hypothesis",
+        "methods",
+        "task",
+        "test",
+        "statistic",
+        "p_val",
+        "n",
+    ]
