@@ -97,7 +97,7 @@ def cr2(
     scores = indicator.T @ (z * resid[:, None])  # G x k: X_g' A_g e_g, times M
     cov = scores.T @ scores
     # Q_j = diag(sum_g z_gj^2) - F_j M F_j' with F_j[g] = (X_g' A_g X_g M)[:, j]
-    factor = np.einsum("gaj,ab->jgb", cross, r_inv)  # F_j R^-1, so F_j M F_j' = factor factor'
+    factor = cross.transpose(2, 0, 1) @ r_inv  # F_j R^-1 per j, so F_j M F_j' = factor factor'
     q_mat = -factor @ factor.transpose(0, 2, 1)
     q_mat[:, np.arange(n_clusters), np.arange(n_clusters)] += (indicator.T @ z**2).T
     with np.errstate(divide="ignore", invalid="ignore"):

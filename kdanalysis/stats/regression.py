@@ -90,38 +90,6 @@ def ols(
     n - rank df); with ``cluster``, errors may be correlated and heteroscedastic within
     clusters but independent across them.
 
-    Covariance estimators (``vcov``), with one cluster column:
-
-    ``"CR2"`` (default)
-        Bell–McCaffrey bias-reduced sandwich with per-coefficient Satterthwaite df, as R
-        clubSandwich ``coef_test(lm_fit, vcov = "CR2", test = "Satterthwaite")`` (working
-        model: independent errors; a cluster whose ``I - H_gg`` is singular, e.g. under
-        cluster-level fixed effects, uses the generalised inverse square root as clubSandwich
-        does). Computed by hand (:mod:`kdanalysis.stats._sandwich`), pinned against R.
-    ``"CR1"``
-        statsmodels' cluster sandwich (``cov_type="cluster"``: factor
-        G/(G-1) (n-1)/(n-k), as R ``sandwich::vcovCL(type = "HC1")``) with t(G - 1).
-    ``"CR3"``
-        statsmodels' cluster jackknife (``cov_type="cluster-crv3"``): (G-1)/G times the sum
-        of the squared leave-one-cluster-out changes of the estimates, as pyfixest's CRV3 and
-        MacKinnon, Nielsen & Webb (2023); R clubSandwich's ``"CR3"`` is the same without the
-        (G-1)/G factor. Inference with t(G - 1).
-
-    With two cluster columns: two-way clustering of Cameron, Gelbach & Miller (2011),
-    ``V_A + V_B - V_{A∩B}`` with CR1 components (statsmodels; R ``sandwich::vcovCL(cluster =
-    ~ a + b, multi0 = FALSE)``), negative eigenvalues set to 0 when the sum is not positive
-    semi-definite (said in ``note``), and t(min(G_A, G_B) - 1).
-
-    Which inference. With few clusters (under about 40, and certainly with the 4-11 of a
-    KD grid) CR1 with t(G - 1) is too liberal: use CR2 with Satterthwaite df (this default)
-    and look at ``df`` — a df of 2-5 says the clusters carry little information whatever G
-    is. For the one coefficient a conclusion rests on, add the wild cluster bootstrap
-    (:func:`kdanalysis.stats.wild.wild_bootstrap`, restricted, Webb weights when G < 12),
-    which does not rely on the t approximation. Cluster at the coarsest level whose units
-    share errors (e.g. by student when pairs share students); when two non-nested
-    dimensions both matter, two-way clustering is CR1-based and so rests on the smaller G.
-    CR1 is kept for comparison with published (Stata/statsmodels-default) numbers.
-
     Parameters
     ----------
     formula : str
@@ -156,6 +124,41 @@ def ols(
     SchemaError
         For a formula that cannot be built, a missing cluster column, or a cluster label
         missing in a used row.
+
+    Notes
+    -----
+    Covariance estimators (``vcov``), with one cluster column:
+
+    ``"CR2"`` (default)
+        Bell–McCaffrey bias-reduced sandwich with per-coefficient Satterthwaite df, as R
+        clubSandwich ``coef_test(lm_fit, vcov = "CR2", test = "Satterthwaite")`` (working
+        model: independent errors; a cluster whose ``I - H_gg`` is singular, e.g. under
+        cluster-level fixed effects, uses the generalised inverse square root as clubSandwich
+        does). Computed by hand (:mod:`kdanalysis.stats._sandwich`), pinned against R.
+    ``"CR1"``
+        statsmodels' cluster sandwich (``cov_type="cluster"``: factor
+        G/(G-1) (n-1)/(n-k), as R ``sandwich::vcovCL(type = "HC1")``) with t(G - 1).
+    ``"CR3"``
+        statsmodels' cluster jackknife (``cov_type="cluster-crv3"``): (G-1)/G times the sum
+        of the squared leave-one-cluster-out changes of the estimates, as pyfixest's CRV3 and
+        MacKinnon, Nielsen & Webb (2023); R clubSandwich's ``"CR3"`` is the same without the
+        (G-1)/G factor. Inference with t(G - 1).
+
+    With two cluster columns: two-way clustering of Cameron, Gelbach & Miller (2011),
+    ``V_A + V_B - V_{A∩B}`` with CR1 components (statsmodels; R ``sandwich::vcovCL(cluster =
+    ~ a + b, multi0 = FALSE)``), negative eigenvalues set to 0 when the sum is not positive
+    semi-definite (said in ``note``), and t(min(G_A, G_B) - 1).
+
+    **Which inference.** With few clusters (under about 40, and certainly with the 4-11 of a
+    KD grid) CR1 with t(G - 1) is too liberal: use CR2 with Satterthwaite df (this default)
+    and look at ``df`` — a df of 2-5 says the clusters carry little information whatever G
+    is. For the one coefficient a conclusion rests on, add the wild cluster bootstrap
+    (:func:`kdanalysis.stats.wild.wild_bootstrap`, restricted; Webb weights when G is under
+    about 10, where the 2^G Rademacher draws make the p-value coarse), which does not rely
+    on the t approximation. Cluster at the coarsest level whose units share errors (e.g. by
+    student when pairs share students); when two non-nested dimensions both matter, two-way
+    clustering is CR1-based and so rests on the smaller G. CR1 is kept for comparison with
+    published (Stata/statsmodels-default) numbers.
     """
     import statsmodels.formula.api as smf
 
