@@ -1,4 +1,4 @@
-"""ols and mixedlm against statsmodels called directly; result objects; convergence; errors."""
+"""ols against statsmodels called directly; result objects; errors (mixedlm: test_mixed.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 import statsmodels.formula.api as smf
 
 from kdanalysis.errors import SchemaError
-from kdanalysis.stats import DegenerateDataWarning, MixedLMResult, OLSResult, mixedlm, ols
+from kdanalysis.stats import DegenerateDataWarning, OLSResult, ols
 from kdanalysis.stats.design import indicators, intercept
-from kdanalysis.stats.mixed import MIXEDLM_FIT_COLUMNS, mixedlm_matrices
 from kdanalysis.stats.regression import COEF_COLUMNS, OLS_FIT_COLUMNS, ols_matrices
 
 
@@ -98,60 +97,12 @@ def test_result_objects_are_frozen() -> None:
         result.coefs = pd.DataFrame()  # type: ignore[misc]
 
 
-def test_mixedlm_random_intercept_matches_statsmodels() -> None:
-    df = _panel(seed=3)
-    result = mixedlm("y ~ x", df, groups="task")
-    direct = smf.mixedlm("y ~ x", df, groups="task").fit(reml=True)
-    assert isinstance(result, MixedLMResult)
-    assert list(result.coefs.columns) == list(COEF_COLUMNS)
-    assert list(result.fit.columns) == list(MIXEDLM_FIT_COLUMNS)
-    np.testing.assert_allclose(result.coefs["estimate"], direct.fe_params, rtol=1e-6)
-    np.testing.assert_allclose(result.coefs["se"], direct.bse_fe, rtol=1e-6)
-    np.testing.assert_allclose(result.coefs["p_val"], direct.pvalues[direct.fe_params.index], rtol=1e-6)
-    fit = result.fit.iloc[0]
-    assert fit["converged"] and fit["note"] == "" and fit["n_groups"] == 8 and fit["method"] == "REML"
-    variances = result.variances.set_index("component")["variance"]
-    assert variances["task Var"] == pytest.approx(float(direct.cov_re.iloc[0, 0]), rel=1e-6)
-    assert variances["Residual"] == pytest.approx(direct.scale, rel=1e-6)
-    # the simulated task effect has variance 1.5^2; the estimate is in the right region
-    assert 0.5 < variances["task Var"] < 8
-
-
-def test_mixedlm_crossed_random_intercepts_via_variance_components() -> None:
-    df = _panel(seed=4)
-    vc = {"task": "0 + C(task)", "student": "0 + C(student)"}
-    result = mixedlm("y ~ x", df, groups="one", re_formula="0", vc_formula=vc)
-    direct = smf.mixedlm("y ~ x", df, groups="one", re_formula="0", vc_formula=vc).fit()
-    assert result.fit.iloc[0]["converged"] and result.fit.iloc[0]["note"] == ""
-    np.testing.assert_allclose(result.coefs["estimate"], direct.fe_params, rtol=1e-6)
-    components = result.variances.set_index("component")["variance"]
-    assert set(components.index) == {"student Var", "task Var", "Residual"}
-    np.testing.assert_allclose(
-        [components["student Var"], components["task Var"]],
-        [direct.vcomp[direct.model.exog_vc.names.index(name)] for name in ("student", "task")],
-        rtol=1e-6,
-    )
-
-
-def test_mixedlm_reports_convergence_problems_instead_of_raising() -> None:
-    df = _panel(n=40, seed=5)
-    df["y"] = df["x"] * 0.1 + np.random.default_rng(0).normal(size=40)  # no group variance at all
-    result = mixedlm("y ~ x", df, groups="student", re_formula="~x")
-    fit = result.fit.iloc[0]
-    assert isinstance(fit["converged"], (bool, np.bool_))
-    assert fit["converged"] == result.raw.converged
-    assert fit["note"]  # boundary / Hessian warnings are captured, not shown
-    assert "ConvergenceWarning" not in fit["note"]
-
-
 def test_formula_errors_name_the_problem() -> None:
     df = _panel()
     with pytest.raises(SchemaError, match="nope"):
         ols("y ~ nope", df)
     with pytest.raises(SchemaError, match="'pair'"):
         ols("y ~ x", df, cluster="pair")
-    with pytest.raises(SchemaError, match="'grp'"):
-        mixedlm("y ~ x", df, groups="grp")
 
 
 def _crossed_designs(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -179,18 +130,6 @@ def test_ols_matrices_degenerate_note_names_the_label() -> None:
     assert result.coefs[["se", "p_val"]].isna().all().all()
 
 
-def test_mixedlm_matrices_equal_the_formula_fit() -> None:
-    """Crossed intercepts from matrices: the formula's numbers bit for bit (the optimizer path too)."""
-    df = _panel(seed=7)
-    exog, vc = _crossed_designs(df)
-    vc_formula = {"task": "0 + C(task)", "student": "0 + C(student)"}
-    formula = mixedlm("y ~ C(student) + x", df, groups="one", re_formula="0", vc_formula=vc_formula, ci=0.9)
-    matrices = mixedlm_matrices(df["y"], exog, df["one"], vc, ci=0.9)
-    pd.testing.assert_frame_equal(matrices.coefs, formula.coefs, check_exact=True)
-    pd.testing.assert_frame_equal(matrices.variances, formula.variances, check_exact=True)
-    pd.testing.assert_frame_equal(matrices.fit, formula.fit, check_exact=True)
-
-
 def test_matrices_inputs_are_checked() -> None:
     df = _panel()
     exog, vc = _crossed_designs(df)
@@ -198,7 +137,3 @@ def test_matrices_inputs_are_checked() -> None:
         ols_matrices(df["y"].where(df.index != 3), exog, label="m")
     with pytest.raises(SchemaError, match="clusters has 10 rows, exog has 160"):
         ols_matrices(df["y"], exog, df["task"].iloc[:10])
-    holed = vc["task"].copy()
-    holed.iloc[0, 1] = np.nan
-    with pytest.raises(SchemaError, match="task is missing in 1 row"):
-        mixedlm_matrices(df["y"], exog, df["one"], {**vc, "task": holed})
