@@ -7,8 +7,9 @@ import os
 import platform
 import socket
 import sys
-from datetime import UTC, datetime
 from typing import Any
+
+from kdanalysis.runfolder import now_utc
 
 __all__ = ["environment_snapshot"]
 
@@ -30,7 +31,7 @@ def environment_snapshot() -> dict[str, Any]:
     GPU is visible.
     """
     snap: dict[str, Any] = {
-        "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "time_utc": now_utc(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
