@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -35,6 +34,7 @@ from typing import Any
 
 from kdanalysis.errors import ConfigError
 from runners.distill.config import TOKEN_KD_METHODS
+from runners.distill.schedule import n_train_items, total_steps
 from runners.grid.settings import check_settings
 from runners.grid.spec import TOY_PREFIX, DomainSpec, GridSpec, ModelSpec, PairSpec
 
@@ -380,19 +380,20 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
 
 
 def training_steps(n_items: int | None, training: Mapping[str, Any]) -> int | None:
-    """Optimizer steps of a training cell: ``optim.max_steps`` if set, else ``ceil(n/batch) × epochs``.
+    """Optimizer steps of a training cell, counted as the trainer counts them.
 
-    ``n_items`` is the number of training items before the validation split; the split
-    (``data.val_size``) and ``data.max_train_items`` are applied here as the trainer does.
+    ``n_items`` is the number of items in the training file (None: unknown). The validation
+    split and ``data.max_train_items`` (:func:`runners.distill.schedule.n_train_items`) and the
+    step count (:func:`runners.distill.schedule.total_steps`) are the trainer's, with the
+    distillation config's defaults; items the trainer drops at tokenisation (a prompt that
+    fills ``max_length``) are not known here. Unknown ``n_items``: ``optim.max_steps`` or None.
+
+    Raises
+    ------
+    ConfigError
+        If the training items do not fill one batch (the trainer would refuse the cell).
     """
     optim = training.get("optim", {})
-    if optim.get("max_steps"):
-        return int(optim["max_steps"])
     if n_items is None:
-        return None
-    data = training.get("data", {})
-    n = max(n_items - int(data.get("val_size", 500)), 0)
-    if data.get("max_train_items"):
-        n = min(n, int(data["max_train_items"]))
-    batch = int(optim.get("batch_size", 16))
-    return int(math.ceil(n / batch) * int(optim.get("epochs", 1)))
+        return int(optim["max_steps"]) if optim.get("max_steps") else None
+    return total_steps(n_train_items(n_items, training.get("data", {})), optim)
