@@ -31,13 +31,22 @@ def _build_report(runs_dir: Path, console: Console) -> None:
 
     results, models, source = load_report_input(runs_dir)
     paths = build_report(results, runs_dir / "report", formats=("html",), models=models, source=source)
-    console.print(f"report: {paths.html} (PDF too: kdanalysis report {runs_dir} --out {runs_dir / 'report'})",
-                  highlight=False)
+    console.print(
+        f"report: {paths.html} (PDF too: kdanalysis report {runs_dir} --out {runs_dir / 'report'})",
+        highlight=False,
+    )
 
 
-def run_grid_command(grid: str | Path, runs_dir: Path | None = None, *, dry_run: bool = False,
-                     retry_failed: bool = False, list_cells: bool = False, progress: bool = True,
-                     report: bool | None = None) -> int:
+def run_grid_command(
+    grid: str | Path,
+    runs_dir: Path | None = None,
+    *,
+    dry_run: bool = False,
+    retry_failed: bool = False,
+    list_cells: bool = False,
+    progress: bool = True,
+    report: bool | None = None,
+) -> int:
     """Plan, show or run a grid; returns the process exit code (1 when cells failed).
 
     Parameters
@@ -79,8 +88,10 @@ def run_grid_command(grid: str | Path, runs_dir: Path | None = None, *, dry_run:
         out.print(estimate_table(estimate_plan(plan, states)))
         if list_cells:
             for cell in plan:
-                out.print(f"{cell.id}  {cell.stage:<18} {states[cell.id].state.value:<8} {cell.label}",
-                          highlight=False)
+                out.print(
+                    f"{cell.id}  {cell.stage:<18} {states[cell.id].state.value:<8} {cell.label}",
+                    highlight=False,
+                )
         for cid, status in states.items():
             if status.state is CellState.FAILED:
                 out.print(f"failed {cid} {plan.cells[cid].label}: {status.error}", highlight=False)
@@ -92,11 +103,15 @@ def run_grid_command(grid: str | Path, runs_dir: Path | None = None, *, dry_run:
     else:
         result = run_grid(plan, runs_dir, retry_failed=retry_failed, grid_text=grid_text)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
-    out.print(f"grid {spec.study}: {len(plan)} cells ({counts}); computed {len(result.computed)} now",
-              highlight=False)
+    out.print(
+        f"grid {spec.study}: {len(plan)} cells ({counts}); computed {len(result.computed)} now",
+        highlight=False,
+    )
     for cid, error in result.failed.items():
-        out.print(f"failed {cid} {plan.cells[cid].label}: {error} (see {runs_dir}/cells/{cid}/log.txt)",
-                  highlight=False)
+        out.print(
+            f"failed {cid} {plan.cells[cid].label}: {error} (see {runs_dir}/cells/{cid}/log.txt)",
+            highlight=False,
+        )
     if result.results_path is not None:
         out.print(f"results: {result.results_path}\nitems: {result.items_path}", highlight=False)
         if report if report is not None else spec.report:

@@ -149,8 +149,9 @@ class GpuPoolExecutor(Executor):
             out.close()
             self.free.append(gpu)
             if proc.returncode:
-                logger.warning("worker of cell %s exited with code %d (see logs/%s.txt)",
-                               cid, proc.returncode, cid)
+                logger.warning(
+                    "worker of cell %s exited with code %d (see logs/%s.txt)", cid, proc.returncode, cid
+                )
         return ended
 
     def close(self) -> None:
@@ -202,13 +203,15 @@ class SubmititExecutor(Executor):
         try:
             import submitit
         except ImportError as exc:  # pragma: no cover - submitit is in the slurm extra
-            raise BackendUnavailableError("the SLURM executor needs submitit: pip install 'kdanalysis[slurm]'"
-                                          ) from exc
+            raise BackendUnavailableError(
+                "the SLURM executor needs submitit: pip install 'kdanalysis[slurm]'"
+            ) from exc
         self.spec = spec
         self.stage_fn = stage_fn
         extra = {"slurm_max_num_timeout": spec.max_num_timeout} if spec.cluster == "slurm" else {}
-        self._executor = submitit.AutoExecutor(folder=self.runs_dir / "submitit", cluster=spec.cluster,
-                                               **extra)
+        self._executor = submitit.AutoExecutor(
+            folder=self.runs_dir / "submitit", cluster=spec.cluster, **extra
+        )
         self._jobs: dict[str, Any] = {}
 
     def capacity(self) -> int:
@@ -217,9 +220,14 @@ class SubmititExecutor(Executor):
     def _parameters(self, stage: str) -> dict[str, Any]:
         params: dict[str, Any] = {"timeout_min": self.spec.timeout_min}
         if self.spec.cluster == "slurm":
-            params.update(slurm_partition=self.spec.partition, slurm_account=self.spec.account,
-                          gpus_per_node=self.spec.gpus_per_node, cpus_per_task=self.spec.cpus_per_task,
-                          mem_gb=self.spec.mem_gb, slurm_array_parallelism=self.spec.array_parallelism)
+            params.update(
+                slurm_partition=self.spec.partition,
+                slurm_account=self.spec.account,
+                gpus_per_node=self.spec.gpus_per_node,
+                cpus_per_task=self.spec.cpus_per_task,
+                mem_gb=self.spec.mem_gb,
+                slurm_array_parallelism=self.spec.array_parallelism,
+            )
             params = {k: v for k, v in params.items() if v is not None}
         params.update(self.spec.stage_overrides.get(stage, {}))
         return params

@@ -49,15 +49,32 @@ __all__ = [
 
 #: Stage names in display (and dependency) order.
 STAGES: tuple[str, ...] = (
-    "prepare", "teacher_sft", "teacher_eval", "teacher_base_eval", "teacher_cache",
-    "student_base_eval", "student_sft", "student_sft_eval", "kd", "kd_eval", "kd_fidelity",
+    "prepare",
+    "teacher_sft",
+    "teacher_eval",
+    "teacher_base_eval",
+    "teacher_cache",
+    "student_base_eval",
+    "student_sft",
+    "student_sft_eval",
+    "kd",
+    "kd_eval",
+    "kd_fidelity",
     "sft_fidelity",
 )
 #: Cell kinds (what executes a cell) per stage.
 STAGE_KIND: dict[str, str] = {
-    "prepare": "prepare", "teacher_sft": "train", "teacher_eval": "eval", "teacher_base_eval": "eval",
-    "teacher_cache": "cache", "student_base_eval": "eval", "student_sft": "train",
-    "student_sft_eval": "eval", "kd": "train", "kd_eval": "eval", "kd_fidelity": "fidelity",
+    "prepare": "prepare",
+    "teacher_sft": "train",
+    "teacher_eval": "eval",
+    "teacher_base_eval": "eval",
+    "teacher_cache": "cache",
+    "student_base_eval": "eval",
+    "student_sft": "train",
+    "student_sft_eval": "eval",
+    "kd": "train",
+    "kd_eval": "eval",
+    "kd_fidelity": "fidelity",
     "sft_fidelity": "fidelity",
 }
 _ID_LEN = 12
@@ -65,8 +82,13 @@ _ID_LEN = 12
 
 def cell_id(kind: str, config: Mapping[str, Any]) -> str:
     """Stable id of a cell: the first 12 hex digits of SHA-256 of canonical JSON."""
-    payload = json.dumps({"kind": kind, "config": config}, sort_keys=True, separators=(",", ":"),
-                         ensure_ascii=True, allow_nan=False)
+    payload = json.dumps(
+        {"kind": kind, "config": config},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=False,
+    )
     return hashlib.sha256(payload.encode("ascii")).hexdigest()[:_ID_LEN]
 
 
@@ -99,14 +121,26 @@ class Cell:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (what ``cell.json`` in a cell folder holds)."""
-        return {"id": self.id, "stage": self.stage, "kind": self.kind, "config": dict(self.config),
-                "deps": list(self.deps), "label": self.label}
+        return {
+            "id": self.id,
+            "stage": self.stage,
+            "kind": self.kind,
+            "config": dict(self.config),
+            "deps": list(self.deps),
+            "label": self.label,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Cell:
         """Inverse of :meth:`to_json`."""
-        return cls(id=data["id"], stage=data["stage"], kind=data["kind"], config=data["config"],
-                   deps=tuple(data["deps"]), label=data["label"])
+        return cls(
+            id=data["id"],
+            stage=data["stage"],
+            kind=data["kind"],
+            config=data["config"],
+            deps=tuple(data["deps"]),
+            label=data["label"],
+        )
 
 
 @dataclass(frozen=True)
@@ -194,17 +228,27 @@ class _Builder:
         spec: ModelSpec = self.grid.models[model_id]
         if spec.path.startswith(TOY_PREFIX):
             _, family, size = spec.path.split(":")
-            cid = self.add("prepare", {"what": "toy_model", "family": family, "size": size, "seed": 0},
-                           f"toy model {family}:{size}")
+            cid = self.add(
+                "prepare",
+                {"what": "toy_model", "family": family, "size": size, "seed": 0},
+                f"toy model {family}:{size}",
+            )
             return {"name": model_id, "base_cell": cid}
         return {"name": model_id, "path": self.resolve_path(spec.path)}
 
     def domain_data(self, domain: str) -> dict[str, Any]:
         spec: DomainSpec = self.grid.domains[domain]
         if spec.is_toy:
-            config = {"what": "toy_data", "n_train": spec.toy_items, "n_test": spec.toy_test_items,
-                      "seed": 0, "tasks": list(spec.tasks), "difficulty": spec.toy_difficulty,
-                      "max_number": spec.toy_max_number, "operations": list(spec.toy_operations)}
+            config = {
+                "what": "toy_data",
+                "n_train": spec.toy_items,
+                "n_test": spec.toy_test_items,
+                "seed": 0,
+                "tasks": list(spec.tasks),
+                "difficulty": spec.toy_difficulty,
+                "max_number": spec.toy_max_number,
+                "operations": list(spec.toy_operations),
+            }
             cid = self.add("prepare", config, f"toy data {domain}")
             return {"data_cell": cid, "tasks": list(spec.tasks)}
         out: dict[str, Any] = {"train_path": self.resolve_path(spec.train), "tasks": list(spec.tasks)}
@@ -221,15 +265,33 @@ class _Builder:
         return _merge(settings, self.grid.teacher_training) if teacher else settings
 
     # -- stages ----------------------------------------------------------------------------------
-    def train(self, stage: str, student: str, domain: str, seed: int, *, method: str = "sft",
-              teacher: dict[str, Any] | None = None, teacher_kind: str = "none",
-              temperature: float | None = None, noise: float = 0.0, params: Mapping[str, Any] | None = None,
-              cache: str | None = None) -> dict[str, Any]:
+    def train(
+        self,
+        stage: str,
+        student: str,
+        domain: str,
+        seed: int,
+        *,
+        method: str = "sft",
+        teacher: dict[str, Any] | None = None,
+        teacher_kind: str = "none",
+        temperature: float | None = None,
+        noise: float = 0.0,
+        params: Mapping[str, Any] | None = None,
+        cache: str | None = None,
+    ) -> dict[str, Any]:
         config: dict[str, Any] = {
-            "student": self.base_model(student), "domain": domain, "data": self.domain_data(domain),
-            "method": method, "seed": seed, "training": self.training(domain, teacher=stage == "teacher_sft"),
-            "teacher": teacher, "teacher_kind": teacher_kind, "temperature": temperature,
-            "teacher_noise": noise, "method_params": dict(params or {}),
+            "student": self.base_model(student),
+            "domain": domain,
+            "data": self.domain_data(domain),
+            "method": method,
+            "seed": seed,
+            "training": self.training(domain, teacher=stage == "teacher_sft"),
+            "teacher": teacher,
+            "teacher_kind": teacher_kind,
+            "temperature": temperature,
+            "teacher_noise": noise,
+            "method_params": dict(params or {}),
         }
         if cache is not None:
             config["cache_cell"] = cache
@@ -240,21 +302,37 @@ class _Builder:
         cid = self.add(stage, config, f"{stage} {method}{tau}{sigma}{kind} {who} {domain} s{seed}")
         return {**self.base_model(student), "train_cell": cid}
 
-    def evaluate(self, stage: str, model: dict[str, Any], domain: str, seed: int,
-                 labels: dict[str, Any]) -> str:
+    def evaluate(
+        self, stage: str, model: dict[str, Any], domain: str, seed: int, labels: dict[str, Any]
+    ) -> str:
         data = self.domain_data(domain)
-        config = {"model": model, "domain": domain, "data": data, "seed": seed,
-                  "evaluation": dict(self.grid.evaluation), "labels": {"study": self.grid.study, **labels}}
+        config = {
+            "model": model,
+            "domain": domain,
+            "data": data,
+            "seed": seed,
+            "evaluation": dict(self.grid.evaluation),
+            "labels": {"study": self.grid.study, **labels},
+        }
         return self.add(stage, config, f"{stage} {_describe(labels)}")
 
     def cache(self, teacher: dict[str, Any], domain: str) -> str:
-        config = {"teacher": teacher, "domain": domain, "data": self.domain_data(domain),
-                  "training": self.training(domain), "top_k": self.grid.teacher_cache.top_k}
+        config = {
+            "teacher": teacher,
+            "domain": domain,
+            "data": self.domain_data(domain),
+            "training": self.training(domain),
+            "top_k": self.grid.teacher_cache.top_k,
+        }
         return self.add("teacher_cache", config, f"teacher_cache {teacher['name']} {domain}")
 
     def fidelity(self, stage: str, student_eval: str, teacher_eval: str, labels: dict[str, Any]) -> str:
-        config = {"student_eval_cell": student_eval, "teacher_eval_cell": teacher_eval,
-                  "kl": self.grid.fidelity_kl, "labels": {"study": self.grid.study, **labels}}
+        config = {
+            "student_eval_cell": student_eval,
+            "teacher_eval_cell": teacher_eval,
+            "kl": self.grid.fidelity_kl,
+            "labels": {"study": self.grid.study, **labels},
+        }
         return self.add(stage, config, f"{stage} {_describe(labels)}")
 
 
@@ -278,11 +356,26 @@ def _describe(labels: Mapping[str, Any]) -> str:
     return f"{labels['method']}{tau}{sigma}{kind} {who} {labels['domain']} s{labels['seed']}"
 
 
-def _labels(domain: str, student: str, method: str, seed: int, teacher: str = "none",
-            teacher_kind: str = "none", temperature: float | None = None,
-            noise: float = 0.0) -> dict[str, Any]:
-    return {"domain": domain, "student": student, "teacher": teacher, "method": method,
-            "teacher_kind": teacher_kind, "temperature": temperature, "teacher_noise": noise, "seed": seed}
+def _labels(
+    domain: str,
+    student: str,
+    method: str,
+    seed: int,
+    teacher: str = "none",
+    teacher_kind: str = "none",
+    temperature: float | None = None,
+    noise: float = 0.0,
+) -> dict[str, Any]:
+    return {
+        "domain": domain,
+        "student": student,
+        "teacher": teacher,
+        "method": method,
+        "teacher_kind": teacher_kind,
+        "temperature": temperature,
+        "teacher_noise": noise,
+        "seed": seed,
+    }
 
 
 def _kd_axes(grid: GridSpec, pair: PairSpec) -> list[tuple[str, float, float, str, dict[str, Any]]]:
@@ -345,13 +438,15 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
             ref = b.train("teacher_sft", teacher, domain, first_seed)
             teacher_ref[teacher, "task_aware"] = ref
             teacher_eval[teacher, "task_aware"] = b.evaluate(
-                "teacher_eval", ref, domain, first_seed, _labels(domain, teacher, "sft", first_seed))
+                "teacher_eval", ref, domain, first_seed, _labels(domain, teacher, "sft", first_seed)
+            )
         needs_base = {p.teacher for p in pairs if any(k == "base" for *_, k, _p in _kd_axes(grid, p))}
         for teacher in needs_base:
             ref = b.base_model(teacher)
             teacher_ref[teacher, "base"] = ref
             teacher_eval[teacher, "base"] = b.evaluate(
-                "teacher_base_eval", ref, domain, first_seed, _labels(domain, teacher, "base", first_seed))
+                "teacher_base_eval", ref, domain, first_seed, _labels(domain, teacher, "base", first_seed)
+            )
         if grid.teacher_cache.enabled:
             for pair in pairs:
                 for method, _tau, _sigma, kind, _params in _kd_axes(grid, pair):
@@ -360,22 +455,42 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
         for seed in grid.seeds:
             sft_eval: dict[str, str] = {}
             for student in grid.students:
-                b.evaluate("student_base_eval", b.base_model(student), domain, seed,
-                           _labels(domain, student, "base", seed))
+                b.evaluate(
+                    "student_base_eval",
+                    b.base_model(student),
+                    domain,
+                    seed,
+                    _labels(domain, student, "base", seed),
+                )
                 ref = b.train("student_sft", student, domain, seed)
-                sft_eval[student] = b.evaluate("student_sft_eval", ref, domain, seed,
-                                               _labels(domain, student, "sft", seed))
+                sft_eval[student] = b.evaluate(
+                    "student_sft_eval", ref, domain, seed, _labels(domain, student, "sft", seed)
+                )
             for pair in pairs:
                 for method, tau, sigma, kind, params in _kd_axes(grid, pair):
                     cache = caches.get((pair.teacher, kind)) if method in TOKEN_KD_METHODS else None
-                    ref = b.train("kd", pair.student, domain, seed, method=method,
-                                  teacher=teacher_ref[pair.teacher, kind], teacher_kind=kind,
-                                  temperature=tau, noise=sigma, params=params, cache=cache)
+                    ref = b.train(
+                        "kd",
+                        pair.student,
+                        domain,
+                        seed,
+                        method=method,
+                        teacher=teacher_ref[pair.teacher, kind],
+                        teacher_kind=kind,
+                        temperature=tau,
+                        noise=sigma,
+                        params=params,
+                        cache=cache,
+                    )
                     labels = _labels(domain, pair.student, method, seed, pair.teacher, kind, tau, sigma)
                     student_eval = b.evaluate("kd_eval", ref, domain, seed, labels)
                     b.fidelity("kd_fidelity", student_eval, teacher_eval[pair.teacher, kind], labels)
-                b.fidelity("sft_fidelity", sft_eval[pair.student], teacher_eval[pair.teacher, "task_aware"],
-                           _labels(domain, pair.student, "sft", seed, pair.teacher, "task_aware"))
+                b.fidelity(
+                    "sft_fidelity",
+                    sft_eval[pair.student],
+                    teacher_eval[pair.teacher, "task_aware"],
+                    _labels(domain, pair.student, "sft", seed, pair.teacher, "task_aware"),
+                )
     return Plan(grid=grid, root=b.root, cells=b.cells)
 
 

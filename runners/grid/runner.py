@@ -28,10 +28,26 @@ from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE
 from runners.grid.executors import Executor, make_executor
 from runners.grid.plan import Plan
 from runners.grid.spec import GridSpec
-from runners.grid.state import CellState, CellStatus, GridLock, cells_dir, clean_stale, scan_states
+from runners.grid.state import (
+    GRID_FILE,
+    PLAN_FILE,
+    CellState,
+    CellStatus,
+    GridLock,
+    cells_dir,
+    clean_stale,
+    scan_states,
+)
 
-__all__ = ["GridRunResult", "ProgressCallback", "bundled_grids", "resolve_grid", "models_table",
-           "plan_states", "run_grid"]
+__all__ = [
+    "GridRunResult",
+    "ProgressCallback",
+    "bundled_grids",
+    "resolve_grid",
+    "models_table",
+    "plan_states",
+    "run_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +110,10 @@ def plan_states(plan: Plan, runs_dir: Path, *, retry_failed: bool = False) -> di
     """
     states = scan_states(runs_dir, list(plan.cells))
     if retry_failed:
-        states = {cid: CellStatus(CellState.PENDING) if s.state is CellState.FAILED else s
-                  for cid, s in states.items()}
+        states = {
+            cid: CellStatus(CellState.PENDING) if s.state is CellState.FAILED else s
+            for cid, s in states.items()
+        }
     failed = {cid for cid, s in states.items() if s.state is CellState.FAILED}
     for cid in plan.dependents(failed):
         if states[cid].state is CellState.PENDING:
@@ -107,8 +125,11 @@ def _ended_state(status: CellStatus, cid: str, runs_dir: Path) -> CellStatus:
     """State of a cell its executor reported ended; no result on disk = failed (for this call)."""
     if status.state in (CellState.DONE, CellState.FAILED):
         return status
-    return CellStatus(CellState.FAILED, error=f"cell ended without a result (worker crashed?); see "
-                                              f"{runs_dir}/logs/{cid}.txt or the executor's logs")
+    return CellStatus(
+        CellState.FAILED,
+        error=f"cell ended without a result (worker crashed?); see "
+        f"{runs_dir}/logs/{cid}.txt or the executor's logs",
+    )
 
 
 def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path) -> bool:
@@ -117,7 +138,7 @@ def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path
         return False
     oldest = min(p.stat().st_mtime for p in collected)
     root = cells_dir(runs_dir)
-    inputs = [runs_dir / "plan.json", *(root / cid / STATUS_FILE for cid in measured)]
+    inputs = [runs_dir / PLAN_FILE, *(root / cid / STATUS_FILE for cid in measured)]
     return all(p.stat().st_mtime <= oldest for p in inputs)
 
 
@@ -135,25 +156,40 @@ def models_table(grid: GridSpec) -> pd.DataFrame:
         teacher, student = name in grid.teachers, name in grid.students
         if teacher or student:
             role = "both" if teacher and student else "teacher" if teacher else "student"
-            rows.append({"model": name, "family": spec.family, "params_b": spec.params_b,
-                         "vocab_size": pd.NA, "role": role})
+            rows.append(
+                {
+                    "model": name,
+                    "family": spec.family,
+                    "params_b": spec.params_b,
+                    "vocab_size": pd.NA,
+                    "role": role,
+                }
+            )
     return validate_models(pd.DataFrame(rows, columns=list(MODEL_COLUMNS)))
 
 
 def _save_plan(plan: Plan, runs_dir: Path, grid_text: str | None) -> None:
     """Write plan.json (only when it changed: its age tells whether the collection is current)."""
     saved = {"study": plan.grid.study, "cells": [c.to_json() for c in plan]}
-    path = runs_dir / "plan.json"
+    path = runs_dir / PLAN_FILE
     if not path.is_file() or read_json(path) != json.loads(json.dumps(saved, default=str)):
         atomic_write_json(path, saved)
         write_models(models_table(plan.grid), runs_dir / "models.parquet")
     if grid_text is not None:
-        atomic_write_text(runs_dir / "grid.yaml", grid_text)
+        atomic_write_text(runs_dir / GRID_FILE, grid_text)
 
 
-def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = None,
-             retry_failed: bool = False, progress: ProgressCallback | None = None,
-             grid_text: str | None = None, collect: bool = True, poll_s: float = 5.0) -> GridRunResult:
+def run_grid(
+    plan: Plan,
+    runs_dir: str | Path,
+    *,
+    executor: Executor | None = None,
+    retry_failed: bool = False,
+    progress: ProgressCallback | None = None,
+    grid_text: str | None = None,
+    collect: bool = True,
+    poll_s: float = 5.0,
+) -> GridRunResult:
     """Run (or resume) all cells of ``plan`` in ``runs_dir``.
 
     Parameters
@@ -195,10 +231,15 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
         running: set[str] = set()
         try:
             while True:
-                ready = [c for c in plan if states[c.id].state is CellState.PENDING and c.id not in running
-                         and all(states[d].state is CellState.DONE for d in c.deps)]
+                ready = [
+                    c
+                    for c in plan
+                    if states[c.id].state is CellState.PENDING
+                    and c.id not in running
+                    and all(states[d].state is CellState.DONE for d in c.deps)
+                ]
                 if ready and executor.capacity():
-                    batch = ready[:executor.capacity()]
+                    batch = ready[: executor.capacity()]
                     executor.submit(batch)
                     running |= {c.id for c in batch}
                 if progress:
@@ -216,8 +257,10 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
                     continue
                 running -= set(ended)
                 computed.extend(ended)
-                fresh = {cid: _ended_state(status, cid, runs_dir)
-                         for cid, status in scan_states(runs_dir, ended).items()}
+                fresh = {
+                    cid: _ended_state(status, cid, runs_dir)
+                    for cid, status in scan_states(runs_dir, ended).items()
+                }
                 states.update(fresh)
                 newly_failed = {cid for cid, s in fresh.items() if s.state is CellState.FAILED}
                 for cid in newly_failed:
@@ -228,8 +271,11 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
         finally:
             executor.close()
         results_path = items_path = None
-        measured = [cid for cid, s in states.items()
-                    if s.state is CellState.DONE and plan.cells[cid].kind in ("eval", "fidelity")]
+        measured = [
+            cid
+            for cid, s in states.items()
+            if s.state is CellState.DONE and plan.cells[cid].kind in ("eval", "fidelity")
+        ]
         if collect and measured:
             results_path, items_path = runs_dir / RESULTS_FILE, runs_dir / ITEMS_FILE
             if not _collection_is_current(runs_dir, measured, results_path, items_path):
@@ -240,5 +286,6 @@ def run_grid(plan: Plan, runs_dir: str | Path, *, executor: Executor | None = No
     for status in states.values():
         counts[status.state.value] = counts.get(status.state.value, 0) + 1
     failed = {cid: s.error for cid, s in states.items() if s.state is CellState.FAILED}
-    return GridRunResult(counts=counts, failed=failed, computed=computed,
-                         results_path=results_path, items_path=items_path)
+    return GridRunResult(
+        counts=counts, failed=failed, computed=computed, results_path=results_path, items_path=items_path
+    )

@@ -43,6 +43,8 @@ __all__ = [
     "CellState",
     "CellStatus",
     "GridLock",
+    "PLAN_FILE",
+    "GRID_FILE",
     "cells_dir",
     "cell_dir",
     "cell_state",
@@ -57,6 +59,9 @@ logger = logging.getLogger(__name__)
 #: A stage implementation: ``(cell, work_dir, dep_dirs) -> outputs`` (name → path relative to work_dir).
 StageFunction = Callable[[Cell, Path, Mapping[str, Path]], Mapping[str, str]]
 
+#: Files of ``RUNS_DIR`` (see the module docstring).
+PLAN_FILE = "plan.json"
+GRID_FILE = "grid.yaml"
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
 

@@ -14,18 +14,18 @@ from pathlib import Path
 from kdanalysis.errors import RunFailedError
 from kdanalysis.io import read_json
 from runners.grid.plan import Cell
-from runners.grid.state import CellState, execute_cell
+from runners.grid.state import PLAN_FILE, CellState, execute_cell
 
 __all__ = ["load_cell", "main"]
 
 
 def load_cell(runs_dir: Path, cid: str) -> Cell:
     """Cell ``cid`` of the plan saved in ``RUNS_DIR/plan.json``."""
-    plan = read_json(Path(runs_dir) / "plan.json")
+    plan = read_json(Path(runs_dir) / PLAN_FILE)
     for data in plan["cells"]:
         if data["id"] == cid:
             return Cell.from_json(data)
-    raise RunFailedError(f"cell {cid} is not in {runs_dir}/plan.json")
+    raise RunFailedError(f"cell {cid} is not in {Path(runs_dir) / PLAN_FILE}")
 
 
 def main(argv: list[str] | None = None) -> int:
