@@ -19,10 +19,11 @@ of :mod:`runners.distill.losses` exact (see :class:`~runners.distill.losses.TopK
 The top-k set does not depend on τ, so one pass serves every temperature listed at
 build time (default 1, 2, 5: the paper's grid).
 
-``index.json`` holds ``format``, the ``fingerprint`` (teacher, teacher_gguf_file,
-tokenizer hash, data files and their SHA-256, max_length, prompt_style, k, vocab_size,
-dtype, temperatures), ``n_examples``, ``n_tokens``, ``shards`` and ``examples``: content key of the
-token sequence (:func:`runners.distill.data.example_key`) → ``[shard, start, length]``.
+``index.json`` holds ``format``, the ``fingerprint`` (the fields of :class:`CacheKey` —
+teacher, teacher_gguf_file, tokenizer hash, data files and their SHA-256, max_length,
+prompt_style, temperatures — plus k, vocab_size and dtype), ``n_examples``, ``n_tokens``,
+``shards`` and ``examples``: content key of the token sequence
+(:func:`runners.distill.data.example_key`) → ``[shard, start, length]``.
 Examples are found by content, so the validation split and the epoch order of a
 student run do not matter; a sequence that is not in the cache is a clear error.
 """
@@ -33,7 +34,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +46,7 @@ from runners.evaluate.prompts import PromptStyle
 
 __all__ = [
     "CACHE_FORMAT",
+    "CacheKey",
     "tokenizer_fingerprint",
     "build_teacher_cache",
     "build_teacher_cache_for",
@@ -66,30 +69,132 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(payload).encode("utf-8")).hexdigest()[:16]
 
 
-def _fingerprint(
-    teacher: str,
-    teacher_gguf_file: str | None,
-    tokenizer: Any,
-    data: Sequence[Path],
-    max_length: int,
-    prompt_style: str,
-    k: int,
-    vocab_size: int,
-    dtype: str,
-    temperatures: Sequence[float],
-) -> dict[str, Any]:
-    return {
-        "teacher": teacher,
-        "teacher_gguf_file": teacher_gguf_file,
-        "tokenizer": tokenizer_fingerprint(tokenizer),
-        "data": [{"path": str(p), "sha256": file_sha256(p)} for p in data],
-        "max_length": max_length,
-        "prompt_style": prompt_style,
-        "k": k,
-        "vocab_size": vocab_size,
-        "dtype": dtype,
-        "temperatures": [float(t) for t in temperatures],
-    }
+@dataclass(frozen=True)
+class CacheKey:
+    """The settings a cache's logits depend on, which a student run must share.
+
+    One key describes what a cache holds (``TeacherCache.key``, written into ``index.json``
+    by :meth:`fingerprint`) and what a run needs (:meth:`for_run`); :meth:`TeacherCache.check`
+    compares the two.
+
+    Attributes
+    ----------
+    teacher, teacher_gguf_file : str, str or None
+        The teacher model (hub id or resolved local path) and its GGUF file.
+    tokenizer : str
+        :func:`tokenizer_fingerprint` of the tokenizer the sequences were encoded with.
+    data : tuple of (str, str)
+        ``(path, sha256)`` of each data file.
+    max_length : int
+        Token budget of the encoded sequences.
+    prompt_style : str
+        Prompt template of the encoded sequences.
+    temperatures : tuple of float
+        KD temperatures served (a cache) or needed (a run).
+    """
+
+    teacher: str
+    teacher_gguf_file: str | None
+    tokenizer: str
+    data: tuple[tuple[str, str], ...]
+    max_length: int
+    prompt_style: str
+    temperatures: tuple[float, ...]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        teacher: str,
+        teacher_gguf_file: str | None,
+        tokenizer: Any,
+        data: Sequence[Path],
+        max_length: int,
+        prompt_style: str,
+        temperatures: Sequence[float],
+    ) -> CacheKey:
+        """The key of settings, hashing the tokenizer and the data files."""
+        return cls(
+            teacher=teacher,
+            teacher_gguf_file=teacher_gguf_file,
+            tokenizer=tokenizer_fingerprint(tokenizer),
+            data=tuple((str(p), file_sha256(p)) for p in data),
+            max_length=max_length,
+            prompt_style=prompt_style,
+            temperatures=tuple(float(t) for t in temperatures),
+        )
+
+    @classmethod
+    def for_run(cls, config: Any, tokenizer: Any) -> CacheKey:
+        """What the run of a :class:`~runners.distill.config.DistillConfig` needs from a cache."""
+        if config.teacher is None:
+            raise ConfigError(f"method {config.method!r} has no teacher to cache")
+        return cls.build(
+            teacher=config.teacher,
+            teacher_gguf_file=config.teacher_gguf_file,
+            tokenizer=tokenizer,
+            data=_data_files(config),
+            max_length=config.max_length,
+            prompt_style=config.prompt_style,
+            temperatures=(config.temperature,),
+        )
+
+    @classmethod
+    def from_fingerprint(cls, fingerprint: Mapping[str, Any]) -> CacheKey:
+        """The key stored in an ``index.json`` fingerprint (inverse of :meth:`fingerprint`)."""
+        return cls(
+            teacher=fingerprint["teacher"],
+            teacher_gguf_file=fingerprint["teacher_gguf_file"],
+            tokenizer=fingerprint["tokenizer"],
+            data=tuple((d["path"], d["sha256"]) for d in fingerprint["data"]),
+            max_length=int(fingerprint["max_length"]),
+            prompt_style=fingerprint["prompt_style"],
+            temperatures=tuple(float(t) for t in fingerprint["temperatures"]),
+        )
+
+    def fingerprint(self, *, k: int, vocab_size: int, dtype: str) -> dict[str, Any]:
+        """The ``index.json`` fingerprint of a cache with this key and storage settings."""
+        return {
+            "teacher": self.teacher,
+            "teacher_gguf_file": self.teacher_gguf_file,
+            "tokenizer": self.tokenizer,
+            "data": [{"path": path, "sha256": sha} for path, sha in self.data],
+            "max_length": self.max_length,
+            "prompt_style": self.prompt_style,
+            "k": k,
+            "vocab_size": vocab_size,
+            "dtype": dtype,
+            "temperatures": list(self.temperatures),
+        }
+
+    def mismatches(self, run: CacheKey) -> list[str]:
+        """Where a run's key ``run`` is not served by this (a cache's) key, one phrase each.
+
+        Model, tokenizer, ``max_length`` and ``prompt_style`` must be equal; each of the
+        run's temperatures must be cached and each of its data files (by SHA-256) too.
+        """
+        problems = [
+            f"{name}: run {getattr(run, name)!r} vs cache {getattr(self, name)!r}"
+            for name in ("teacher", "teacher_gguf_file", "max_length", "prompt_style", "tokenizer")
+            if getattr(run, name) != getattr(self, name)
+        ]
+        problems += [
+            f"temperature {t} is not cached (cached: {list(self.temperatures)})"
+            for t in run.temperatures
+            if t not in self.temperatures
+        ]
+        cached = {sha for _, sha in self.data}
+        problems += [
+            f"data file {path} is not one of the cached files ({', '.join(p for p, _ in self.data)})"
+            for path, sha in run.data
+            if sha not in cached
+        ]
+        return problems
+
+
+def _data_files(config: Any) -> list[Path]:
+    """The data files of a run whose teacher logits a cache holds: training (and validation) file."""
+    return [config.data.train] + ([config.data.val_file] if config.data.val_file else [])
 
 
 def _rest_key(temperature: float) -> str:
@@ -176,18 +281,16 @@ def build_teacher_cache(
     model.eval()
     vocab_size = len(tokenizer)  # logits beyond it are embedding padding rows
     k = min(k, vocab_size)
-    fingerprint = _fingerprint(
-        teacher,
-        teacher_gguf_file,
-        tokenizer,
-        paths,
-        max_length,
-        prompt_style,
-        k,
-        vocab_size,
-        dtype,
-        temperatures,
+    key = CacheKey.build(
+        teacher=teacher,
+        teacher_gguf_file=teacher_gguf_file,
+        tokenizer=tokenizer,
+        data=paths,
+        max_length=max_length,
+        prompt_style=prompt_style,
+        temperatures=temperatures,
     )
+    fingerprint = key.fingerprint(k=k, vocab_size=vocab_size, dtype=dtype)
     if (out_dir / "index.json").is_file():
         existing = TeacherCache.open(out_dir)
         if existing.fingerprint != fingerprint:
@@ -280,11 +383,10 @@ def build_teacher_cache_for(
     """
     if config.teacher is None:
         raise ConfigError(f"method {config.method!r} has no teacher to cache")
-    data = [config.data.train] + ([config.data.val_file] if config.data.val_file else [])
     kwargs.setdefault("temperatures", sorted({1.0, 2.0, 5.0, config.temperature}))
     return build_teacher_cache(
         config.teacher,
-        data,
+        _data_files(config),
         out_dir,
         k=k,
         max_length=config.max_length,
@@ -305,13 +407,15 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
 class TeacherCache:
     """Read access to a cache folder written by :func:`build_teacher_cache`.
 
-    Use :meth:`open`; :meth:`check` compares the fingerprint with a run's settings and
-    :meth:`lookup` returns padded top-k tensors for a batch of sequences.
+    Use :meth:`open`; :meth:`check` compares the cache's :class:`CacheKey` (``key``, read
+    from the ``fingerprint`` of ``index.json``) with a run's and :meth:`lookup` returns padded
+    top-k tensors for a batch of sequences.
     """
 
     def __init__(self, root: Path, index: dict[str, Any]) -> None:
         self.root = root
         self.fingerprint: dict[str, Any] = index["fingerprint"]
+        self.key = CacheKey.from_fingerprint(self.fingerprint)
         self.k: int = int(self.fingerprint["k"])
         self.vocab_size: int = int(self.fingerprint["vocab_size"])
         self._examples: dict[str, list[int]] = index["examples"]
@@ -341,42 +445,13 @@ class TeacherCache:
     def __len__(self) -> int:
         return len(self._examples)
 
-    def check(
-        self,
-        *,
-        teacher: str,
-        teacher_gguf_file: str | None,
-        tokenizer: Any,
-        data: Sequence[Path],
-        max_length: int,
-        prompt_style: str,
-        temperature: float,
-    ) -> None:
-        """Raise ConfigError naming every field where the cache differs from a run's settings.
+    def check(self, run: CacheKey) -> None:
+        """Raise ConfigError naming every field where the cache does not serve a run's key.
 
-        ``data`` files must each be one of the cached files (same SHA-256) and
-        ``temperature`` one of the cached temperatures.
+        The run's data files must each be one of the cached files (same SHA-256) and its
+        temperatures cached ones (see :meth:`CacheKey.mismatches`).
         """
-        fp = self.fingerprint
-        problems = []
-        for name, mine in (
-            ("teacher", teacher),
-            ("teacher_gguf_file", teacher_gguf_file),
-            ("max_length", max_length),
-            ("prompt_style", prompt_style),
-            ("tokenizer", tokenizer_fingerprint(tokenizer)),
-        ):
-            if fp[name] != mine:
-                problems.append(f"{name}: run {mine!r} vs cache {fp[name]!r}")
-        if float(temperature) not in fp["temperatures"]:
-            problems.append(f"temperature {temperature} is not cached (cached: {fp['temperatures']})")
-        cached = {d["sha256"] for d in fp["data"]}
-        for path in data:
-            if file_sha256(path) not in cached:
-                problems.append(
-                    f"data file {path} is not one of the cached files "
-                    f"({', '.join(d['path'] for d in fp['data'])})"
-                )
+        problems = self.key.mismatches(run)
         if problems:
             raise ConfigError(f"teacher cache {self.root} does not match this run: " + "; ".join(problems))
 
@@ -406,9 +481,9 @@ class TeacherCache:
         from runners.distill.losses import TopKTeacher
 
         rest_key = _rest_key(temperature)
-        if float(temperature) not in self.fingerprint["temperatures"]:
+        if float(temperature) not in self.key.temperatures:
             raise ConfigError(
-                f"teacher cache {self.root} holds temperatures {self.fingerprint['temperatures']}, "
+                f"teacher cache {self.root} holds temperatures {list(self.key.temperatures)}, "
                 f"not {temperature}"
             )
         values = torch.zeros((len(keys), width, self.k), dtype=torch.float32)

@@ -1,24 +1,29 @@
 """The training loop, top to bottom: models → data → optimiser → steps → checkpoints.
 
-:func:`train` is written to be read in order (in the spirit of nanoGPT's ``train.py``):
+:func:`train` is written to be read in order (in the spirit of nanoGPT's ``train.py``), one
+named step after the other:
 
-1. devices and precision (``accelerate.Accelerator``; on one CPU process it changes nothing),
-2. the student (+ LoRA adapters or full fine-tuning) and the teacher signal (live frozen
-   model or offline cache; tokenizers must match),
-3. data (validation split, ``seqkd``: the teacher's outputs replace the targets),
-4. AdamW + linear warm-up/decay, restored from the latest checkpoint if there is one,
-5. the step loop: gradient accumulation over micro-batches, clipping, logging,
-   periodic validation (keeping the best weights) and atomic checkpoints,
-6. the final weights (best or last) in ``model/`` with the tokenizer.
+1. ``_set_up_devices``: devices and precision (``accelerate.Accelerator``; on one CPU
+   process it changes nothing) and the split of a batch into micro-batches,
+2. ``_load_models``: the student and the teacher signal (live frozen model or offline
+   cache, checked against the run's :class:`~runners.distill.cache.CacheKey`; tokenizers
+   must match),
+3. ``_load_data``: the validation split, ``seqkd``: the teacher's outputs replace the
+   targets; the number of steps is :func:`runners.distill.schedule.total_steps`,
+4. ``_make_trainable`` (LoRA adapters or full fine-tuning), AdamW + linear warm-up/decay,
+   ``_restore`` from the latest checkpoint if there is one,
+5. the step loop, written out in :func:`train`: gradient accumulation over
+   ``_micro_batches``, clipping, logging (running sums in ``_LossSums``), periodic
+   ``_validate`` (``_save_best`` keeps the best weights) and atomic ``_save_checkpoint``,
+6. ``_save_final``: the final weights (best or last) in ``model/`` with the tokenizer.
 
-Multi-GPU: launch with ``accelerate launch -m runners.distill CONFIG.yaml``. Each
-process takes every ``world_size``-th example of each global batch; gradients are
-all-reduced by DDP on the last micro-batch of a step only; process 0 writes files.
-Process r takes the r-th contiguous share of each global batch, so with the same
+Multi-GPU: launch with ``accelerate launch -m runners.distill CONFIG.yaml``. Process r
+takes the r-th contiguous share of each global batch, so with the same
 ``micro_batch_size`` a run on N processes sees the same micro-batches as on one (equal
-results up to floating-point summation order).
-The single-process path is the same code (``Accelerator`` is then a no-op wrapper).
-The multi-GPU path has not been run in CI (no GPUs there).
+results up to floating-point summation order); gradients are all-reduced by DDP on the
+last micro-batch of a step only; process 0 writes files. The single-process path is the
+same code (``Accelerator`` is then a no-op wrapper). The multi-GPU path has not been run
+in CI (no GPUs there).
 
 Resume: a checkpoint holds the trainable weights, optimiser, scheduler, RNG states
 (python, numpy, torch, CUDA; one file per process) and the step. The data order is a
@@ -38,7 +43,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +52,11 @@ import torch
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
-from runners.distill.cache import TeacherCache
+from runners.distill.cache import CacheKey, TeacherCache
 from runners.distill.config import TOKEN_KD_METHODS, DistillConfig
 from runners.distill.data import Example, encode_pairs, epoch_batches, load_items, split_items
 from runners.distill.methods import LossOutput, TeacherSignal, build_method, generate_teacher_outputs
+from runners.distill.schedule import steps_per_epoch, total_steps
 from runners.distill.vocab import check_same_tokenizer
 
 __all__ = ["TrainResult", "StepCallback", "train", "resolve_precision", "add_lora", "load_trainable_state"]
@@ -233,6 +239,132 @@ def _record_step(line: str) -> int:
         return 1 << 62  # a cut line: drop it
 
 
+# --------------------------------------------------------------------------- the parts of a run
+
+
+@dataclass(frozen=True)
+class _Devices:
+    """Where the run computes: the accelerator, its precision and the batch split over processes.
+
+    ``micro`` examples per forward pass per process, ``accum`` micro-batches per optimiser
+    step per process (``micro * accum * world == optim.batch_size``).
+    """
+
+    accelerator: Any
+    mixed_precision: str
+    micro: int
+    accum: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def autocast(self) -> Any:
+        return self.accelerator.autocast
+
+
+@dataclass
+class _Models:
+    """The student, its tokenizer and the teacher: a live model (None with a cache or when
+    no longer needed) or an offline cache."""
+
+    student: Any
+    tokenizer: Any
+    teacher: Any | None
+    cache: TeacherCache | None
+
+
+@dataclass(frozen=True)
+class _Data:
+    """Encoded training and validation examples."""
+
+    train: list[Example]
+    val: list[Example]
+
+
+@dataclass
+class _Best:
+    """The lowest validation loss so far and its step (None before the first validation)."""
+
+    step: int | None = None
+    val_loss: float = float("inf")
+
+    def update(self, val_loss: float, step: int) -> bool:
+        """Record ``val_loss`` of ``step``; whether it is the new best."""
+        if val_loss < self.val_loss:
+            self.val_loss, self.step = val_loss, step
+            return True
+        return False
+
+
+@dataclass
+class _LossSums:
+    """Running sums of the logged loss parts over micro-batches, until a record is written.
+
+    Each micro-batch adds its values times a weight: 1 in training (a record holds means
+    over micro-batches), its target tokens in validation (token-weighted means).
+
+    Attributes
+    ----------
+    loss, ce, kd, kl, on_policy : float
+        Weighted sums of :class:`~runners.distill.methods.LossOutput`'s parts (``kd`` and
+        ``kl`` over the micro-batches that have them; ``on_policy`` counts ``gkd`` batches).
+    weight : float
+        Sum of the weights.
+    kd_weight : float
+        Sum of the weights of micro-batches with a teacher signal.
+    tokens : float
+        Non-padding input tokens (training).
+    """
+
+    loss: float = 0.0
+    ce: float = 0.0
+    kd: float = 0.0
+    kl: float = 0.0
+    on_policy: float = 0.0
+    weight: float = 0.0
+    kd_weight: float = 0.0
+    tokens: float = 0.0
+
+    def add(self, out: LossOutput, weight: float) -> None:
+        """Add one micro-batch's loss parts with ``weight``."""
+        self.loss += out.loss.item() * weight
+        self.ce += out.ce.item() * weight
+        if out.kd is not None:
+            self.kd += out.kd.item() * weight
+            self.kd_weight += weight
+        if out.kl is not None:
+            self.kl += out.kl.item() * weight
+        self.on_policy += out.on_policy * weight
+        self.weight += weight
+
+    def reduced(self, accelerator: Any) -> _LossSums:
+        """The sums over all processes (float64 all-reduce)."""
+        values = torch.tensor(astuple(self), dtype=torch.float64, device=accelerator.device)
+        return _LossSums(*accelerator.reduce(values, reduction="sum").cpu().tolist())
+
+    def mean(self, part: str) -> float:
+        """Weighted mean of ``loss``, ``ce`` or ``on_policy``."""
+        return float(getattr(self, part)) / max(self.weight, 1.0)
+
+    def kd_mean(self, part: str) -> float | None:
+        """Weighted mean of ``kd`` or ``kl`` over the micro-batches with a teacher (None without)."""
+        return float(getattr(self, part)) / self.kd_weight if self.kd_weight else None
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -266,55 +398,170 @@ def train(
     -------
     TrainResult
     """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import gather_object
-
     run_dir = Path(run_dir)
 
-    # 1. devices and precision ------------------------------------------------------
+    # 1-3. devices, models, data, the loss of the method, the length of the run
+    dev = _set_up_devices(config)
+    models = _load_models(config, dev)
+    data = _load_data(config, models, dev, run_dir)
+    method = build_method(config, _teacher_signal(config, models, dev), models.tokenizer)
+    per_epoch = steps_per_epoch(len(data.train), config.optim.batch_size)
+    n_steps = total_steps(len(data.train), config.optim)
+
+    # 4. trainable weights, optimiser, schedule; restored from the latest checkpoint if any
+    _seed_everything(config.seed)
+    student = _make_trainable(models.student, config)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    scheduler = _scheduler(optimizer, config, n_steps)
+    ckpts = _Checkpoints(run_dir / "checkpoints", config.keep_checkpoints)
+    resume_from = ckpts.latest()
+    start_step, best = _restore(resume_from, run_dir, student, optimizer, scheduler, dev.main)
+    student, optimizer = dev.accelerator.prepare(student, optimizer)
+    unwrapped = dev.accelerator.unwrap_model(student)
+    if resume_from is not None:
+        _set_rng_state(torch.load(resume_from / f"rng_{dev.rank}.pt", weights_only=False))
+    metrics = _MetricsLog(run_dir / "metrics.jsonl", start_step, dev.main)
+    log.info(
+        "%s: %d train / %d val examples, %d steps (batch %d = %d x %d micro x %d proc), %s",
+        config.method,
+        len(data.train),
+        len(data.val),
+        n_steps,
+        config.optim.batch_size,
+        dev.accum,
+        dev.micro,
+        dev.world,
+        dev.mixed_precision,
+    )
+
+    # 5. the step loop
+    sums, window_start = _LossSums(), time.perf_counter()
+    for step in range(start_step, n_steps):
+        step_start, step_tokens = time.perf_counter(), 0
+        for m, examples in enumerate(_micro_batches(data.train, config, dev, per_epoch, step)):
+            on_policy = method.on_policy_coin(step, m, dev.rank)
+            last = m == dev.accum - 1  # DDP all-reduces the gradients on the last micro-batch only
+            with contextlib.nullcontext() if last else dev.accelerator.no_sync(student):
+                out = method.loss(
+                    student,
+                    examples,
+                    device=dev.device,
+                    autocast=dev.autocast,
+                    on_policy=on_policy,
+                    generator_model=unwrapped,
+                )
+                dev.accelerator.backward(out.loss / dev.accum)
+            sums.add(out, weight=1)
+            step_tokens += sum(len(ex.input_ids) for ex in examples)
+        sums.tokens += step_tokens
+        grad_norm = (
+            dev.accelerator.clip_grad_norm_(params, config.optim.max_grad_norm)
+            if config.optim.max_grad_norm
+            else None
+        )
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+
+        if done % config.log_every == 0 or done == n_steps:
+            total = sums.reduced(dev.accelerator)
+            metrics.write(
+                {
+                    "step": done,
+                    "epoch": step // per_epoch,
+                    "lr": scheduler.get_last_lr()[0],
+                    "loss": total.mean("loss"),
+                    "ce": total.mean("ce"),
+                    "kd": total.kd_mean("kd"),
+                    "kl": total.kd_mean("kl"),
+                    "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "tokens": int(total.tokens),
+                    "tokens_per_s": total.tokens / max(time.perf_counter() - window_start, 1e-9),
+                    "on_policy_frac": total.mean("on_policy") if config.method == "gkd" else None,
+                }
+            )
+            sums, window_start = _LossSums(), time.perf_counter()
+        if data.val and ((config.eval_every and done % config.eval_every == 0) or done == n_steps):
+            record = _validate(method, student, data.val, dev, done)
+            record["best"] = best.update(record["val_loss"], done)
+            if record["best"] and dev.main:
+                _save_best(unwrapped, run_dir, done)
+            metrics.write(record)
+        if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == n_steps:
+            state = {
+                # data position of the next batch: epoch and batch index within it
+                "step": done,
+                "total_steps": n_steps,
+                "epoch": done // per_epoch,
+                "batch_in_epoch": done % per_epoch,
+                "best_step": best.step,
+                "best_val_loss": None if best.step is None else best.val_loss,
+                "world_size": dev.world,
+            }
+            _save_checkpoint(ckpts, state, unwrapped, optimizer, scheduler, config, dev, run_dir)
+        if dev.main:
+            for callback in callbacks:
+                callback(
+                    {
+                        "step": done,
+                        "total_steps": n_steps,
+                        "loss": out.loss.item(),
+                        "lr": scheduler.get_last_lr()[0],
+                        "tokens_per_s": step_tokens * dev.world / max(time.perf_counter() - step_start, 1e-9),
+                    }
+                )
+
+    # 6. final weights
+    model_dir = _save_final(unwrapped, models.tokenizer, config, best, dev, run_dir)
+    return TrainResult(n_steps, best.step, None if best.step is None else best.val_loss, model_dir)
+
+
+# --------------------------------------------------------------------------- the steps of train
+
+
+def _set_up_devices(config: DistillConfig) -> _Devices:
+    """Accelerator and precision (on one CPU process it changes nothing), and the batch split."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
     cuda = torch.cuda.is_available()
     mixed = resolve_precision(config.precision, cuda)
     # accelerate keeps one global state per process; a previous run in this process (a grid
     # worker, a test session) may have used another precision. The process group is kept.
     AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
-    autocast = accelerator.autocast
-    compute_dtype = _dtype(mixed)
-    weights_dtype = compute_dtype if config.finetuning == "lora" else torch.float32
+    world = accelerator.num_processes
     micro = config.optim.micro_batch_size or max(1, config.optim.batch_size // world)
     if config.optim.batch_size % (micro * world):
         raise ConfigError(
             f"optim.batch_size={config.optim.batch_size} is not a multiple of "
             f"micro_batch_size={micro} x {world} processes"
         )
-    accum = config.optim.batch_size // (micro * world)
+    return _Devices(accelerator, mixed, micro, config.optim.batch_size // (micro * world))
 
+
+def _load_models(config: DistillConfig, dev: _Devices) -> _Models:
+    """The student and its tokenizer; the offline cache (checked against the run) or the live teacher."""
+    compute_dtype = _dtype(dev.mixed_precision)
+    weights_dtype = compute_dtype if config.finetuning == "lora" else torch.float32
     cache = TeacherCache.open(config.teacher_cache) if config.teacher_cache else None
-    data_files = [config.data.train] + ([config.data.val_file] if config.data.val_file else [])
-
-    # 2. student, teacher ------------------------------------------------------------
-    student, tokenizer = _load_model(config.student, config.student_gguf_file, weights_dtype, device)
-    if cache is not None and config.teacher is not None:  # the config guarantees a teacher with a cache
-        cache.check(
-            teacher=config.teacher,
-            teacher_gguf_file=config.teacher_gguf_file,
-            tokenizer=tokenizer,
-            data=data_files,
-            max_length=config.max_length,
-            prompt_style=config.prompt_style,
-            temperature=config.temperature,
-        )
-    teacher_model = None
+    student, tokenizer = _load_model(config.student, config.student_gguf_file, weights_dtype, dev.device)
+    if cache is not None:  # the config guarantees a teacher with a cache
+        cache.check(CacheKey.for_run(config, tokenizer))
+    teacher = None
     if config.teacher is not None and cache is None:
-        teacher_model, teacher_tok = _load_model(
-            config.teacher, config.teacher_gguf_file, compute_dtype, device
+        teacher, teacher_tok = _load_model(
+            config.teacher, config.teacher_gguf_file, compute_dtype, dev.device
         )
         check_same_tokenizer(teacher_tok, tokenizer)
+    return _Models(student, tokenizer, teacher, cache)
 
-    # 3. data ------------------------------------------------------------------------
+
+def _load_data(config: DistillConfig, models: _Models, dev: _Devices, run_dir: Path) -> _Data:
+    """Training and validation examples; for ``seqkd`` the teacher's outputs replace the targets
+    (and the teacher, needed no longer, is released)."""
     items = load_items(config.data.train)
     if config.data.val_file is not None:
         train_items, val_items = items, load_items(config.data.val_file)
@@ -324,7 +571,7 @@ def train(
         train_items = train_items[: config.data.max_train_items]
     encode = functools.partial(
         encode_pairs,
-        tokenizer,
+        models.tokenizer,
         max_length=config.max_length,
         train_on_inputs=config.train_on_inputs,
         prompt_style=config.prompt_style,
@@ -332,269 +579,176 @@ def train(
     train_pairs = encode(train_items)
     train_examples = [ex for _, ex in train_pairs]
     val_examples = [ex for _, ex in encode(val_items)]
-
     if config.method == "seqkd":
-        with accelerator.main_process_first():
+        with dev.accelerator.main_process_first():
             outputs = generate_teacher_outputs(
-                teacher_model,
-                tokenizer,
+                models.teacher,
+                models.tokenizer,
                 train_examples,
                 config.generation,
                 run_dir / "seqkd_outputs.jsonl",
                 seed=config.seed,
-                device=device,
-                autocast=autocast,
+                device=dev.device,
+                autocast=dev.autocast,
             )
         seq_items = [
             {"instruction": it["instruction"], "input": it.get("input"), "output": out}
             for (it, _), out in zip(train_pairs, outputs, strict=True)
         ]
         train_examples = [ex for _, ex in encode(seq_items)]
-        del teacher_model
-        teacher_model = None
-        if cuda:
+        models.teacher = None
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    return _Data(train_examples, val_examples)
 
-    if config.method in TOKEN_KD_METHODS | {"gkd"}:
-        signal = (
-            TeacherSignal(model=teacher_model, autocast=autocast)
-            if cache is None
-            else TeacherSignal(cache=cache)
-        )
-    else:
-        signal = None
-    method = build_method(config, signal, tokenizer)
 
-    steps_per_epoch = len(train_examples) // config.optim.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(
-            f"{len(train_examples)} training examples are fewer than "
-            f"optim.batch_size={config.optim.batch_size}"
-        )
-    total_steps = config.optim.max_steps or config.optim.epochs * steps_per_epoch
+def _teacher_signal(config: DistillConfig, models: _Models, dev: _Devices) -> TeacherSignal | None:
+    """The teacher's logits for the loss (token-level KD and ``gkd``): the cache or the live model."""
+    if config.method not in TOKEN_KD_METHODS | {"gkd"}:
+        return None
+    if models.cache is not None:
+        return TeacherSignal(cache=models.cache)
+    return TeacherSignal(model=models.teacher, autocast=dev.autocast)
 
-    # 4. trainable weights, optimiser, schedule (restored when resuming) ---------------
-    _seed_everything(config.seed)
+
+def _make_trainable(student: Any, config: DistillConfig) -> Any:
+    """LoRA adapters (only they train) or all weights, in train mode."""
     if config.finetuning == "lora":
         student = add_lora(student, config)
     else:
         student.requires_grad_(True)
     student.train()
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-    scheduler = _scheduler(optimizer, config, total_steps)
-    ckpts = _Checkpoints(run_dir / "checkpoints", config.keep_checkpoints)
-    start_step, best_val, best_step = 0, float("inf"), None
-    resume_from = ckpts.latest()
-    if resume_from is None and main:  # a fresh start: weights of an earlier failed attempt are stale
-        shutil.rmtree(run_dir / "best", ignore_errors=True)
-    if resume_from is not None:
-        state = read_json(resume_from / "state.json")
-        load_trainable_state(student, resume_from / "trainable.safetensors")
-        optimizer.load_state_dict(torch.load(resume_from / "optimizer.pt", weights_only=False))
-        scheduler.load_state_dict(torch.load(resume_from / "scheduler.pt", weights_only=False))
-        start_step, best_step = int(state["step"]), state["best_step"]
-        best_val = float("inf") if state["best_val_loss"] is None else float(state["best_val_loss"])
-        log.info("resuming %s from step %d", run_dir, start_step)
-        if main:  # a best found after the checkpoint belongs to the lost trajectory
-            for stale in (run_dir / "best").glob("step_*.safetensors"):
-                if int(stale.stem.removeprefix("step_")) > start_step:
-                    stale.unlink()
-    student, optimizer = accelerator.prepare(student, optimizer)
-    unwrapped = accelerator.unwrap_model(student)
-    if resume_from is not None:
-        _set_rng_state(torch.load(resume_from / f"rng_{rank}.pt", weights_only=False))
-    metrics = _MetricsLog(run_dir / "metrics.jsonl", start_step, main)
-    log.info(
-        "%s: %d train / %d val examples, %d steps (batch %d = %d x %d micro x %d proc), %s",
-        config.method,
-        len(train_examples),
-        len(val_examples),
-        total_steps,
-        config.optim.batch_size,
-        accum,
-        micro,
-        world,
-        mixed,
-    )
+    return student
 
-    def micro_batches(step: int) -> list[list[Example]]:
-        """This process's micro-batches of optimiser step ``step``."""
-        epoch, index = divmod(step, steps_per_epoch)
-        batch = epoch_batches(len(train_examples), config.optim.batch_size, config.seed, epoch)[index]
-        share = len(batch) // world
-        mine = batch[rank * share : (rank + 1) * share]  # contiguous: same micro-batches as one process
-        return [[train_examples[i] for i in mine[m * micro : (m + 1) * micro]] for m in range(accum)]
 
-    def validate(step: int) -> dict[str, Any]:
-        """Token-weighted validation loss over all processes (teacher noise off, off-policy)."""
-        student.eval()
-        sums = torch.zeros(5, device=device, dtype=torch.float64)  # loss, ce, kd, kl, tokens
-        with torch.no_grad():
-            for start in range(rank * micro, len(val_examples), micro * world):
-                out = method.loss(
-                    student,
-                    val_examples[start : start + micro],
-                    device=device,
-                    autocast=autocast,
-                    noise=False,
-                )
-                n = out.n_tokens
-                sums += torch.tensor(
-                    [
-                        out.loss.item() * n,
-                        out.ce.item() * n,
-                        (out.kd.item() if out.kd is not None else 0.0) * n,
-                        (out.kl.item() if out.kl is not None else 0.0) * n,
-                        n,
-                    ],
-                    dtype=torch.float64,
-                    device=device,
-                )
-        student.train()
-        sums = accelerator.reduce(sums, reduction="sum")
-        n_tokens = max(float(sums[4]), 1.0)
-        has_teacher = signal is not None
-        return {
-            "step": step,
-            "val_loss": float(sums[0]) / n_tokens,
-            "val_ce": float(sums[1]) / n_tokens,
-            "val_kd": float(sums[2]) / n_tokens if has_teacher else None,
-            "val_kl": float(sums[3]) / n_tokens if has_teacher else None,
-        }
+def _restore(
+    checkpoint: Path | None, run_dir: Path, student: Any, optimizer: Any, scheduler: Any, main: bool
+) -> tuple[int, _Best]:
+    """Load weights, optimiser and schedule of ``checkpoint``; return its step and best so far.
 
-    def save_checkpoint(step: int) -> None:
-        rng_states = gather_object([_rng_state()])  # one per process, in rank order
+    Without a checkpoint (a fresh start) best weights of an earlier failed attempt are stale
+    and removed; when resuming, those found after the checkpoint belong to the lost trajectory.
+    The RNG states are restored later, after ``accelerator.prepare``.
+    """
+    if checkpoint is None:
         if main:
-
-            def write(folder: Path) -> None:
-                from safetensors.torch import save_file
-
-                save_file(_trainable_state(unwrapped), str(folder / "trainable.safetensors"))
-                torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-                torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-                atomic_write_text(folder / "config.yaml", config.to_yaml())
-                epoch, index = divmod(step, steps_per_epoch)
-                atomic_write_json(
-                    folder / "state.json",
-                    {
-                        # data position of the next batch: epoch and batch index within it
-                        "step": step,
-                        "total_steps": total_steps,
-                        "epoch": epoch,
-                        "batch_in_epoch": index,
-                        "best_step": best_step,
-                        "best_val_loss": None if best_step is None else best_val,
-                        "world_size": world,
-                    },
-                )
-                for r, rng in enumerate(rng_states):
-                    torch.save(rng, folder / f"rng_{r}.pt")
-
-            ckpts.save(step, write)
-            for stale in (run_dir / "best").glob("step_*.safetensors"):
-                if best_step is None or stale.name != _best_name(best_step):
-                    stale.unlink()  # only the best of the latest checkpoint's trajectory is needed
-        accelerator.wait_for_everyone()
-
-    def maybe_keep_best(record: dict[str, Any], step: int) -> None:
-        nonlocal best_val, best_step
-        record["best"] = record["val_loss"] < best_val
-        if record["best"]:
-            best_val, best_step = record["val_loss"], step
-            if main:
-                from safetensors.torch import save_file
-
-                tmp = run_dir / "best" / f".{_best_name(step)}.tmp"
-                tmp.parent.mkdir(parents=True, exist_ok=True)
-                save_file(_trainable_state(unwrapped), str(tmp))
-                os.replace(tmp, run_dir / "best" / _best_name(step))
-
-    # 5. the step loop ----------------------------------------------------------------
-    # sums since the last record: loss, ce, kd, kl, on-policy, micro-batches, ... with a teacher, tokens
-    window, window_start = torch.zeros(8, dtype=torch.float64), time.perf_counter()
-    for step in range(start_step, total_steps):
-        step_start, step_tokens = time.perf_counter(), 0
-        for m, examples in enumerate(micro_batches(step)):
-            on_policy = method.on_policy_coin(step, m, rank)
-            sync = contextlib.nullcontext() if m == accum - 1 else accelerator.no_sync(student)
-            with sync:
-                out: LossOutput = method.loss(
-                    student,
-                    examples,
-                    device=device,
-                    autocast=autocast,
-                    on_policy=on_policy,
-                    generator_model=unwrapped,
-                )
-                accelerator.backward(out.loss / accum)
-            kd = out.kd.item() if out.kd is not None else 0.0
-            kl = out.kl.item() if out.kl is not None else 0.0
-            parts = [out.loss.item(), out.ce.item(), kd, kl, out.on_policy, 1, out.kd is not None, 0]
-            window += torch.tensor(parts, dtype=torch.float64)
-            step_tokens += sum(len(ex.input_ids) for ex in examples)
-        window[7] += step_tokens
-        grad_norm = (
-            accelerator.clip_grad_norm_(params, config.optim.max_grad_norm)
-            if config.optim.max_grad_norm
-            else None
-        )
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-
-        if done % config.log_every == 0 or done == total_steps:
-            total = accelerator.reduce(window.to(device), reduction="sum").cpu().tolist()
-            n_micro, n_kd = total[5], total[6]
-            record = {
-                "step": done,
-                "epoch": step // steps_per_epoch,
-                "lr": scheduler.get_last_lr()[0],
-                "loss": total[0] / n_micro,
-                "ce": total[1] / n_micro,
-                "kd": total[2] / n_kd if n_kd else None,
-                "kl": total[3] / n_kd if n_kd else None,
-                "grad_norm": None if grad_norm is None else float(grad_norm),
-                "tokens": int(total[7]),
-                "tokens_per_s": total[7] / max(time.perf_counter() - window_start, 1e-9),
-                "on_policy_frac": total[4] / n_micro if config.method == "gkd" else None,
-            }
-            metrics.write(record)
-            window, window_start = torch.zeros_like(window), time.perf_counter()
-        if val_examples and ((config.eval_every and done % config.eval_every == 0) or done == total_steps):
-            record = validate(done)
-            maybe_keep_best(record, done)
-            metrics.write(record)
-        if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == total_steps:
-            save_checkpoint(done)
-        if main:
-            for callback in callbacks:
-                callback(
-                    {
-                        "step": done,
-                        "total_steps": total_steps,
-                        "loss": out.loss.item(),
-                        "lr": scheduler.get_last_lr()[0],
-                        "tokens_per_s": step_tokens * world / max(time.perf_counter() - step_start, 1e-9),
-                    }
-                )
-
-    # 6. final weights ------------------------------------------------------------------
-    model_dir = run_dir / "model"
-    accelerator.wait_for_everyone()
+            shutil.rmtree(run_dir / "best", ignore_errors=True)
+        return 0, _Best()
+    state = read_json(checkpoint / "state.json")
+    load_trainable_state(student, checkpoint / "trainable.safetensors")
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
+    step = int(state["step"])
+    best_val = state["best_val_loss"]
+    best = _Best(state["best_step"], float("inf") if best_val is None else float(best_val))
+    log.info("resuming %s from step %d", run_dir, step)
     if main:
-        if config.save_model == "best" and best_step is not None:
-            load_trainable_state(unwrapped, run_dir / "best" / _best_name(best_step))
+        for stale in (run_dir / "best").glob("step_*.safetensors"):
+            if int(stale.stem.removeprefix("step_")) > step:
+                stale.unlink()
+    return step, best
+
+
+def _micro_batches(
+    examples: list[Example], config: DistillConfig, dev: _Devices, per_epoch: int, step: int
+) -> list[list[Example]]:
+    """This process's micro-batches of optimiser step ``step``: the r-th contiguous share of the
+    step's global batch, so N processes see the same micro-batches as one."""
+    epoch, index = divmod(step, per_epoch)
+    batch = epoch_batches(len(examples), config.optim.batch_size, config.seed, epoch)[index]
+    share = len(batch) // dev.world
+    mine = batch[dev.rank * share : (dev.rank + 1) * share]
+    return [[examples[i] for i in mine[m * dev.micro : (m + 1) * dev.micro]] for m in range(dev.accum)]
+
+
+def _validate(method: Any, student: Any, examples: list[Example], dev: _Devices, step: int) -> dict[str, Any]:
+    """Token-weighted validation loss over all processes (teacher noise off, off-policy)."""
+    sums = _LossSums()
+    student.eval()
+    with torch.no_grad():
+        for start in range(dev.rank * dev.micro, len(examples), dev.micro * dev.world):
+            out = method.loss(
+                student,
+                examples[start : start + dev.micro],
+                device=dev.device,
+                autocast=dev.autocast,
+                noise=False,
+            )
+            sums.add(out, weight=out.n_tokens)
+    student.train()
+    total = sums.reduced(dev.accelerator)
+    return {
+        "step": step,
+        "val_loss": total.mean("loss"),
+        "val_ce": total.mean("ce"),
+        "val_kd": total.kd_mean("kd"),
+        "val_kl": total.kd_mean("kl"),
+    }
+
+
+def _save_best(unwrapped: Any, run_dir: Path, step: int) -> None:
+    """Trainable weights of a new best validation step in ``best/`` (atomic)."""
+    from safetensors.torch import save_file
+
+    tmp = run_dir / "best" / f".{_best_name(step)}.tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    save_file(_trainable_state(unwrapped), str(tmp))
+    os.replace(tmp, run_dir / "best" / _best_name(step))
+
+
+def _save_checkpoint(
+    ckpts: _Checkpoints,
+    state: dict[str, Any],
+    unwrapped: Any,
+    optimizer: Any,
+    scheduler: Any,
+    config: DistillConfig,
+    dev: _Devices,
+    run_dir: Path,
+) -> None:
+    """Checkpoint ``state["step"]`` (process 0 writes; every process's RNG state is gathered)."""
+    from accelerate.utils import gather_object
+
+    rng_states = gather_object([_rng_state()])  # one per process, in rank order
+    if dev.main:
+
+        def write(folder: Path) -> None:
+            from safetensors.torch import save_file
+
+            save_file(_trainable_state(unwrapped), str(folder / "trainable.safetensors"))
+            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+            atomic_write_text(folder / "config.yaml", config.to_yaml())
+            atomic_write_json(folder / "state.json", state)
+            for r, rng in enumerate(rng_states):
+                torch.save(rng, folder / f"rng_{r}.pt")
+
+        ckpts.save(state["step"], write)
+        best_step = state["best_step"]
+        for stale in (run_dir / "best").glob("step_*.safetensors"):
+            if best_step is None or stale.name != _best_name(best_step):
+                stale.unlink()  # only the best of the latest checkpoint's trajectory is needed
+    dev.accelerator.wait_for_everyone()
+
+
+def _save_final(
+    unwrapped: Any, tokenizer: Any, config: DistillConfig, best: _Best, dev: _Devices, run_dir: Path
+) -> Path:
+    """The best (``save_model: best``, if validated) or last weights with the tokenizer in ``model/``."""
+    model_dir = run_dir / "model"
+    dev.accelerator.wait_for_everyone()
+    if dev.main:
+        if config.save_model == "best" and best.step is not None:
+            load_trainable_state(unwrapped, run_dir / "best" / _best_name(best.step))
         tmp = run_dir / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
-    accelerator.wait_for_everyone()
-    accelerator.free_memory()
-    return TrainResult(total_steps, best_step, None if best_step is None else best_val, model_dir)
+    dev.accelerator.wait_for_everyone()
+    dev.accelerator.free_memory()
+    return model_dir
 
 
 def _best_name(step: int) -> str:

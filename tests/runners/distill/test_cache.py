@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdanalysis.errors import ConfigError
-from runners.distill.cache import TeacherCache, build_teacher_cache, build_teacher_cache_for
+from runners.distill.cache import CacheKey, TeacherCache, build_teacher_cache, build_teacher_cache_for
 from runners.distill.data import encode_items, example_key, load_items
 from runners.distill.methods import Method, TeacherSignal
 from runners.models import load_causal_lm
@@ -120,35 +120,41 @@ def test_reuse_and_fingerprint_mismatch(make_config, full_cache, toy, tmp_path: 
     cache = TeacherCache.open(full_cache)
     with pytest.raises(ConfigError, match="teacher: run 'other/teacher'.*max_length: run 64 vs cache 96"):
         cache.check(
-            teacher="other/teacher",
-            teacher_gguf_file=None,
-            tokenizer=tok,
-            data=[toy["data"]],
-            max_length=64,
-            prompt_style="published_train",
-            temperature=1.0,
+            CacheKey.build(
+                teacher="other/teacher",
+                teacher_gguf_file=None,
+                tokenizer=tok,
+                data=[toy["data"]],
+                max_length=64,
+                prompt_style="published_train",
+                temperatures=(1.0,),
+            )
         )
     with pytest.raises(ConfigError, match=r"temperature 3.0 is not cached \(cached: \[1.0, 2.0, 5.0\]\)"):
         cache.check(
-            teacher=str(toy["teacher"]),
-            teacher_gguf_file=None,
-            tokenizer=tok,
-            data=[toy["data"]],
-            max_length=96,
-            prompt_style="published_train",
-            temperature=3.0,
+            CacheKey.build(
+                teacher=str(toy["teacher"]),
+                teacher_gguf_file=None,
+                tokenizer=tok,
+                data=[toy["data"]],
+                max_length=96,
+                prompt_style="published_train",
+                temperatures=(3.0,),
+            )
         )
     other = tmp_path / "other.json"
     other.write_text("[]")
     with pytest.raises(ConfigError, match="is not one of the cached files"):
         cache.check(
-            teacher=str(toy["teacher"]),
-            teacher_gguf_file=None,
-            tokenizer=tok,
-            data=[other],
-            max_length=96,
-            prompt_style="published_train",
-            temperature=1.0,
+            CacheKey.build(
+                teacher=str(toy["teacher"]),
+                teacher_gguf_file=None,
+                tokenizer=tok,
+                data=[other],
+                max_length=96,
+                prompt_style="published_train",
+                temperatures=(1.0,),
+            )
         )
     with pytest.raises(ConfigError, match="missing or unfinished"):
         TeacherCache.open(tmp_path)
@@ -175,3 +181,28 @@ def test_run_from_cache_never_loads_the_teacher(make_config, toy, tmp_path: Path
     assert sum(kl[-3:]) < sum(kl[:3])
     with pytest.raises(ConfigError, match="does not match this run: max_length"):
         run_distill(make_config("fkl", teacher_cache=str(cache), max_length=80), tmp_path / "run2")
+
+
+def test_a_cache_written_before_cache_key_is_recognised(make_config, toy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # index.json of a k=16 float32 cache of the toy teacher, written by the code before CacheKey
+    # existed (paths replaced by placeholders): its fingerprint is read, checked and rebuilt unchanged
+    text = (Path(__file__).parent / "golden" / "cache_index_format1.json").read_text()
+    index = json.loads(text.replace("{teacher}", str(toy["teacher"])).replace("{data}", str(toy["data"])))
+    folder = tmp_path / "old_cache"
+    folder.mkdir()
+    (folder / "index.json").write_text(json.dumps(index))
+    cache = TeacherCache.open(folder)
+    assert (
+        cache.key.fingerprint(k=16, vocab_size=index["fingerprint"]["vocab_size"], dtype="float32")
+        == (index["fingerprint"])
+    )
+    _, tok = load_causal_lm(str(toy["student"]), dtype="float32", device="cpu")
+    cache.check(CacheKey.for_run(make_config("fkl", temperature=2.0, teacher_cache=str(folder)), tok))
+    mtime = (folder / "index.json").stat().st_mtime_ns
+    assert (
+        build_teacher_cache(str(toy["teacher"]), toy["data"], folder, k=16, max_length=96, dtype="float32")
+        == folder
+    )
+    assert (folder / "index.json").stat().st_mtime_ns == mtime  # same fingerprint: reused, not rebuilt
+    with pytest.raises(ConfigError, match="does not match this run: max_length: run 64 vs cache 96"):
+        cache.check(CacheKey.for_run(make_config("fkl", max_length=64, teacher_cache=str(folder)), tok))
