@@ -35,7 +35,7 @@ from runners.evaluate.decoding import DecodingConfig
 from runners.evaluate.extract import extract_answer
 from runners.evaluate.hf_backend import HFBackend
 from runners.evaluate.prompts import format_prompt
-from runners.evaluate.tasks import load_items
+from runners.evaluate.tasks import bundled_tasks, load_items
 from runners.toy import build_model, build_tokenizer
 
 TASKS = ("gsm8k", "svamp", "multiarith", "addsub", "aqua", "boolq", "piqa", "winogrande")
@@ -47,7 +47,7 @@ def _questions(data_dir: Path, per_task: int) -> list[tuple[str, str]]:
     """(task id, prompt) pairs: the first ``per_task`` items of each task in :data:`TASKS`."""
     pairs = []
     for task in TASKS:
-        for item in load_items(task, data_dir)[:per_task]:
+        for item in load_items(bundled_tasks()[task], data_dir)[:per_task]:
             pairs.append((task, format_prompt(item.instruction, item.input)))
     return pairs
 
@@ -96,7 +96,7 @@ def main() -> None:
     loop_s = time.perf_counter() - start
 
     preds_equal = all(
-        extract_answer(a, task) == extract_answer(b, task)
+        extract_answer(a, bundled_tasks()[task]) == extract_answer(b, bundled_tasks()[task])
         for (task, _), a, b in zip(questions, batched, looped, strict=True)
     )
     n_diff = sum(a != b for a, b in zip(batched, looped, strict=True))

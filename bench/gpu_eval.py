@@ -34,7 +34,7 @@ from runners.evaluate.backend import Backend, GenerationRequest
 from runners.evaluate.decoding import DecodingConfig
 from runners.evaluate.hf_backend import HFBackend
 from runners.evaluate.prompts import format_prompt
-from runners.evaluate.tasks import load_items
+from runners.evaluate.tasks import bundled_tasks, load_items
 from runners.toy import build_model, build_tokenizer, make_arithmetic_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ QWEN25_05B = dict(
 
 def _prompts(data_dir: Path, n: int) -> tuple[list[str], str]:
     if data_dir.is_dir():
-        tasks = ("gsm8k", "boolq", "piqa", "svamp")
+        tasks = [bundled_tasks()[t] for t in ("gsm8k", "boolq", "piqa", "svamp")]
         per_task = -(-n // len(tasks))
         pairs = [(it.instruction, it.input) for t in tasks for it in load_items(t, data_dir)[:per_task]]
         source = f"shipped test sets ({data_dir})"

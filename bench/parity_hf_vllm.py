@@ -31,7 +31,7 @@ from runners.evaluate.backend import Backend, GenerationRequest, LoglikelihoodRe
 from runners.evaluate.decoding import DecodingConfig
 from runners.evaluate.extract import answers_match, extract_answer
 from runners.evaluate.prompts import format_prompt
-from runners.evaluate.tasks import TaskItem, get_task, load_items
+from runners.evaluate.tasks import TaskItem, bundled_tasks, load_items
 from runners.evaluate.vllm_backend import VLLM_INSTALL_HINT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(save_toy_model(Path(tmp) / "toy", family="qwen2", size="tiny", seed=0))
-        tasks = [get_task(t) for t in args.tasks.split(",")]
+        tasks = [bundled_tasks()[t] for t in args.tasks.split(",")]
         work: list[tuple[str, TaskItem, str]] = [
             (spec.id, item, format_prompt(item.instruction, item.input))
             for spec in tasks
@@ -115,7 +115,7 @@ def main() -> None:
             hits = sum(answers_match(spec, extract_answer(t, spec), item.gold) for item, t in rows)
             accuracy[name][spec.id] = 100 * hits / len(rows)
     for (tid, _, _), a, b in zip(work, hf_texts, vllm_texts, strict=True):
-        same_pred += extract_answer(a, tid) == extract_answer(b, tid)
+        same_pred += extract_answer(a, bundled_tasks()[tid]) == extract_answer(b, bundled_tasks()[tid])
     picks_same, start = 0, 0
     n_choice = 0
     for spec in tasks:

@@ -60,12 +60,14 @@ def test_non_editable_install_ships_data_and_templates(installed_wheel, tmp_path
         models = kdanalysis.load_paper_models()
         templates = [p.name for p in importlib.resources.files("kdanalysis._templates").iterdir()]
         grids = [p.name for p in importlib.resources.files("kdanalysis._bundled").joinpath("grids").iterdir()]
-        print(json.dumps([len(res), len(models), templates, grids]))
+        from kdanalysis.tasks import task_table
+        print(json.dumps([len(res), len(models), templates, grids, task_table().order()]))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(installed_wheel), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    n_rows, n_models, templates, grids = json.loads(out.stdout)
+    n_rows, n_models, templates, grids, task_order = json.loads(out.stdout)
     assert n_rows > 1000 and n_models == 8
     assert any(name.endswith(".j2") for name in templates)
     assert {"demo.yaml", "paper.yaml"} <= set(grids)
+    assert task_order[0] == "gsm8k" and task_order[-1] == "average"  # the task table ships too

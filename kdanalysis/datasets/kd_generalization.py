@@ -12,8 +12,8 @@ Mapping
 -------
 - ``study="kd_generalization"``, ``seed=6`` (the paper's training seed), ``teacher_noise=0``.
 - ``domain`` from the file (``math`` or ``commonsense``); task columns map to the ids of
-  :data:`TASK_IDS`; ``n`` is the task's test-set size (:data:`TEST_SET_SIZES`, NA for
-  ``average``).
+  :data:`TASK_IDS` (the task table ``data/tasks.yaml``); ``n`` is the task's test-set size
+  (:data:`TEST_SET_SIZES`, NA for ``average``).
 - Accuracy files: ``BaseModel`` -> ``base`` and ``SFT`` -> ``sft`` (teacher ``"none"``; a
   teacher's own SFT row is the row whose student is that teacher);
   ``student_KD_temp_X`` -> ``fkl`` at temperature X (teacher_kind ``task_aware``),
@@ -46,6 +46,7 @@ from kdanalysis.results import (
     write_models,
     write_results,
 )
+from kdanalysis.tasks import STUDY_TAG, task_table
 
 __all__ = [
     "STUDY",
@@ -89,18 +90,12 @@ BEHAVIOUR_FILES: dict[str, tuple[str, str]] = {
 #: All ten raw files, in conversion order.
 RAW_FILES: tuple[str, ...] = (*ACCURACY_FILES, *BEHAVIOUR_FILES)
 
-#: Raw task column -> task id.
-TASK_IDS: dict[str, str] = {
-    "gsm8k": "gsm8k", "SVAMP": "svamp", "MultiArith": "multiarith", "SingleEq": "singleeq",
-    "AddSub": "addsub", "AQuA": "aqua", "hellaswag": "hellaswag", "boolq": "boolq",
-    "social_i_qa": "siqa", "piqa": "piqa", "ARC-Easy": "arc_e", "ARC-Challenge": "arc_c",
-    "winogrande": "winogrande", "openbookqa": "obqa", "Average": "average",
-}
-#: Test-set sizes (PAPER.md's task table; checked against the shipped test sets in the tests).
+#: Raw task column -> task id (the ``paper_column`` of each task in ``data/tasks.yaml``, and the average).
+TASK_IDS: dict[str, str] = task_table().paper_columns()
+#: Test-set size of each task of the study (``test_size`` in ``data/tasks.yaml``; checked against the
+#: shipped test sets in the tests).
 TEST_SET_SIZES: dict[str, int] = {
-    "gsm8k": 1319, "svamp": 1000, "multiarith": 600, "singleeq": 508, "addsub": 395, "aqua": 254,
-    "boolq": 3270, "piqa": 1838, "siqa": 1954, "hellaswag": 10042, "winogrande": 1267,
-    "arc_e": 2376, "arc_c": 1172, "obqa": 500,
+    s.id: s.test_size for s in task_table().tasks.specs() if STUDY_TAG in s.tags and s.test_size is not None
 }
 #: The paper's models: family, parameters (billions) and vocabulary size of the HF config
 #: (Qwen2.5 pads its embedding to 151936 for 0.5B/1.5B/3B and 152064 for 7B/14B).

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from kdanalysis.results import METHODS
+from kdanalysis.tasks import task_table
 
 __all__ = [
     "METHOD_COLORS",
@@ -77,24 +78,9 @@ TEACHER_KIND_LABELS: dict[str, str] = {
 }
 #: Colour and marker per domain (kept apart from the method colours).
 DOMAIN_STYLES: dict[str, tuple[str, str]] = {"math": ("#222222", "o"), "commonsense": ("#777777", "s")}
-#: Display labels of the paper's task ids, in the paper's order.
-TASK_LABELS: dict[str, str] = {
-    "gsm8k": "GSM8K",
-    "svamp": "SVAMP",
-    "multiarith": "MultiArith",
-    "singleeq": "SingleEq",
-    "addsub": "AddSub",
-    "aqua": "AQuA",
-    "boolq": "BoolQ",
-    "piqa": "PIQA",
-    "siqa": "SIQA",
-    "hellaswag": "HellaSwag",
-    "winogrande": "WinoGrande",
-    "arc_e": "ARC-e",
-    "arc_c": "ARC-c",
-    "obqa": "OBQA",
-    "average": "Average",
-}
+#: Display label of every task id of the task table (``data/tasks.yaml``) and of ``average``, in its order.
+TASK_LABELS: dict[str, str] = task_table().labels()
+_AVERAGE = task_table().average.id
 _EXTRA_COLORS = ("#332288", "#88CCEE", "#117733", "#DDCC77", "#AA4499", "#661100")
 
 
@@ -124,11 +110,11 @@ def task_label(task: str) -> str:
 
 
 def task_order(tasks: Iterable[str]) -> list[str]:
-    """Task ids in the paper's order, unknown ids sorted after them, ``average`` last."""
+    """Task ids in the task table's order (the paper's), unknown ids sorted after them, ``average`` last."""
     present = set(tasks)
-    known = [t for t in TASK_LABELS if t in present and t != "average"]
+    known = [t for t in TASK_LABELS if t in present and t != _AVERAGE]
     rest = sorted(present - set(TASK_LABELS))
-    return known + rest + (["average"] if "average" in present else [])
+    return known + rest + ([_AVERAGE] if _AVERAGE in present else [])
 
 
 @contextmanager

@@ -33,6 +33,7 @@ import pandas as pd
 from kdanalysis.results import validate_results
 from kdanalysis.studies._batched import anova_cells, spearman_cells, ttest_1samp_cells
 from kdanalysis.studies._units import accuracy_gains_each, add_covariates, models_table, single_study
+from kdanalysis.tasks import STUDY_TAG, task_table
 
 __all__ = [
     "METHOD_GROUPS",
@@ -85,25 +86,9 @@ PAPER_UNIT_COLUMNS: tuple[str, ...] = (
     "agreement",
     "bleu",
 )
-#: Task order of the paper's tables (math, then commonsense, then the average).
-TASK_ORDER: tuple[str, ...] = (
-    "gsm8k",
-    "svamp",
-    "multiarith",
-    "singleeq",
-    "addsub",
-    "aqua",
-    "boolq",
-    "piqa",
-    "siqa",
-    "hellaswag",
-    "winogrande",
-    "arc_e",
-    "arc_c",
-    "obqa",
-    "average",
-)
-_DOMAIN_ORDER = ("math", "commonsense")
+#: Task order of the paper's tables (math, then commonsense, then the average): the task table's order.
+TASK_ORDER: tuple[str, ...] = task_table().order(tag=STUDY_TAG)
+_DOMAIN_ORDER = task_table().tasks.domains(tag=STUDY_TAG)
 _HYPOTHESIS_ORDER = ("H1", "H2", "H3", "H3.2", "H4", "H5")
 #: Domains whose base-teacher rows the paper dropped before the max over temperatures.
 _DROPS_BASE_TEACHER = {"math": True, "commonsense": False}

@@ -3,9 +3,11 @@
 Modules (import what you need; this package imports nothing, so ``import runners.evaluate``
 stays light and torch-free):
 
-- :mod:`runners.evaluate.tasks` -- task registry (:class:`~runners.evaluate.tasks.TaskSpec`,
-  ``register_task``, ``register_json_task``, ``get_task``, ``list_tasks``) and the loader of
-  test sets in the published JSON format (``load_items``).
+- :mod:`runners.evaluate.tasks` -- task specs from the task table ``data/tasks.yaml``
+  (:class:`~runners.evaluate.tasks.TaskSpec`, :class:`~runners.evaluate.tasks.TaskRegistry`,
+  ``bundled_tasks``, ``json_task``) and the loader of test sets in the published JSON format
+  (``load_items``). A run's registry is ``EvalConfig.task_registry()`` (the table plus its
+  ``custom_tasks``), passed explicitly to scoring, re-scoring and fidelity.
 - :mod:`runners.evaluate.hub` -- the same test sets rebuilt from the HF hub (online only).
 - :mod:`runners.evaluate.prompts` -- the published Alpaca prompt (``format_prompt``, ``prompt_hash``).
 - :mod:`runners.evaluate.extract` -- answer extractors ``published`` and ``strict``

@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdanalysis.config import read_yaml_mapping, validation_error_message
 from kdanalysis.errors import ConfigError
+from kdanalysis.runfolder import CONFIG_FILE
 from runners.evaluate.decoding import DecodingConfig
+from runners.evaluate.tasks import TaskRegistry, TaskSpec, bundled_tasks, json_task
 
 __all__ = [
     "EvalConfig",
@@ -37,6 +39,7 @@ __all__ = [
     "RunMetaConfig",
     "VLLMOptions",
     "load_eval_config",
+    "read_run_tasks",
 ]
 
 
@@ -47,8 +50,10 @@ class _Strict(BaseModel):
 class CustomTaskConfig(_Strict):
     """A task defined by one test-set JSON file in the published format.
 
-    Registered with :func:`runners.evaluate.tasks.register_json_task` before the run,
-    so its ``id`` can be listed in :attr:`EvalConfig.tasks`.
+    Added to the run's :meth:`EvalConfig.task_registry` (replacing a table task of the same
+    id, as a grid's synthetic ``arithmetic`` does), so its ``id`` can be listed in
+    :attr:`EvalConfig.tasks`; kept in the run folder's ``config.yaml``, so re-scoring the
+    run finds it again.
     """
 
     id: str
@@ -102,7 +107,7 @@ class EvalConfig(_Strict):
     device : str or None
         HF backend device (``"cuda"``, ``"cpu"``, ``"cuda:1"``); ``None`` = CUDA when available.
     tasks : list of str
-        Task ids (registered in :mod:`runners.evaluate.tasks` or listed in ``custom_tasks``),
+        Task ids (of the task table ``data/tasks.yaml`` or listed in ``custom_tasks``),
         evaluated in this order; no duplicates.
     custom_tasks : list of CustomTaskConfig
         Extra tasks from JSON files (e.g. the toy arithmetic task).
@@ -175,6 +180,27 @@ class EvalConfig(_Strict):
         """The student name of the results rows (``meta.student`` or the model's last path part)."""
         return self.meta.student or Path(self.model.rstrip("/")).name
 
+    def task_registry(self) -> TaskRegistry:
+        """The tasks this run knows: the task table plus :attr:`custom_tasks` (which replace
+        table tasks of the same id)."""
+        custom = [
+            json_task(c.file, domain=c.domain, answer_type=c.answer_type, labels=c.labels, id=c.id)
+            for c in self.custom_tasks
+        ]
+        return bundled_tasks().with_tasks(*custom, replace=True)
+
+    def task_specs(self) -> list[TaskSpec]:
+        """Specs of :attr:`tasks`, in order.
+
+        Raises
+        ------
+        ConfigError
+            For an id that neither the task table nor ``custom_tasks`` defines (the message
+            lists the known ones).
+        """
+        registry = self.task_registry()
+        return [registry[task_id] for task_id in self.tasks]
+
     def resolved(self) -> dict[str, Any]:
         """The full configuration with every default filled in, JSON-ready."""
         return json.loads(self.model_dump_json())
@@ -214,3 +240,19 @@ def load_eval_config(path: str | Path, **overrides: Any) -> EvalConfig:
         return EvalConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(validation_error_message(exc, str(path))) from exc
+
+
+def read_run_tasks(run_dir: str | Path) -> TaskRegistry:
+    """The task registry a run folder was evaluated with, for re-scoring it without a model.
+
+    That is the :meth:`EvalConfig.task_registry` of the folder's ``config.yaml`` (the task
+    table plus the run's custom tasks); a folder without ``config.yaml`` (tables written by
+    ``runners.evaluate.scoring.score_outputs`` directly) gets the task table.
+
+    Raises
+    ------
+    ConfigError
+        If ``config.yaml`` exists but is not a valid evaluation config (names the file).
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    return load_eval_config(path).task_registry() if path.is_file() else bundled_tasks()

@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable
 
 from kdanalysis.errors import ConfigError
-from runners.evaluate.tasks import TaskSpec, get_task
+from runners.evaluate.tasks import TaskSpec
 
 __all__ = [
     "EXTRACTORS",
@@ -113,15 +113,15 @@ def get_extractor(name: str) -> Extractor:
         raise ConfigError(f"unknown extractor {name!r}; known extractors: {', '.join(EXTRACTORS)}") from None
 
 
-def extract_answer(text: str | None, task: str | TaskSpec, extractor: str = "published") -> str:
+def extract_answer(text: str | None, spec: TaskSpec, extractor: str = "published") -> str:
     """Extract the predicted answer from one generation.
 
     Parameters
     ----------
     text : str or None
         The model's response (``None`` is treated as empty).
-    task : str or TaskSpec
-        Task id or spec (gives the answer type and label vocabulary).
+    spec : TaskSpec
+        The task (gives the answer type and label vocabulary).
     extractor : {"published", "strict"}
         Extraction rule (see the module docstring).
 
@@ -131,20 +131,18 @@ def extract_answer(text: str | None, task: str | TaskSpec, extractor: str = "pub
         The prediction: a canonical number string, a letter, a label, or ``""`` when
         nothing could be extracted.
     """
-    spec = get_task(task)
     rule = get_extractor(extractor)
     if not text:
         return ""
     return rule(text, spec)
 
 
-def answers_match(task: str | TaskSpec, a: str, b: str) -> bool:
+def answers_match(spec: TaskSpec, a: str, b: str) -> bool:
     """Whether two answers of a task are the same (used for correctness and agreement).
 
     Numbers match when ``abs(float(a) - float(b)) <= 0.001`` (the published rule; commas
     ignored); letters and labels must be identical. An empty answer never matches.
     """
-    spec = get_task(task)
     if not a or not b:
         return False
     if spec.answer_type != "number":

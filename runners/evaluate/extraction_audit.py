@@ -24,8 +24,9 @@ import pandas as pd
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_text
+from kdanalysis.tasks import STUDY_TAG
 from runners.evaluate.extract import answers_match, extract_answer
-from runners.evaluate.tasks import get_task, list_tasks, load_items, task_file
+from runners.evaluate.tasks import bundled_tasks, load_items, task_file
 
 __all__ = ["AUDIT_COLUMNS", "audit_task", "audit_tasks", "to_markdown", "main"]
 
@@ -62,7 +63,7 @@ def audit_task(task: str, data_dir: str | Path) -> dict[str, float | int | str]:
         rationales whose stated answer is not the gold one; ``published_empty`` % where the
         published extractor finds nothing. Rates are rounded to 2 decimals.
     """
-    spec = get_task(task)
+    spec = bundled_tasks()[task]
     items = load_items(spec, data_dir)
     published = [extract_answer(it.reference, spec, "published") for it in items]
     stated = [extract_answer(it.reference, spec, "strict") for it in items]
@@ -90,7 +91,7 @@ def audit_task(task: str, data_dir: str | Path) -> dict[str, float | int | str]:
 
 
 def audit_tasks(data_dir: str | Path, tasks: Iterable[str] | None = None) -> pd.DataFrame:
-    """Audit every registered task whose test file is present in ``data_dir``.
+    """Audit the study's tasks (or ``tasks``, ids of the task table) whose test file is in ``data_dir``.
 
     Returns
     -------
@@ -98,9 +99,9 @@ def audit_tasks(data_dir: str | Path, tasks: Iterable[str] | None = None) -> pd.
         One row per task, columns :data:`AUDIT_COLUMNS`.
     """
     rows = []
-    for task in tasks if tasks is not None else list_tasks():
+    for task in tasks if tasks is not None else bundled_tasks().ids(tag=STUDY_TAG):
         try:
-            task_file(task, data_dir)
+            task_file(bundled_tasks()[task], data_dir)
         except ConfigError as exc:
             logger.warning("skipped: %s", exc)
             continue

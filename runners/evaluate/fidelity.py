@@ -39,10 +39,11 @@ from statsmodels.stats.proportion import proportion_confint
 
 from kdanalysis.errors import BackendUnavailableError, ConfigError
 from kdanalysis.results import NO_TEACHER, read_items, results_frame, validate_items, write_results
+from runners.evaluate.config import read_run_tasks
 from runners.evaluate.extract import answers_match
 from runners.evaluate.prompts import PromptStyle, format_prompt, prompt_hash
 from runners.evaluate.scoring import CI_LEVEL, ITEMS_FILE, RunMeta, read_run_meta
-from runners.evaluate.tasks import get_task, load_items
+from runners.evaluate.tasks import TaskRegistry, load_items
 
 __all__ = ["join_runs", "fidelity_frame", "fidelity_rows", "teacher_forced_kl"]
 
@@ -130,6 +131,7 @@ def fidelity_frame(
     student_meta: RunMeta,
     teacher_meta: RunMeta,
     *,
+    tasks: TaskRegistry,
     kl_by_task: dict[str, tuple[float, int]] | None = None,
 ) -> pd.DataFrame:
     """Agreement and BLEU rows (plus given KL values) from two per-item tables.
@@ -140,6 +142,8 @@ def fidelity_frame(
         Per-item tables of the two runs (same items).
     student_meta, teacher_meta : RunMeta
         Identities of the two runs.
+    tasks : TaskRegistry
+        Specs of the runs' tasks (answer comparison and domain).
     kl_by_task : dict, optional
         ``{task: (kl_nats_per_token, n_items)}`` from :func:`teacher_forced_kl`.
 
@@ -153,7 +157,7 @@ def fidelity_frame(
     keys = _row_keys(student_meta, teacher_meta)
     records = []
     for task_id, group in joined.groupby("task", sort=False):
-        spec = get_task(str(task_id))
+        spec = tasks[str(task_id)]
         n = len(group)
         agree = sum(
             answers_match(spec, a, b)
@@ -266,6 +270,7 @@ def _load_model(meta: RunMeta, name_or_path: str | None, adapter: str | None, de
 def _kl_by_task(
     joined: pd.DataFrame,
     teacher_meta: RunMeta,
+    tasks: TaskRegistry,
     data_dir: str | Path | None,
     models: tuple[Any, Any, Any],
     batch_size: int,
@@ -275,7 +280,7 @@ def _kl_by_task(
     style = cast(PromptStyle, teacher_meta.prompt_style)
     out: dict[str, tuple[float, int]] = {}
     for task_id, group in joined.groupby("task", sort=False):
-        by_id = {it.item_id: it for it in load_items(str(task_id), data_dir)}
+        by_id = {it.item_id: it for it in load_items(tasks[str(task_id)], data_dir)}
         prompts = []
         for item_id, saved_hash in zip(group["item_id"], group["prompt_hash"], strict=True):
             if item_id not in by_id:
@@ -311,6 +316,7 @@ def fidelity_rows(
     *,
     kl: bool = False,
     data_dir: str | Path | None = None,
+    tasks: TaskRegistry | None = None,
     student_model: str | None = None,
     teacher_model: str | None = None,
     student_adapter: str | None = None,
@@ -330,6 +336,9 @@ def fidelity_rows(
         Also compute KL(teacher || student) on the teacher's outputs (loads both models).
     data_dir : str or Path, optional
         Test-set folder, needed with ``kl`` to rebuild the prompts.
+    tasks : TaskRegistry, optional
+        Specs of the runs' tasks; default: the student run's
+        (:func:`runners.evaluate.config.read_run_tasks`).
     student_model, teacher_model : str, optional
         Model names/paths for KL; default to the runs' ``run_meta.model``.
     student_adapter, teacher_adapter : str, optional
@@ -357,6 +366,7 @@ def fidelity_rows(
     s_meta, t_meta = read_run_meta(student_run_dir), read_run_meta(teacher_run_dir)
     s_items = read_items(Path(student_run_dir) / ITEMS_FILE)
     t_items = read_items(Path(teacher_run_dir) / ITEMS_FILE)
+    tasks = read_run_tasks(student_run_dir) if tasks is None else tasks
     kl_by_task = None
     if kl:
         joined = join_runs(s_items, t_items)
@@ -367,8 +377,9 @@ def fidelity_rows(
                 f"student {s_meta.student} and teacher {t_meta.student} use different tokenizers; "
                 "token-level KL needs a shared vocabulary"
             )
-        kl_by_task = _kl_by_task(joined, t_meta, data_dir, (s_model, t_model, t_tok), batch_size, max_length)
-    rows = fidelity_frame(s_items, t_items, s_meta, t_meta, kl_by_task=kl_by_task)
+        models = (s_model, t_model, t_tok)
+        kl_by_task = _kl_by_task(joined, t_meta, tasks, data_dir, models, batch_size, max_length)
+    rows = fidelity_frame(s_items, t_items, s_meta, t_meta, tasks=tasks, kl_by_task=kl_by_task)
     if out is not None:
         write_results(rows, out)
     return rows

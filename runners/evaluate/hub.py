@@ -1,6 +1,6 @@
 """Online loader: the study's test sets rebuilt from the original datasets on the HF hub.
 
-Each registered task may carry a :class:`~runners.evaluate.tasks.HubSource` (dataset name,
+Each task of the task table may carry a :class:`~runners.evaluate.tasks.HubSource` (dataset name,
 configuration, split, converter). :func:`load_hub_items` downloads that split with the
 ``datasets`` library and converts every row into the published test-item format
 (``instruction, input, output, answer``), with the instruction templates of the released
@@ -26,7 +26,7 @@ from typing import Any
 
 from kdanalysis.errors import BackendUnavailableError, ConfigError, SchemaError
 from kdanalysis.io import atomic_write_text
-from runners.evaluate.tasks import TaskItem, get_task, load_items
+from runners.evaluate.tasks import TaskItem, bundled_tasks, load_items
 
 __all__ = ["CONVERTERS", "convert_row", "load_hub_items", "write_hub_test_set"]
 
@@ -175,7 +175,7 @@ def load_hub_items(task: str) -> list[dict[str, str]]:
     Parameters
     ----------
     task : str
-        Registered task id with a hub source.
+        Id of a task of the task table with a hub source.
 
     Returns
     -------
@@ -189,7 +189,7 @@ def load_hub_items(task: str) -> list[dict[str, str]]:
     BackendUnavailableError
         ``datasets`` is not installed or the hub cannot be reached.
     """
-    spec = get_task(task)
+    spec = bundled_tasks()[task]
     if spec.hub is None:
         raise ConfigError(f"task {spec.id!r} has no hub source; use its released test file. {spec.note}")
     try:
@@ -212,7 +212,7 @@ def write_hub_test_set(task: str, data_dir: str | Path) -> Path:
     The written file is read back with :func:`~runners.evaluate.tasks.load_items` to
     validate it. Returns the path.
     """
-    spec = get_task(task)
+    spec = bundled_tasks()[task]
     if spec.file_name is None or Path(spec.file_name).is_absolute():
         raise ConfigError(f"task {spec.id!r} has no release file name to write in {data_dir}")
     items = load_hub_items(spec.id)

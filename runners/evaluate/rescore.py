@@ -32,6 +32,7 @@ import pandas as pd
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import read_items, read_results, validate_results, write_items, write_results
 from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, RunState, read_status
+from runners.evaluate.config import read_run_tasks
 from runners.evaluate.extract import get_extractor
 from runners.evaluate.scoring import (
     accuracy_results,
@@ -62,7 +63,9 @@ def rescore_run(
     ----------
     run_dir : str or Path
         Run folder with ``items.parquet`` and ``run_meta.json`` at its root
-        (``results.parquet`` is optional).
+        (``results.parquet`` is optional). Its tasks are looked up in the registry of its
+        ``config.yaml`` (:func:`~runners.evaluate.config.read_run_tasks`), so a run's
+        custom tasks (a grid's ``arithmetic``) are found without any global state.
     extractor : {"published", "strict"}
         Extraction rule (see :mod:`runners.evaluate.extract`).
     out : str or Path, optional
@@ -80,7 +83,8 @@ def rescore_run(
     ------
     ConfigError
         If ``run_dir`` is not a folder, lacks ``run_meta.json``, holds a run that is not done,
-        or ``extractor`` is unknown.
+        has an invalid ``config.yaml`` or a task that its registry lacks, or ``extractor`` is
+        unknown.
     RunFolderError
         If the run folder's ``status.json`` is damaged.
     SchemaError
@@ -94,10 +98,11 @@ def rescore_run(
     if status is not None and status["state"] is not RunState.DONE:
         raise ConfigError(f"{run_dir}: the run is {status['state']}, not done; re-score it once it is done")
     meta = read_run_meta(run_dir)
+    tasks = read_run_tasks(run_dir)
     meta = dataclasses.replace(meta, extractor=extractor, source=meta.source or str(run_dir))
     old_items = read_items(run_dir / ITEMS_FILE)
-    items_df = rescore_items(old_items, extractor)
-    accuracy = accuracy_results(items_df, meta)
+    items_df = rescore_items(old_items, extractor, tasks=tasks)
+    accuracy = accuracy_results(items_df, meta, tasks=tasks)
     results_path = run_dir / RESULTS_FILE
     if results_path.is_file():
         old = read_results(results_path)

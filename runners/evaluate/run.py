@@ -62,7 +62,7 @@ from runners.evaluate.scoring import (
     score_outputs,
     write_run_meta,
 )
-from runners.evaluate.tasks import TaskItem, TaskSpec, get_task, load_items, register_json_task
+from runners.evaluate.tasks import TaskItem, TaskSpec, load_items
 
 __all__ = [
     "THROUGHPUT_FILE",
@@ -105,10 +105,7 @@ def make_backend(config: EvalConfig) -> Backend:
 
 
 def _prepare_tasks(config: EvalConfig) -> list[_TaskWork]:
-    for custom in config.custom_tasks:
-        register_json_task(custom.file, domain=custom.domain, answer_type=custom.answer_type,
-                           labels=custom.labels, id=custom.id, replace=True)
-    specs = [get_task(task_id) for task_id in config.tasks]  # every unknown id fails before any file is read
+    specs = config.task_specs()  # every unknown id fails before any file is read
     work = []
     for spec in specs:
         if config.mode == "multiple_choice" and spec.answer_type == "number":

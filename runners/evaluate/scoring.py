@@ -37,9 +37,10 @@ from kdanalysis.results import (
     results_frame,
     validate_items,
 )
+from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, RUN_META_FILE
 from runners.evaluate.extract import answers_match, extract_answer, get_extractor
 from runners.evaluate.prompts import PROMPT_STYLES, PromptStyle, format_prompt, prompt_hash
-from runners.evaluate.tasks import TaskItem, TaskSpec, get_task
+from runners.evaluate.tasks import TaskItem, TaskRegistry, TaskSpec
 
 __all__ = [
     "RUN_META_FILE",
@@ -54,10 +55,6 @@ __all__ = [
     "accuracy_results",
 ]
 
-#: File names at the root of a run folder.
-RUN_META_FILE = "run_meta.json"
-ITEMS_FILE = "items.parquet"
-RESULTS_FILE = "results.parquet"
 #: Confidence level of the Wilson interval of accuracies.
 CI_LEVEL = 0.95
 
@@ -209,7 +206,7 @@ def _check_lengths(what: str, values: Sequence[Any] | None, n_items: int) -> Non
 
 
 def score_outputs(
-    task: str | TaskSpec,
+    spec: TaskSpec,
     items: Sequence[TaskItem],
     outputs: Sequence[str | None],
     *,
@@ -222,7 +219,7 @@ def score_outputs(
 
     Parameters
     ----------
-    task : str or TaskSpec
+    spec : TaskSpec
         The task the items belong to.
     items : sequence of TaskItem
         The questions, as returned by :func:`runners.evaluate.tasks.load_items`.
@@ -255,7 +252,6 @@ def score_outputs(
         If ``outputs``/``prompts``/``n_tokens`` do not have one entry per item, or there
         are no items.
     """
-    spec = get_task(task)
     rule = extractor or run_meta.extractor
     if not items:
         raise ConfigError(f"score_outputs: no items for task {spec.id!r}")
@@ -282,29 +278,38 @@ def score_outputs(
         }
     )
     items_df = validate_items(items_df)
-    return items_df, accuracy_results(items_df, run_meta)
+    return items_df, accuracy_results(items_df, run_meta, tasks=TaskRegistry([spec]))
 
 
-def rescore_items(items_df: pd.DataFrame, extractor: str = "published") -> pd.DataFrame:
+def rescore_items(
+    items_df: pd.DataFrame, extractor: str = "published", *, tasks: TaskRegistry
+) -> pd.DataFrame:
     """Re-extract ``pred`` and recompute ``correct`` from the saved ``output`` column.
 
     Parameters
     ----------
     items_df : pandas.DataFrame
-        A per-item table (validated here); its ``task`` ids must be registered.
+        A per-item table (validated here).
     extractor : {"published", "strict"}
+    tasks : TaskRegistry
+        Specs of the table's tasks (a run's registry: ``EvalConfig.task_registry()``).
 
     Returns
     -------
     pandas.DataFrame
         A copy with new ``pred`` and ``correct`` columns (other columns unchanged).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown extractor, or a task id that ``tasks`` lacks.
     """
     get_extractor(extractor)
     out = validate_items(items_df)
     preds: list[str] = []
     correct: list[bool] = []
     for task_id, output, gold in zip(out["task"], out["output"], out["gold"], strict=True):
-        spec = get_task(task_id)
+        spec = tasks[task_id]
         pred = extract_answer(output, spec, extractor)
         preds.append(pred)
         correct.append(answers_match(spec, pred, gold))
@@ -313,7 +318,7 @@ def rescore_items(items_df: pd.DataFrame, extractor: str = "published") -> pd.Da
     return validate_items(out)
 
 
-def accuracy_results(items_df: pd.DataFrame, run_meta: RunMeta) -> pd.DataFrame:
+def accuracy_results(items_df: pd.DataFrame, run_meta: RunMeta, *, tasks: TaskRegistry) -> pd.DataFrame:
     """Accuracy rows (one per task) of a per-item table, with 95 % Wilson intervals.
 
     Parameters
@@ -321,7 +326,9 @@ def accuracy_results(items_df: pd.DataFrame, run_meta: RunMeta) -> pd.DataFrame:
     items_df : pandas.DataFrame
         Per-item table of one run.
     run_meta : RunMeta
-        Fills the key columns; ``domain`` comes from each task's spec.
+        Fills the key columns.
+    tasks : TaskRegistry
+        Specs of the table's tasks; ``domain`` comes from each task's spec.
 
     Returns
     -------
@@ -341,7 +348,7 @@ def accuracy_results(items_df: pd.DataFrame, run_meta: RunMeta) -> pd.DataFrame:
         records.append(
             {
                 **run_meta.key_columns(),
-                "domain": get_task(str(task_id)).domain,
+                "domain": tasks[str(task_id)].domain,
                 "task": str(task_id),
                 "metric": "accuracy",
                 "value": 100.0 * k / n,

@@ -2,7 +2,7 @@
 estimate from the durations of cells already computed in the runs folder.
 
 Item counts come from the data where they can be read without a model: the training
-file's length, the test-set files' lengths (or the registry's published test size), and
+file's length, the test-set files' lengths (or the task table's published test size), and
 the synthetic task's configured sizes.
 """
 
@@ -63,14 +63,15 @@ def _json_len(path: str) -> int | None:
 
 
 def _test_items(task: str, data_dir: str | None) -> int | None:
-    from runners.evaluate.tasks import TASKS, task_file
+    from runners.evaluate.tasks import bundled_tasks, task_file
 
-    spec = TASKS.get(task)
-    if spec is None:
+    tasks = bundled_tasks()
+    if task not in tasks:
         return None
+    spec = tasks[task]
     if data_dir is not None:
         try:
-            n = _json_len(str(task_file(task, data_dir)))
+            n = _json_len(str(task_file(spec, data_dir)))
         except Exception:  # noqa: BLE001 - a missing file only makes the estimate unknown
             n = None
         if n is not None:

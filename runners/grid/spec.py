@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import KD_METHODS
+from kdanalysis.tasks import TOY_TAG, bundled_tasks
 from runners.toy.tasks import OPERATIONS, Operation, check_operations
 
 __all__ = [
@@ -119,7 +120,11 @@ class DomainSpec(_Strict):
     """
 
     train: str = Field(description="training data JSON (instruction/input/output), or 'toy:arithmetic'")
-    tasks: list[str] = Field(min_length=1, description="task ids evaluated after training on this domain")
+    tasks: list[str] = Field(
+        min_length=1,
+        description="ids of the task table (data/tasks.yaml) evaluated after training on this domain: "
+        "tasks with a test-set file, or the toy tasks for 'toy:arithmetic'",
+    )
     data_dir: str | None = Field(default=None, description="folder of test-set JSON files for the tasks")
     epochs: float | None = Field(default=None, gt=0, description="overrides training.epochs for this domain")
     toy_items: int = Field(default=64, gt=0, description="training items of the synthetic task")
@@ -139,6 +144,18 @@ class DomainSpec(_Strict):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> DomainSpec:
+        table = bundled_tasks()
+        if self.is_toy:
+            known, kind = table.ids(tag=TOY_TAG), "a synthetic (toy:arithmetic) domain"
+        else:
+            known, kind = [t for t in table if table[t].file_name is not None], "a domain with test-set files"
+        unknown = [t for t in self.tasks if t not in known]
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)} for {kind}; known: {', '.join(known)}")
+        return self
 
     @property
     def is_toy(self) -> bool:

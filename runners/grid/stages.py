@@ -28,14 +28,13 @@ from typing import Any
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import write_results
+from kdanalysis.tasks import bundled_tasks
 from runners.grid.plan import Cell
 
-__all__ = ["TOY_TASKS", "run_stage", "model_path", "trained_path", "model_and_adapter"]
+__all__ = ["run_stage", "model_path", "trained_path", "model_and_adapter"]
 
 logger = logging.getLogger(__name__)
 
-#: Synthetic tasks a toy domain can list: task id → answer type of its test set.
-TOY_TASKS: dict[str, str] = {"arithmetic": "number"}
 _TOY_TEST_SEED_OFFSET = 1000  # test items come from another generator seed than the training items
 
 
@@ -90,9 +89,6 @@ def _prepare(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]
         return {"model": "model"}
     from runners.toy import make_arithmetic_task, write_task_json
 
-    unknown = [t for t in cfg["tasks"] if t not in TOY_TASKS]
-    if unknown:
-        raise ConfigError(f"toy domains support the tasks {', '.join(TOY_TASKS)}; got {', '.join(unknown)}")
     options = {"difficulty": cfg["difficulty"], "max_number": cfg["max_number"],
                "operations": cfg["operations"]}
     outputs = {"train": "data/train.json"}
@@ -166,7 +162,7 @@ def _eval_config(cell: Cell, deps: Mapping[str, Path]) -> Any:
     if "data_cell" in data:
         folder = _dep(deps, data["data_cell"]) / "data"
         fields["custom_tasks"] = [{"id": t, "file": str(folder / f"{t}.json"), "domain": cfg["domain"],
-                                   "answer_type": TOY_TASKS[t]} for t in data["tasks"]]
+                                   "answer_type": bundled_tasks()[t].answer_type} for t in data["tasks"]]
     elif "data_dir" in data:
         fields["data_dir"] = data["data_dir"]
     labels = {k: v for k, v in cfg["labels"].items() if k != "domain"}
@@ -184,27 +180,17 @@ def _eval(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
     return {"run": "run", "results": "run/results.parquet", "items": "run/items.parquet"}
 
 
-def _register_custom_tasks(eval_run: Path) -> Path | None:
-    """Register the custom (toy) tasks of a finished eval run in this process; return its data_dir."""
-    from runners.evaluate.config import load_eval_config
-    from runners.evaluate.run import CONFIG_FILE
-    from runners.evaluate.tasks import register_json_task
-
-    config = load_eval_config(eval_run / CONFIG_FILE)
-    for custom in config.custom_tasks:
-        register_json_task(custom.file, domain=custom.domain, answer_type=custom.answer_type,
-                           labels=custom.labels, id=custom.id, replace=True)
-    return config.data_dir
-
-
 def _fidelity(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
+    from kdanalysis.runfolder import CONFIG_FILE
+    from runners.evaluate.config import load_eval_config
     from runners.evaluate.fidelity import fidelity_rows
 
     cfg = cell.config
     student_run = _dep(deps, cfg["student_eval_cell"]) / "run"
     teacher_run = _dep(deps, cfg["teacher_eval_cell"]) / "run"
-    data_dir = _register_custom_tasks(student_run)
-    rows = fidelity_rows(student_run, teacher_run, kl=cfg["kl"], data_dir=data_dir)
+    config = load_eval_config(student_run / CONFIG_FILE)  # its task registry includes the toy tasks
+    rows = fidelity_rows(student_run, teacher_run, kl=cfg["kl"], data_dir=config.data_dir,
+                         tasks=config.task_registry())
     write_results(rows, work / "results.parquet")
     return {"results": "results.parquet"}
 

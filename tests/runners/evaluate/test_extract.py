@@ -8,7 +8,9 @@ import pytest
 
 from kdanalysis.errors import ConfigError
 from runners.evaluate.extract import EXTRACTORS, answers_match, canonical_number, extract_answer
-from runners.evaluate.tasks import load_items
+from runners.evaluate.tasks import bundled_tasks, load_items
+
+TASKS = bundled_tasks()
 
 
 @pytest.mark.parametrize(
@@ -25,15 +27,15 @@ from runners.evaluate.tasks import load_items
     ],
 )
 def test_published_number_takes_the_last_number_without_commas(text: str, pred: str) -> None:
-    assert extract_answer(text, "gsm8k") == pred
+    assert extract_answer(text, TASKS["gsm8k"]) == pred
 
 
 def test_number_comparison_uses_the_published_tolerance() -> None:
-    assert answers_match("gsm8k", "4", "4.0")
-    assert answers_match("gsm8k", "0.3334", "0.3333")
-    assert not answers_match("gsm8k", "0.335", "0.333")
-    assert not answers_match("gsm8k", "", "0")
-    assert not answers_match("gsm8k", "inf", "4")
+    assert answers_match(TASKS["gsm8k"], "4", "4.0")
+    assert answers_match(TASKS["gsm8k"], "0.3334", "0.3333")
+    assert not answers_match(TASKS["gsm8k"], "0.335", "0.333")
+    assert not answers_match(TASKS["gsm8k"], "", "0")
+    assert not answers_match(TASKS["gsm8k"], "inf", "4")
     assert canonical_number("4.") == "4" and canonical_number("-0.50") == "-0.5"
 
 
@@ -47,7 +49,7 @@ def test_number_comparison_uses_the_published_tolerance() -> None:
     ],
 )
 def test_published_aqua_takes_the_first_capital_a_to_e(text: str, pred: str) -> None:
-    assert extract_answer(text, "aqua") == pred
+    assert extract_answer(text, TASKS["aqua"]) == pred
 
 
 @pytest.mark.parametrize(
@@ -64,7 +66,7 @@ def test_published_aqua_takes_the_first_capital_a_to_e(text: str, pred: str) -> 
     ],
 )
 def test_published_labels_take_the_first_vocabulary_match(task: str, text: str, pred: str) -> None:
-    assert extract_answer(text, task) == pred
+    assert extract_answer(text, TASKS[task]) == pred
 
 
 @pytest.mark.parametrize(
@@ -83,7 +85,7 @@ def test_published_labels_take_the_first_vocabulary_match(task: str, text: str, 
     ],
 )
 def test_strict_reads_only_the_last_explicit_statement(task: str, text: str, pred: str) -> None:
-    assert extract_answer(text, task, "strict") == pred
+    assert extract_answer(text, TASKS[task], "strict") == pred
 
 
 @pytest.mark.parametrize("extractor", EXTRACTORS)
@@ -92,29 +94,31 @@ def test_strict_reads_only_the_last_explicit_statement(task: str, text: str, pre
 def test_empty_or_garbage_generation_is_wrong_not_a_crash(
     extractor: str, task: str, text: str | None
 ) -> None:
-    pred = extract_answer(text, task, extractor)
+    pred = extract_answer(text, TASKS[task], extractor)
     assert pred == ""
-    assert not answers_match(task, pred, "true" if task == "boolq" else ("A" if task == "aqua" else "0"))
+    assert not answers_match(
+        TASKS[task], pred, "true" if task == "boolq" else ("A" if task == "aqua" else "0")
+    )
 
 
 def test_unknown_extractor_lists_known_ones() -> None:
     with pytest.raises(ConfigError, match="published, strict"):
-        extract_answer("4", "gsm8k", "lenient")
+        extract_answer("4", TASKS["gsm8k"], "lenient")
 
 
 @pytest.mark.parametrize("task", ["boolq", "piqa", "siqa", "winogrande", "arc_e", "arc_c", "obqa"])
 def test_shipped_commonsense_label_sentences_extract_to_gold(shared_data: Path, task: str) -> None:
-    items = load_items(task, shared_data / "testsets")
+    items = load_items(TASKS[task], shared_data / "testsets")
     for extractor in EXTRACTORS:
-        assert all(extract_answer(it.reference, task, extractor) == it.gold for it in items)
+        assert all(extract_answer(it.reference, TASKS[task], extractor) == it.gold for it in items)
 
 
 def test_shipped_math_rationales_state_their_own_answer(shared_data: Path) -> None:
     # On "... The answer is N." rationales both extractors read the same N.
-    items = load_items("addsub", shared_data / "testsets")
+    items = load_items(TASKS["addsub"], shared_data / "testsets")
     stated = [it for it in items if it.reference.rstrip().endswith(".") and "The answer is" in it.reference]
     assert len(stated) > 300
     for it in stated:
-        published = extract_answer(it.reference, "addsub")
-        strict = extract_answer(it.reference, "addsub", "strict")
-        assert answers_match("addsub", published, strict), it.reference
+        published = extract_answer(it.reference, TASKS["addsub"])
+        strict = extract_answer(it.reference, TASKS["addsub"], "strict")
+        assert answers_match(TASKS["addsub"], published, strict), it.reference

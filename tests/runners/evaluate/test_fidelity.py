@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,9 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.results import RESULT_COLUMNS, read_results, write_items
 from runners.evaluate.fidelity import fidelity_frame, fidelity_rows, join_runs, teacher_forced_kl
 from runners.evaluate.scoring import RunMeta, score_outputs, write_run_meta
-from runners.evaluate.tasks import TaskItem, load_items, register_json_task, unregister_task
+from runners.evaluate.tasks import TaskItem, TaskRegistry, TaskSpec, bundled_tasks, json_task, load_items
+
+TASKS = bundled_tasks()
 
 TEACHER = RunMeta(run_id="t-run", student="Qwen2.5-3B", method="sft")
 STUDENT = RunMeta(run_id="s-run", student="Qwen2.5-0.5B", method="rkl", teacher="Qwen2.5-3B", temperature=1.0)
@@ -34,8 +35,8 @@ BOOL = [TaskItem("0", "q", "", "true"), TaskItem("1", "q", "", "false")]
 
 
 def _items(meta: RunMeta, math_outputs: list[str], bool_outputs: list[str]) -> pd.DataFrame:
-    a, _ = score_outputs("gsm8k", MATH, math_outputs, run_meta=meta)
-    b, _ = score_outputs("boolq", BOOL, bool_outputs, run_meta=meta)
+    a, _ = score_outputs(TASKS["gsm8k"], MATH, math_outputs, run_meta=meta)
+    b, _ = score_outputs(TASKS["boolq"], BOOL, bool_outputs, run_meta=meta)
     return pd.concat([a, b], ignore_index=True)
 
 
@@ -48,7 +49,7 @@ def _run(path: Path, meta: RunMeta, items: pd.DataFrame) -> Path:
 def test_agreement_and_bleu_per_task() -> None:
     s = _items(STUDENT, STUDENT_MATH, ["the correct answer is true", "the correct answer is true"])
     t = _items(TEACHER, TEACHER_MATH, ["the correct answer is true", "the correct answer is false"])
-    rows = fidelity_frame(s, t, STUDENT, TEACHER)
+    rows = fidelity_frame(s, t, STUDENT, TEACHER, tasks=TASKS)
     assert list(rows.columns) == list(RESULT_COLUMNS)
     get = rows.set_index(["task", "metric"])["value"]
     assert get["gsm8k", "agreement"] == pytest.approx(50.0)
@@ -70,7 +71,7 @@ def test_agreement_and_bleu_per_task() -> None:
 def test_identical_runs_agree_fully_and_score_bleu_100() -> None:
     t = _items(TEACHER, TEACHER_MATH, ["the correct answer is true", "the correct answer is false"])
     s = t.assign(run_id="s-run")
-    rows = fidelity_frame(s, t, STUDENT, TEACHER).set_index(["task", "metric"])["value"]
+    rows = fidelity_frame(s, t, STUDENT, TEACHER, tasks=TASKS).set_index(["task", "metric"])["value"]
     assert rows["gsm8k", "agreement"] == 100.0 and rows["gsm8k", "bleu"] == pytest.approx(100.0)
 
 
@@ -78,7 +79,7 @@ def test_sft_student_against_teacher_gets_teacher_kind_from_the_teacher_run() ->
     sft = RunMeta(run_id="sft", student="Qwen2.5-0.5B", method="sft")
     base_teacher = RunMeta(run_id="tb", student="Qwen2.5-3B", method="base")
     t = _items(base_teacher, TEACHER_MATH, ["true", "false"])
-    rows = fidelity_frame(t.assign(run_id="sft"), t, sft, base_teacher)
+    rows = fidelity_frame(t.assign(run_id="sft"), t, sft, base_teacher, tasks=TASKS)
     assert set(rows["teacher_kind"]) == {"base"} and set(rows["teacher"]) == {"Qwen2.5-3B"}
 
 
@@ -165,16 +166,14 @@ def test_kl_batches_with_padding_and_padded_vocabulary(toy: dict) -> None:
 
 
 @pytest.fixture
-def toy_task(tmp_path: Path) -> Iterator[str]:
+def toy_task(tmp_path: Path) -> TaskSpec:
     from runners.toy import make_arithmetic_task, write_task_json
 
     path = write_task_json(tmp_path / "toy_fid.json", make_arithmetic_task(5, seed=3))
-    spec = register_json_task(path, domain="math", answer_type="number", id="toy_fid", replace=True)
-    yield spec.id
-    unregister_task(spec.id)
+    return json_task(path, domain="math", answer_type="number", id="toy_fid")
 
 
-def test_fidelity_rows_with_kl_from_saved_toy_models(tmp_path: Path, toy: dict, toy_task: str) -> None:
+def test_fidelity_rows_with_kl_from_saved_toy_models(tmp_path: Path, toy: dict, toy_task: TaskSpec) -> None:
     from runners.toy import save_toy_model
 
     teacher_path = save_toy_model(tmp_path / "teacher", "qwen2", "small", seed=0)
@@ -188,9 +187,10 @@ def test_fidelity_rows_with_kl_from_saved_toy_models(tmp_path: Path, toy: dict, 
     ]:
         meta = RunMeta(run_id=name, student=f"toy-{name}", method="sft", model=str(path))
         runs[name] = _run(tmp_path / name, meta, score_outputs(toy_task, items, outputs, run_meta=meta)[0])
-    rows = fidelity_rows(runs["s"], runs["t"], kl=True).set_index("metric")
+    tasks = TaskRegistry([toy_task])
+    rows = fidelity_rows(runs["s"], runs["t"], kl=True, tasks=tasks).set_index("metric")
     assert rows.loc["kl", "value"] > 0 and rows.loc["kl", "n"] == len(items)
-    assert rows.loc["kl", "task"] == toy_task
-    same = fidelity_rows(runs["same"], runs["t"], kl=True).set_index("metric")
+    assert rows.loc["kl", "task"] == toy_task.id
+    same = fidelity_rows(runs["same"], runs["t"], kl=True, tasks=tasks).set_index("metric")
     assert same.loc["kl", "value"] == pytest.approx(0.0, abs=1e-5)
     assert same.loc["agreement", "value"] == 100.0

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -12,9 +16,12 @@ from kdanalysis.errors import ConfigError, SchemaError
 from kdanalysis.results import read_items, read_results, results_frame, write_items, write_results
 from kdanalysis.runfolder import RunState, write_status
 from runners.cli import main
+from runners.evaluate.backend import Backend, GenerationRequest, GenerationResult
+from runners.evaluate.config import EvalConfig
 from runners.evaluate.rescore import rescore_run
+from runners.evaluate.run import run_eval
 from runners.evaluate.scoring import RunMeta, read_run_meta, score_outputs, write_run_meta
-from runners.evaluate.tasks import TaskItem
+from runners.evaluate.tasks import TaskItem, bundled_tasks
 
 META = RunMeta(run_id="cell-1", student="Qwen2.5-0.5B", method="sft", seed=6)
 # Outputs where the published (last number) and strict ("The answer is") extractors differ.
@@ -36,7 +43,10 @@ GOLD = {"gsm8k": ["12", "7", "10"], "boolq": ["true", "true", "false"]}
 def _make_run(run_dir: Path) -> None:
     tables = [
         score_outputs(
-            task, [TaskItem(str(i), f"q{i}", "", g) for i, g in enumerate(GOLD[task])], outs, run_meta=META
+            bundled_tasks()[task],
+            [TaskItem(str(i), f"q{i}", "", g) for i, g in enumerate(GOLD[task])],
+            outs,
+            run_meta=META,
         )
         for task, outs in OUTPUTS.items()
     ]
@@ -139,3 +149,42 @@ def test_cli_rescore_prints_one_line_and_fails_cleanly(
     err = capsys.readouterr().err
     assert "unknown extractor 'fuzzy'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+class _Says(Backend):
+    """A backend that answers every request with one fixed text (no model)."""
+
+    name = "says"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, progress: Any = None
+    ) -> list[GenerationResult]:
+        return [GenerationResult(texts=(self.text,), n_tokens=(3,)) for _ in requests]
+
+    def loglikelihood(self, requests: Any, *, progress: Any = None) -> Any:
+        raise NotImplementedError
+
+
+def test_rescore_finds_a_runs_custom_task_in_a_fresh_process(tmp_path: Path) -> None:
+    # A grid's eval cell: the synthetic task "arithmetic" (domain "toy") is a custom task of the
+    # run's config. Re-scoring in another process must find it through the run folder alone.
+    test_file = tmp_path / "arithmetic.json"
+    test_file.write_text(
+        json.dumps([{"instruction": "2+3?", "answer": 5}, {"instruction": "1+4?", "answer": 5}])
+    )
+    custom = {"id": "arithmetic", "file": str(test_file), "domain": "toy", "answer_type": "number"}
+    config = EvalConfig(model="unused", tasks=["arithmetic"], custom_tasks=[custom], run_id="demo-cell")
+    run_dir = run_eval(config, tmp_path / "run", backend=_Says("The answer is 5. Check: 2 + 3 = 7"))
+    assert _accuracy(read_results(run_dir / "results.parquet")) == {
+        "arithmetic": 0.0
+    }  # published: last number
+    code = "import sys; from runners.evaluate.rescore import rescore_run; rescore_run(sys.argv[1], 'strict')"
+    done = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rescored = read_results(run_dir / "results.parquet")
+    assert _accuracy(rescored) == {"arithmetic": 100.0}
+    assert rescored["domain"].tolist() == ["toy"]  # the run's spec, not the task table's "arithmetic"
+    assert read_items(run_dir / "items.parquet")["pred"].tolist() == ["5", "5"]

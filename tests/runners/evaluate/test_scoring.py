@@ -19,7 +19,9 @@ from runners.evaluate.scoring import (
     score_outputs,
     write_run_meta,
 )
-from runners.evaluate.tasks import TaskItem, load_items
+from runners.evaluate.tasks import TaskItem, bundled_tasks, load_items
+
+TASKS = bundled_tasks()
 
 META = RunMeta(run_id="run-a", student="Qwen2.5-0.5B", method="fkl", teacher="Qwen2.5-3B", temperature=2.0)
 ITEMS = [
@@ -32,7 +34,7 @@ ITEMS = [
 
 def test_score_outputs_builds_items_and_accuracy_rows() -> None:
     outputs = ["2+2 = 4. The answer is 4.", "The answer is 6", None, "I cannot tell"]
-    items_df, results_df = score_outputs("gsm8k", ITEMS, outputs, run_meta=META, n_tokens=[9, 4, 0, 3])
+    items_df, results_df = score_outputs(TASKS["gsm8k"], ITEMS, outputs, run_meta=META, n_tokens=[9, 4, 0, 3])
     assert list(items_df.columns) == list(ITEM_COLUMNS)
     assert items_df["pred"].tolist() == ["4", "6", "", ""]
     assert items_df["correct"].tolist() == [True, True, False, False]
@@ -56,30 +58,30 @@ def test_score_outputs_builds_items_and_accuracy_rows() -> None:
 
 
 def test_explicit_prompts_are_hashed_and_lengths_are_checked() -> None:
-    items_df, _ = score_outputs("gsm8k", ITEMS[:1], ["4"], run_meta=META, prompts=["custom prompt"])
+    items_df, _ = score_outputs(TASKS["gsm8k"], ITEMS[:1], ["4"], run_meta=META, prompts=["custom prompt"])
     assert items_df["prompt_hash"][0] == prompt_hash("custom prompt")
     with pytest.raises(ConfigError, match="3 outputs for 4 items"):
-        score_outputs("gsm8k", ITEMS, ["1", "2", "3"], run_meta=META)
+        score_outputs(TASKS["gsm8k"], ITEMS, ["1", "2", "3"], run_meta=META)
     with pytest.raises(ConfigError, match="no items"):
-        score_outputs("gsm8k", [], [], run_meta=META)
+        score_outputs(TASKS["gsm8k"], [], [], run_meta=META)
 
 
 def test_rescore_items_and_accuracy_per_task(shared_data: Path) -> None:
-    items = load_items("aqua", shared_data / "testsets")
-    items_df, published = score_outputs("aqua", items, [it.reference for it in items], run_meta=META)
-    strict_df = rescore_items(items_df, "strict")
-    strict = accuracy_results(strict_df, META)
+    items = load_items(TASKS["aqua"], shared_data / "testsets")
+    items_df, published = score_outputs(TASKS["aqua"], items, [it.reference for it in items], run_meta=META)
+    strict_df = rescore_items(items_df, "strict", tasks=TASKS)
+    strict = accuracy_results(strict_df, META, tasks=TASKS)
     assert (strict_df["pred"] != items_df["pred"]).sum() > 0
     assert strict.iloc[0].value == pytest.approx(100 * strict_df["correct"].mean())
     assert published.iloc[0].value == pytest.approx(100 * items_df["correct"].mean())
     # re-scoring with the same extractor reproduces the first scoring exactly
-    assert rescore_items(items_df, "published").equals(items_df)
+    assert rescore_items(items_df, "published", tasks=TASKS).equals(items_df)
 
 
 def test_accuracy_results_rejects_empty_tables() -> None:
-    items_df, _ = score_outputs("gsm8k", ITEMS, ["4"] * 4, run_meta=META)
+    items_df, _ = score_outputs(TASKS["gsm8k"], ITEMS, ["4"] * 4, run_meta=META)
     with pytest.raises(SchemaError, match="empty"):
-        accuracy_results(items_df.iloc[:0], META)
+        accuracy_results(items_df.iloc[:0], META, tasks=TASKS)
 
 
 def test_run_meta_round_trip_and_validation(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ import pytest
 
 from kdanalysis.errors import BackendUnavailableError, ConfigError, SchemaError
 from runners.evaluate.hub import CONVERTERS, convert_row, load_hub_items
-from runners.evaluate.tasks import TASKS, load_items
+from runners.evaluate.tasks import bundled_tasks, load_items
+
+TASKS = bundled_tasks()
 
 # First item of each released file, as the original dataset on the hub stores it.
 HUB_ROWS = {
@@ -61,7 +63,7 @@ HUB_ROWS = {
 
 @pytest.mark.parametrize("task", sorted(HUB_ROWS))
 def test_converters_reproduce_the_released_items(shared_data: Path, task: str) -> None:
-    released = load_items(task, shared_data / "testsets")[0]
+    released = load_items(TASKS[task], shared_data / "testsets")[0]
     converted = convert_row(TASKS[task].hub.converter, HUB_ROWS[task])  # type: ignore[union-attr]
     assert converted["instruction"] == released.instruction
     assert converted["answer"] == released.gold
@@ -69,7 +71,7 @@ def test_converters_reproduce_the_released_items(shared_data: Path, task: str) -
 
 
 def test_every_hub_source_names_a_known_converter() -> None:
-    for spec in TASKS.values():
+    for spec in TASKS.specs():
         if spec.hub is not None:
             assert spec.hub.converter in CONVERTERS, spec.id
 

@@ -74,6 +74,16 @@ def test_paper_grid_matches_the_published_design() -> None:
             "including 'add'",
         ),
         (
+            SMALL_GRID.replace("tasks: [arithmetic]", "tasks: [arithmetic, gsm8k]"),
+            "domains.math (line 13): unknown task(s) gsm8k for a synthetic (toy:arithmetic) domain; "
+            "known: arithmetic",
+        ),
+        (
+            SMALL_GRID.replace('train: "toy:arithmetic"', 'train: "train.json"'),
+            "domains.math (line 13): unknown task(s) arithmetic for a domain with test-set files; "
+            "known: gsm8k, svamp",
+        ),
+        (
             SMALL_GRID + "teacher_training: [1]\n",
             "teacher_training (line 24): Input should be a valid dictionary",
         ),
