@@ -4,10 +4,12 @@
 >>> paths = kd.report.build_report(out_dir="report")        # the bundled published study
 >>> paths.html, paths.pdf                                     # doctest: +SKIP
 
-Modules: :mod:`~kdanalysis.report.analysis` (tidy tables behind the figures),
-:mod:`~kdanalysis.report.content` (sections), :mod:`~kdanalysis.report.findings`
-(sentences from the statistics), :mod:`~kdanalysis.report.formatting` (the only rounding),
-:mod:`~kdanalysis.report.render` (files, HTML, PDF), :mod:`~kdanalysis.report.build`.
+The report only presents :func:`kdanalysis.studies.run_all`'s tables (every statistic is
+computed there). Modules: :mod:`~kdanalysis.report.content` (sections),
+:mod:`~kdanalysis.report.findings` (sentences from the primary tests),
+:mod:`~kdanalysis.report.methods_text` (the Methods text), :mod:`~kdanalysis.report.formatting`
+(the only rounding), :mod:`~kdanalysis.report.render` (files, HTML, PDF),
+:mod:`~kdanalysis.report.build`.
 """
 
 from kdanalysis.report.build import FORMATS, ReportPaths, build_report, load_report_input

@@ -1,10 +1,10 @@
-"""The report's sections, computed from a results table and a models table.
+"""The report's sections: a presentation of :func:`kdanalysis.studies.run_all`'s tables.
 
-:func:`build_sections` returns the sections in display order. Each builder computes its
-statistics with :mod:`kdanalysis.stats` / :mod:`kdanalysis.studies`, stores the tables in
-the shared :class:`ReportContext` (so that the findings and the caveats quote the very
-numbers the tables show) and returns a present section, or an omitted one with a note
-naming the data it needs.
+:func:`build_sections` returns the sections in display order. Every statistic comes from
+the :class:`~kdanalysis.studies.StudyTables` of the results (read by attribute, so a
+misspelt table name is an error); a builder only chooses rows and columns, writes text
+around them and describes figures. A section without the data it needs is omitted with a
+note naming that data.
 """
 
 from __future__ import annotations
@@ -12,22 +12,19 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import pandas as pd
 
 from kdanalysis.errors import KDAnalysisError
 from kdanalysis.plots import figures as plots
 from kdanalysis.plots.style import method_label, task_order
-from kdanalysis.report import analysis
-from kdanalysis.report.findings import caveat_sentences, finding_sentences
+from kdanalysis.report import methods_text
+from kdanalysis.report.findings import AS_PUBLISHED, caveat_sentences, claim_sentences, finding_sentences
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
 from kdanalysis.results import KD_METHODS, METHODS, NO_TEACHER
-from kdanalysis.stats import corr, partial_corr, ttest
-from kdanalysis.stats.mixed import mixedlm
-from kdanalysis.stats.multiplicity import adjust_pvalues
-from kdanalysis.stats.regression import ols
+from kdanalysis.studies import StudyTables
+from kdanalysis.studies.collapsed import COLLAPSE_LOSS_PP
 
 __all__ = ["ReportContext", "build_sections", "N_BOOT", "SEED"]
 
@@ -36,113 +33,113 @@ logger = logging.getLogger(__name__)
 #: Bootstrap resamples and seed of every bootstrap CI in the report.
 N_BOOT = 2000
 SEED = 0
-_UNIT_KEYS = ["domain", "student", "teacher", "method", "pair"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReportContext:
-    """Inputs and the tables computed so far.
+    """The inputs and the study tables of a report.
 
     Attributes
     ----------
     results, models : DataFrame
         The validated results table and the models table.
-    kd : DataFrame
-        :func:`kdanalysis.report.analysis.kd_gains` (best temperature).
-    kd_each : DataFrame
-        The same per temperature.
-    gains_each : DataFrame
-        :func:`kdanalysis.report.analysis.all_gains` per temperature: every KD unit,
-        base teachers and noisy teachers included.
-    studies : dict
-        :func:`kdanalysis.studies.run_all` tables (empty if the studies do not apply).
+    studies : StudyTables or None
+        :func:`kdanalysis.studies.run_all` of the results (None if the studies do not apply).
     studies_error : str
         Why the studies do not apply ("" if they ran).
-    tables : dict
-        Statistics computed by the section builders, by name (read by the findings).
     """
 
     results: pd.DataFrame
     models: pd.DataFrame
-    kd: pd.DataFrame
-    kd_each: pd.DataFrame
-    gains_each: pd.DataFrame
-    studies: dict[str, pd.DataFrame] = field(default_factory=dict)
+    studies: StudyTables | None
     studies_error: str = ""
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @classmethod
     def from_results(cls, results: pd.DataFrame, models: pd.DataFrame) -> ReportContext:
-        """Compute the gains and run the studies once for all sections."""
+        """Run the studies once for all sections."""
         from kdanalysis.studies import run_all
 
-        each = analysis.all_gains(results, over_temperature="each")
-        kd_each = analysis.kd_gains(results, models, over_temperature="each", gains_table=each)
-        studies, error = {}, ""
-        if kd_each.empty:
-            error = "no KD result has an SFT baseline of the same student"
-        else:
-            try:
-                studies = _quiet(run_all, results, models, n_boot=N_BOOT, seed=SEED)
-            except KDAnalysisError as exc:
-                error = str(exc)
-                logger.info("studies skipped: %s", exc)
-        # run_all's ``gains`` table is kdanalysis.stats.gains of these results (SFT baseline, max
-        # over temperatures): reused, not computed again; computed here only where run_all did not run
-        kd = analysis.kd_gains(results, models, gains_table=studies.get("gains"))
-        return cls(
-            results=results,
-            models=models,
-            kd=kd,
-            kd_each=kd_each,
-            gains_each=each,
-            studies=studies,
-            studies_error=error,
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                studies = run_all(results, models, n_boot=10_000, corr_boot=N_BOOT, seed=SEED)
+        except KDAnalysisError as exc:
+            logger.info("studies skipped: %s", exc)
+            return cls(results, models, None, str(exc))
+        if studies.kd.empty:
+            return cls(results, models, studies, "no KD result has an SFT baseline of the same student")
+        return cls(results, models, studies)
+
+    @property
+    def tables(self) -> StudyTables:
+        """The study tables (read by sections after checking :attr:`studies`)."""
+        if self.studies is None:
+            raise RuntimeError(f"the studies did not run: {self.studies_error}")
+        return self.studies
+
+
+def _task_key(column: pd.Series) -> pd.Series:
+    if column.name != "task":
+        return column
+    order = task_order(column.unique())
+    return column.map({t: i for i, t in enumerate(order)})
+
+
+def _rho_columns(key: str) -> dict[str, str]:
+    """Display names of a correlation table keyed by ``key`` (domain or measure)."""
+    return {key: key, "n": "n", "statistic": "ρ", "ci_low": "CI low", "ci_high": "CI high", "p_val": "p"}
+
+
+# --------------------------------------------------------------------------- claims
+_CLAIM_COLUMNS = {
+    "claim": "claim",
+    "paper_figure": "paper",
+    "domain": "domain",
+    "evidence": "our evidence",
+    "value": "value",
+    "ci_low": "CI low",
+    "ci_high": "CI high",
+    "df": "df",
+    "p_val": "p",
+    "p_holm": "p (Holm)",
+    "p_wild": "p (wild)",
+    "verdict": "verdict",
+}
+
+
+def _claims(ctx: ReportContext) -> Section:
+    title = "Claims audit: the paper's headline claims against its released data"
+    if ctx.studies is None:
+        return Section.omitted(
+            "claims", title, f"The studies do not apply to these results: {ctx.studies_error}"
         )
-
-    def study(self, name: str) -> pd.DataFrame | None:
-        """A :func:`~kdanalysis.studies.run_all` table with at least one estimate, else None."""
-        table = self.studies.get(name)
-        if table is None or table.empty:
-            return None
-        column = "estimate" if "estimate" in table else ("statistic" if "statistic" in table else "mean_gain")
-        return table if table[column].notna().any() else None
-
-    def overall(self) -> pd.DataFrame:
-        """One gain per KD unit: its ``average`` task where the domain has one, else the mean over tasks.
-
-        Returns
-        -------
-        DataFrame
-            Columns ``domain, student, teacher, method, pair, gain, student_params_b,
-            n_tasks``.
-        """
-        frames = []
-        for _domain, part in self.kd.groupby("domain", sort=False):
-            if (part["task"] == "average").any():
-                part = part[part["task"] == "average"]
-            frames.append(
-                part.groupby(_UNIT_KEYS, as_index=False, sort=False).agg(
-                    gain=("gain", "mean"),
-                    student_params_b=("student_params_b", "first"),
-                    n_tasks=("task", "nunique"),
-                )
+    audit = ctx.tables.claims_audit
+    verdicts = audit.drop_duplicates("claim_id")["verdict"].value_counts()
+    return Section(
+        id="claims",
+        title=title,
+        paragraphs=[
+            "Each claim of the paper's abstract, the figure the paper gives, our number from the "
+            "released results and the declared primary test (CR2 cluster-robust OLS clustered by "
+            "student, Satterthwaite df; p Holm-adjusted across all primary tests; wild cluster "
+            "bootstrap p beside it). Verdicts follow the rules in 'Methods and caveats': "
+            + ", ".join(f"{n} {v}" for v, n in verdicts.items())
+            + ". The source column of tables/claims_audit.csv names the table and row behind every number."
+        ],
+        bullets=claim_sentences(audit),
+        tables=[
+            TableSpec(
+                "claims_audit",
+                "Headline claims, evidence and verdicts",
+                "Values in pp (slopes: pp of gain per unit of the covariate); figures marked 'as published' "
+                "use the paper's best temperature.",
+                audit,
+                _CLAIM_COLUMNS,
             )
-        return (
-            pd.concat(frames, ignore_index=True)
-            if frames
-            else pd.DataFrame(columns=[*_UNIT_KEYS, "gain", "student_params_b", "n_tasks"])
-        )
+        ],
+    )
 
 
-def _quiet(func: Callable[..., Any], *args: object, **kwargs: object) -> Any:
-    """Run a batch statistic without its degenerate-row warnings (the rows carry a ``note``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return func(*args, **kwargs)
-
-
-# --------------------------------------------------------------------------- glance
 def _glance(ctx: ReportContext) -> Section:
     res = ctx.results
     title = "Study at a glance"
@@ -187,7 +184,6 @@ def _glance(ctx: ReportContext) -> Section:
     methods["description"] = methods["method"].map(METHODS)
     methods = methods.set_index("method").reindex([m for m in METHODS if m in set(methods["method"])])
     methods = methods.reset_index()[["method", "label", "description", "n_results"]]
-    ctx.tables.update(glance_models=models, glance_pairs=pairs)
 
     temps = sorted(res["temperature"].dropna().unique())
     seeds = sorted(res["seed"].unique())
@@ -247,32 +243,36 @@ def _glance(ctx: ReportContext) -> Section:
 
 
 # --------------------------------------------------------------------------- accuracy
+def _no_kd(ctx: ReportContext, section_id: str, title: str, note: str) -> Section | None:
+    """The omitted section when the studies did not run or found no KD unit, else None."""
+    if ctx.studies is None or ctx.studies_error:
+        return Section.omitted(section_id, title, note)
+    return None
+
+
 def _accuracy(ctx: ReportContext) -> Section:
     title = "Accuracy per task"
-    if ctx.kd.empty:
-        return Section.omitted(
-            "accuracy",
-            title,
-            "No KD results with an SFT baseline of the same student, "
-            "so there is nothing to compare per task.",
+    omitted = _no_kd(
+        ctx,
+        "accuracy",
+        title,
+        "No KD results with an SFT baseline of the same student, so there is nothing to compare per task.",
+    )
+    if omitted:
+        return omitted
+    data = ctx.tables.accuracy
+    figures = [
+        FigureSpec(
+            f"accuracy_{domain}",
+            f"Accuracy per task — {domain}",
+            "Accuracy (%) of the base checkpoint, SFT and each KD method (best temperature, task-aware "
+            "teachers) per student. KD bars are the mean over the student's teachers; the black line spans "
+            "the lowest to the highest teacher.",
+            plots.accuracy_by_task,
+            (part.drop(columns=["domain"]).reset_index(drop=True),),
         )
-    figures, frames = [], []
-    for domain in ctx.kd["domain"].unique():
-        table = analysis.accuracy_table(ctx.results, ctx.kd, domain)
-        frames.append(table.assign(domain=domain))
-        figures.append(
-            FigureSpec(
-                f"accuracy_{domain}",
-                f"Accuracy per task — {domain}",
-                "Accuracy (%) of the base checkpoint, SFT and each KD method (best temperature, task-aware "
-                "teachers) per student. KD bars are the mean over the student's teachers; the black line "
-                "spans "
-                "the lowest to the highest teacher.",
-                plots.accuracy_by_task,
-                (table,),
-            )
-        )
-    data = pd.concat(frames, ignore_index=True)[["domain", "student", "task", "method", "teacher", "value"]]
+        for domain, part in data.groupby("domain", sort=False)
+    ]
     return Section(
         id="accuracy",
         title=title,
@@ -292,23 +292,21 @@ def _accuracy(ctx: ReportContext) -> Section:
 # --------------------------------------------------------------------------- gains
 def _gains(ctx: ReportContext) -> Section:
     title = "Gains by pair and task"
-    if ctx.kd.empty:
-        return Section.omitted("gains", title, "No KD results with an SFT baseline.")
-    heat = analysis.heatmap_table(ctx.kd)
-    tests = _quiet(ttest, ctx.kd, "gain", alternative="greater", by=["domain", "task"])
-    tests = pd.DataFrame(adjust_pvalues(tests, "holm", by="domain")).rename(columns={"p_adj": "p_holm"})
+    omitted = _no_kd(ctx, "gains", title, "No KD results with an SFT baseline.")
+    if omitted:
+        return omitted
+    heat, tests = ctx.tables.heatmap, ctx.tables.gain_tests
     tests = tests.sort_values(["domain", "task"], key=_task_key).reset_index(drop=True)
-    ctx.tables.update(gain_tests=tests, gains=ctx.kd)
-    units = ctx.kd.groupby(["domain"])["pair"].nunique()
+    units = ctx.tables.kd.groupby("domain")["pair"].nunique()
     return Section(
         id="gains",
         title=title,
         paragraphs=[
             "Gain = best-temperature KD accuracy minus the same student's SFT accuracy, in percentage points "
-            "(pp), for task-aware teachers. The test asks whether the mean gain over all KD units of a task "
-            "is "
-            "above zero (one-sided one-sample t-test, as the paper's H1, pooled over methods); p-values are "
-            "Holm-adjusted across the tasks of each domain."
+            "(pp), for task-aware teachers. The per-task test is the paper's H1 "
+            f"{AS_PUBLISHED}: a one-sided one-sample t-test of the mean gain over all KD units of a task, "
+            "Holm-adjusted across the tasks of each domain. The primary test of the mean gain (τ = 1, "
+            "clustered by student) is in the claims audit and in 'Beyond the paper'."
         ],
         figures=[
             FigureSpec(
@@ -324,9 +322,9 @@ def _gains(ctx: ReportContext) -> Section:
         tables=[
             TableSpec(
                 "gain_tests",
-                "Is the mean gain above zero? (per task)",
-                "n = KD units; mean gain with its 95 % CI (pp); one-sided t-test; Holm across tasks "
-                "within each domain.",
+                f"Is the mean gain above zero? (per task, {AS_PUBLISHED})",
+                "n = KD units; mean gain with its 95 % CI (pp); one-sided t-test; Holm across tasks within "
+                "each domain.",
                 tests,
                 {
                     "domain": "domain",
@@ -347,32 +345,24 @@ def _gains(ctx: ReportContext) -> Section:
     )
 
 
-def _task_key(column: pd.Series) -> pd.Series:
-    if column.name != "task":
-        return column
-    order = task_order(column.unique())
-    return column.map({t: i for i, t in enumerate(order)})
-
-
 # --------------------------------------------------------------------------- size
 def _size(ctx: ReportContext) -> Section:
     title = "Student size and gain"
-    overall = ctx.overall().dropna(subset=["student_params_b"])
-    if overall.empty or overall["student_params_b"].nunique() < 2:
-        return Section.omitted(
-            "size", title, "Needs KD results for students of at least two sizes listed in the models table."
-        )
-    rho = _quiet(
-        corr, overall, "student_params_b", "gain", method="spearman", by="domain", n_boot=N_BOOT, seed=SEED
-    )
-    ctx.tables.update(size_rho=rho)
-    what = "the 'average' task" if (ctx.kd["task"] == "average").any() else "the mean over tasks"
+    note = "Needs KD results for students of at least two sizes listed in the models table."
+    omitted = _no_kd(ctx, "size", title, note)
+    if omitted:
+        return omitted
+    overall = ctx.tables.unit_gains.dropna(subset=["student_size"])
+    if overall["student_size"].nunique() < 2:
+        return Section.omitted("size", title, note)
+    what = "the 'average' task" if (ctx.tables.kd["task"] == "average").any() else "the mean over tasks"
     return Section(
         id="size",
         title=title,
         paragraphs=[
             f"One point per KD unit (teacher, student, method); the gain is that of {what}. "
-            "The line is a least-squares fit of gain on log(size) with its 95 % bootstrap band."
+            "The line is a least-squares fit of gain on log(size) with its 95 % bootstrap band. "
+            "The primary test of the size slope is in 'Beyond the paper'."
         ],
         figures=[
             FigureSpec(
@@ -381,56 +371,46 @@ def _size(ctx: ReportContext) -> Section:
                 "Gain over SFT (pp) against student size (billions of parameters, log scale), "
                 "per domain; points jittered horizontally.",
                 plots.gain_scatter,
-                (overall, "student_params_b"),
+                (overall, "student_size"),
                 {"xlabel": "Student size (billion parameters)", "logx": True, "jitter": 0.07},
             )
         ],
         tables=[
             TableSpec(
                 "size_correlation",
-                "Spearman correlation of gain and student size",
-                f"Per domain, units treated as independent (see 'Beyond the paper' for models that "
-                f"respect their dependence); 95 % percentile-bootstrap CI ({N_BOOT} resamples, seed "
-                f"{SEED}).",
-                rho,
+                f"Spearman correlation of gain and student size ({AS_PUBLISHED})",
+                f"Per domain; 95 % percentile-bootstrap CI ({N_BOOT} resamples, seed {SEED}).",
+                ctx.tables.size_correlation,
                 _rho_columns("domain"),
             ),
         ],
     )
 
 
-def _rho_columns(key: str) -> dict[str, str]:
-    """Display names of a correlation table keyed by ``key`` (domain or measure)."""
-    return {key: key, "n": "n", "statistic": "ρ", "ci_low": "CI low", "ci_high": "CI high", "p_val": "p"}
-
-
 # --------------------------------------------------------------------------- teacher
 def _teacher(ctx: ReportContext) -> Section:
     title = "Teacher accuracy and gain"
-    per_task = ctx.kd[ctx.kd["task"] != "average"].dropna(subset=["teacher_score"])
-    if per_task.empty or per_task["teacher_score"].nunique() < 2:
-        return Section.omitted(
-            "teacher",
-            title,
-            "Needs the teachers' own SFT accuracy (rows with method 'sft' whose student is the teacher).",
-        )
-    rho = _quiet(
-        corr, per_task, "teacher_score", "gain", method="spearman", by="domain", n_boot=N_BOOT, seed=SEED
-    )
-    ctx.tables.update(teacher_rho=rho)
+    note = "Needs the teachers' own SFT accuracy (rows with method 'sft' whose student is the teacher)."
+    omitted = _no_kd(ctx, "teacher", title, note)
+    if omitted:
+        return omitted
+    per_task = ctx.tables.kd[ctx.tables.kd["task"] != "average"].dropna(subset=["teacher_score"])
+    if per_task["teacher_score"].nunique() < 2:
+        return Section.omitted("teacher", title, note)
     return Section(
         id="teacher",
         title=title,
         paragraphs=[
-            "Teacher accuracy is the teacher's own SFT accuracy on the task; one point per KD unit "
-            "and task (tasks differ in difficulty, which drives much of the spread)."
+            "Teacher accuracy is the teacher's own SFT accuracy on the task; one point per KD unit and task "
+            "(tasks differ in difficulty, which drives much of the spread). The primary test (controlling "
+            "for student size, method and task) is in 'Beyond the paper'."
         ],
         figures=[
             FigureSpec(
                 "gain_vs_teacher",
                 "Gain vs teacher accuracy",
-                "Gain over SFT (pp) against the teacher's accuracy (%) on the same task, with a "
-                "linear fit and its 95 % band.",
+                "Gain over SFT (pp) against the teacher's accuracy (%) on the same task, with a linear fit "
+                "and its 95 % band.",
                 plots.gain_scatter,
                 (per_task, "teacher_score"),
                 {"xlabel": "Teacher accuracy on the task (%)"},
@@ -439,9 +419,9 @@ def _teacher(ctx: ReportContext) -> Section:
         tables=[
             TableSpec(
                 "teacher_correlation",
-                "Spearman correlation of gain and teacher accuracy",
+                f"Spearman correlation of gain and teacher accuracy ({AS_PUBLISHED})",
                 f"Pooled over tasks, per domain; bootstrap CI ({N_BOOT} resamples).",
-                rho,
+                ctx.tables.teacher_correlation,
                 _rho_columns("domain"),
             )
         ],
@@ -451,90 +431,81 @@ def _teacher(ctx: ReportContext) -> Section:
 # --------------------------------------------------------------------------- expertise
 def _expertise(ctx: ReportContext) -> Section:
     title = "Teacher expertise: task-aware vs base teacher"
-    pairs = analysis.expertise_pairs(ctx.gains_each)
+    note = (
+        "No KD runs with an un-tuned (base) teacher matched to a task-aware run of the same pair, method "
+        "and temperature."
+    )
+    omitted = _no_kd(ctx, "expertise", title, note)
+    if omitted:
+        return omitted
+    pairs = ctx.tables.expertise_pairs
     if pairs.empty:
-        return Section.omitted(
-            "expertise",
-            title,
-            "No KD runs with an un-tuned (base) teacher matched to a "
-            "task-aware run of the same pair, method and temperature.",
-        )
+        return Section.omitted("expertise", title, note)
     shown = pairs[pairs["task"] != "average"] if (pairs["task"] != "average").any() else pairs
-    tables = []
-    expertise = ctx.study("teacher_expertise")
-    if expertise is not None:
-        rows = expertise[expertise["question"] == "task_aware_vs_base"]
-        if not rows.empty:
-            ctx.tables.update(expertise=rows)
-            tables.append(
-                TableSpec(
-                    "teacher_expertise_paired",
-                    "Task-aware minus base teacher (kdanalysis.studies.teacher_expertise)",
-                    "Gain difference in pp: paired t-tests per task (Holm across tasks) and, pooled over "
-                    "tasks, OLS "
-                    "with SE clustered by pair and a mixed model with crossed random intercepts for task and "
-                    "student.",
-                    rows,
-                    _MODEL_COLUMNS,
-                )
-            )
+    rows = ctx.tables.teacher_expertise
+    rows = rows[rows["question"] == "task_aware_vs_base"]
     return Section(
         id="expertise",
         title=title,
         paragraphs=[
-            "The same student, teacher model, method and temperature, distilled once from the "
-            "task-aware (SFT) teacher and once from the un-tuned base checkpoint."
+            "The same student, teacher model, method and temperature, distilled once from the task-aware "
+            "(SFT) teacher and once from the un-tuned base checkpoint."
         ],
         figures=[
             FigureSpec(
                 "teacher_expertise",
                 "Task-aware vs base teacher (paired)",
-                "Gain over SFT (pp) of each matched pair of runs per task (grey lines); black: "
-                "mean with 95 % bootstrap CI.",
+                "Gain over SFT (pp) of each matched pair of runs per task (grey lines); black: mean with "
+                "95 % bootstrap CI.",
                 plots.teacher_expertise,
                 (shown,),
             )
         ],
-        tables=tables,
+        tables=[
+            TableSpec(
+                "teacher_expertise_paired",
+                "Task-aware minus base teacher (kdanalysis.studies.teacher_expertise)",
+                "Accuracy difference in pp: the primary test (mean over pairs and tasks, CR2 clustered by "
+                "student), its wild-bootstrap check and the mixed model; per task paired t-tests "
+                f"{AS_PUBLISHED}, Holm across tasks.",
+                rows,
+                _MODEL_COLUMNS,
+            )
+        ]
+        if not rows.empty
+        else [],
     )
 
 
 # --------------------------------------------------------------------------- temperature
 def _temperature(ctx: ReportContext) -> Section:
     title = "Temperature ablation"
-    table = analysis.temperature_table(ctx.kd_each)
-    if table.empty:
-        return Section.omitted("temperature", title, "No KD unit was run at more than one temperature.")
-    if (table["task"] == "average").any():
-        table = table[table["task"] == "average"]
-    best = ctx.kd[ctx.kd["n_temperatures"] > 1]
-    best = best[best["task"] == "average"] if (best["task"] == "average").any() else best
-    wins = (
-        best.groupby(["domain", "method", "temperature"], as_index=False)
-        .size()
-        .rename(columns={"size": "n_best"})
-    )
-    ctx.tables.update(temperature_best=wins)
+    note = "No KD unit was run at more than one temperature."
+    omitted = _no_kd(ctx, "temperature", title, note)
+    if omitted:
+        return omitted
+    units = ctx.tables.temperature_units
+    if units.empty:
+        return Section.omitted("temperature", title, note)
     tables = [
         TableSpec(
             "temperature_best",
             "How often each temperature is the best",
             "Units whose best score (the paper's selection) is at this τ.",
-            wins,
+            ctx.tables.temperature_best,
             {"domain": "domain", "method": "method", "temperature": "τ", "n_best": "units"},
         )
     ]
-    ablation = ctx.study("temperature_ablation")
-    if ablation is not None:
-        ctx.tables.update(temperature=ablation)
+    ablation = ctx.tables.temperature_ablation
+    if not ablation.empty:
         tables.insert(
             0,
             TableSpec(
                 "temperature_ablation",
-                "Mean gain per temperature (kdanalysis.studies.temperature_ablation)",
+                f"Mean gain per temperature ({AS_PUBLISHED})",
                 "Per task-level unit: mean gain (pp) with bootstrap CI, and the paired difference to τ = 1 "
-                "with a "
-                "paired t-test (Holm across temperatures).",
+                "with a paired t-test (Holm across temperatures). The primary test of each difference "
+                "(clustered by student) is in 'Beyond the paper'.",
                 ablation,
                 {
                     "domain": "domain",
@@ -556,8 +527,8 @@ def _temperature(ctx: ReportContext) -> Section:
         id="temperature",
         title=title,
         paragraphs=[
-            "Units evaluated at several temperatures; the paper keeps, per unit and task, the "
-            "temperature with the best score."
+            "Units evaluated at several temperatures; the paper keeps, per unit and task, the temperature "
+            "with the best score."
         ],
         figures=[
             FigureSpec(
@@ -565,7 +536,7 @@ def _temperature(ctx: ReportContext) -> Section:
                 "Gain vs KD temperature",
                 "Gain over SFT (pp) per unit (faint) and method mean with 95 % CI (bold).",
                 plots.temperature_ablation,
-                (table,),
+                (units,),
             )
         ],
         tables=tables,
@@ -575,55 +546,39 @@ def _temperature(ctx: ReportContext) -> Section:
 # --------------------------------------------------------------------------- paradox
 def _paradox(ctx: ReportContext) -> Section:
     title = "Agreement, fidelity and gain (the paradox)"
-    long = analysis.behaviour_table(ctx.kd)
+    note = "No agreement or BLEU (fidelity) results of KD students with their teachers."
+    omitted = _no_kd(ctx, "paradox", title, note)
+    if omitted:
+        return omitted
+    long = ctx.tables.fidelity
     if long.empty:
-        return Section.omitted(
-            "paradox", title, "No agreement or BLEU (fidelity) results of KD students with their teachers."
-        )
-    rho = _quiet(
-        corr, long, "measure_value", "gain", method="spearman", by="measure", n_boot=N_BOOT, seed=SEED
-    )
-    partial = None
-    if long["student_params_b"].nunique() > 1:
-        partial = _quiet(
-            partial_corr,
-            long.dropna(subset=["student_params_b"]),
-            "measure_value",
-            "gain",
-            covar="student_params_b",
-            method="spearman",
-            by="measure",
-        )
-        rho = rho.merge(
-            partial[["measure", "statistic", "ci_low", "ci_high", "p_val"]],
-            on="measure",
-            suffixes=("", "_partial"),
-        )
-    ctx.tables.update(paradox=rho)
+        return Section.omitted("paradox", title, note)
     columns = _rho_columns("measure")
-    if partial is not None:
-        columns.update(
-            {
-                "statistic_partial": "partial ρ (size)",
-                "ci_low_partial": "CI low",
-                "ci_high_partial": "CI high",
-                "p_val_partial": "p",
-            }
-        )
+    columns.update(
+        {
+            "statistic_partial": "partial ρ (size)",
+            "ci_low_partial": "CI low",
+            "ci_high_partial": "CI high",
+            "p_val_partial": "p",
+        }
+    )
     return Section(
         id="paradox",
         title=title,
         paragraphs=[
             "Agreement: % of items where the KD student's answer equals the teacher's; fidelity: BLEU "
-            "between student and teacher rationales. One point per KD unit and task. If KD worked by "
-            "making students imitate their teachers, gains would rise with both."
+            "between "
+            "student and teacher rationales. One point per measured value, beside the gain of the run it was "
+            "measured on (τ = 1); where the results do not name the run's KD method (the released files), "
+            "beside the mean gain over the KD methods of its pair and task, so each value counts once. If KD "
+            "worked by making students imitate their teachers, gains would rise with both."
         ],
         figures=[
             FigureSpec(
                 "gain_vs_behaviour",
                 "Gain vs agreement and fidelity",
-                "Gain over SFT (pp) against agreement (%) or BLEU (0–100) with the teacher, "
-                "per measure and domain, with a linear fit and 95 % band.",
+                "Gain over SFT (pp) against agreement (%) or BLEU (0–100) with the teacher, per measure and "
+                "domain, with a linear fit and 95 % band.",
                 plots.gain_scatter,
                 (long, "measure_value"),
                 {"xlabel": "Agreement / BLEU with teacher (%)", "col": "measure"},
@@ -632,11 +587,10 @@ def _paradox(ctx: ReportContext) -> Section:
         tables=[
             TableSpec(
                 "paradox",
-                "Spearman correlation of gain with agreement and fidelity",
-                "Bootstrap 95 % CIs for ρ; partial ρ controls for student size (ranks; Fisher-z CI)."
-                if partial is not None
-                else "Bootstrap 95 % CIs.",
-                rho,
+                f"Spearman correlation of gain with agreement and fidelity ({AS_PUBLISHED})",
+                "Bootstrap 95 % CIs for ρ; partial ρ controls for student size (ranks; Fisher-z CI). The "
+                "primary tests are in 'Beyond the paper'.",
+                ctx.tables.fidelity_correlation,
                 columns,
             )
         ],
@@ -646,19 +600,22 @@ def _paradox(ctx: ReportContext) -> Section:
 # --------------------------------------------------------------------------- correlations
 def _correlations(ctx: ReportContext) -> Section:
     title = "Per-task correlations"
-    table = analysis.task_correlations(ctx.kd, n_boot=N_BOOT, seed=SEED)
-    table = table.dropna(subset=["statistic"])
+    note = "No covariate varies across KD units within a task."
+    omitted = _no_kd(ctx, "correlations", title, note)
+    if omitted:
+        return omitted
+    table = ctx.tables.task_correlations
     if table.empty:
-        return Section.omitted("correlations", title, "No covariate varies across KD units within a task.")
-    table = pd.DataFrame(adjust_pvalues(table, "holm", by=["predictor", "domain"]))
-    table = table.rename(columns={"p_adj": "p_holm"})
-    ctx.tables.update(task_correlations=table)
+        return Section.omitted("correlations", title, note)
     return Section(
         id="correlations",
         title=title,
         paragraphs=[
-            "Spearman ρ between the gain and each covariate, separately for every task, with 95 % "
-            "bootstrap CIs; p-values Holm-adjusted across the tasks of a domain per covariate."
+            "Spearman ρ between the gain and each covariate, separately for every task, "
+            f"{AS_PUBLISHED}, with "
+            "95 % bootstrap CIs; p-values Holm-adjusted across the tasks of a domain per covariate. Student "
+            "size, teacher and SFT accuracy use the best-temperature units; agreement and BLEU each measured "
+            "value once (τ = 1)."
         ],
         figures=[
             FigureSpec(
@@ -682,24 +639,29 @@ def _correlations(ctx: ReportContext) -> Section:
 
 
 # --------------------------------------------------------------------------- paper
+_PAPER_LABELS = {
+    "H1": "H1: KD gain > 0 (t-test) and differences between methods (ANOVA)",
+    "H2": "H2: gain vs teacher accuracy (Spearman ρ)",
+    "H3": "H3: gain vs student size (Spearman ρ)",
+    "H3.2": "H3.2: gain vs student SFT accuracy (Spearman ρ)",
+    "H4": "H4: gain vs agreement (Spearman ρ)",
+    "H5": "H5: gain vs fidelity, BLEU (Spearman ρ)",
+}
+
+
 def _paper(ctx: ReportContext) -> Section:
     title = "The paper's hypotheses H1–H5"
-    if ctx.studies_error:
+    if ctx.studies is None:
         return Section.omitted(
             "paper", title, f"The paper's protocol does not apply to these results: {ctx.studies_error}"
         )
-    table = ctx.studies.get("paper_hypotheses", pd.DataFrame(columns=["statistic"])).dropna(
-        subset=["statistic"]
-    )
+    table = ctx.tables.paper_holm
     if table.empty:
         return Section.omitted(
             "paper",
             title,
             "The paper's protocol found no testable units (it needs fkl/rkl/gkd KD rows and SFT baselines).",
         )
-    families = ["domain", "hypothesis", "methods", "test"]
-    table = pd.DataFrame(adjust_pvalues(table, "holm", by=families)).rename(columns={"p_adj": "p_holm"})
-    ctx.tables.update(paper=table)
     columns = {
         "domain": "domain",
         "task": "task",
@@ -709,36 +671,25 @@ def _paper(ctx: ReportContext) -> Section:
         "p_holm": "p (Holm)",
         "n": "n",
     }
-    tables = []
-    labels = {
-        "H1": "H1: KD gain > 0 (t-test) and differences between methods (ANOVA)",
-        "H2": "H2: gain vs teacher accuracy (Spearman ρ)",
-        "H3": "H3: gain vs student size (Spearman ρ)",
-        "H3.2": "H3.2: gain vs student SFT accuracy (Spearman ρ)",
-        "H4": "H4: gain vs agreement (Spearman ρ)",
-        "H5": "H5: gain vs fidelity, BLEU (Spearman ρ)",
-    }
-    for hypothesis, part in table.groupby("hypothesis", sort=False):
-        pooled = part[part["methods"] == "all"]
-        tables.append(
-            TableSpec(
-                f"paper_{hypothesis.lower().replace('.', '_')}",
-                labels.get(hypothesis, hypothesis),
-                "Pooled over methods (the per-method rows are in the CSV). Holm across the tasks of a "
-                "domain.",
-                part,
-                columns,
-                display_rows=pooled,
-            )
+    tables = [
+        TableSpec(
+            f"paper_{hypothesis.lower().replace('.', '_')}",
+            _PAPER_LABELS.get(hypothesis, hypothesis),
+            "Pooled over methods (the per-method rows are in the CSV). Holm across the tasks of a domain.",
+            part,
+            columns,
+            display_rows=part[part["methods"] == "all"],
         )
+        for hypothesis, part in table.groupby("hypothesis", sort=False)
+    ]
     return Section(
         id="paper",
         title=title,
         paragraphs=[
-            "Exactly the published protocol (kdanalysis.studies.paper_hypotheses): 33 units = "
-            "teacher–student pair × method group, best score over temperatures, gain over SFT; in "
-            "commonsense the base-teacher runs enter that maximum, as in the released notebooks. "
-            "The Holm column is ours: the paper reports raw p-values."
+            "Exactly the published protocol (kdanalysis.studies.paper_hypotheses), "
+            f"{AS_PUBLISHED}: 33 units = teacher–student pair × method group, best score over temperatures, "
+            "gain over SFT; in commonsense the base-teacher runs enter that maximum, as in the released "
+            "notebooks. The Holm column is ours: the paper reports raw p-values."
         ],
         tables=tables,
     )
@@ -748,263 +699,181 @@ def _paper(ctx: ReportContext) -> Section:
 _MODEL_COLUMNS = {
     "domain": "domain",
     "task": "task",
+    "analysis": "analysis",
+    "role": "role",
     "model": "model",
     "term": "term",
     "estimate": "estimate",
     "ci_low": "CI low",
     "ci_high": "CI high",
+    "df": "df",
     "p_val": "p",
     "p_holm": "p (Holm)",
     "n": "n",
     "n_groups": "groups",
-    "converged": "converged",
+}
+_PRIMARY_COLUMNS = {
+    "question": "question",
+    "domain": "domain",
+    "term": "term",
+    "estimate": "estimate",
+    "ci_low": "CI low",
+    "ci_high": "CI high",
+    "df": "df",
+    "p_val": "p",
+    "p_holm": "p (Holm, family)",
+    "p_wild": "p (wild bootstrap)",
+    "n": "n",
+    "n_groups": "students",
 }
 _BEYOND = (
+    ("kd_gain", "Mean gain and temperature", "mean_gain: pp over SFT; tau_t_minus_1: pp, τ = t minus τ = 1."),
     (
         "size_vs_gain",
         "Student size: gain per doubling of size",
-        "Estimate in pp per doubling of student size (term log2_size), controlling for method.",
+        "Estimate in pp per doubling of student size.",
     ),
     (
         "teacher_expertise",
-        "Teacher expertise: gain per point of teacher accuracy; task-aware vs base teacher",
+        "Teacher accuracy and expertise",
         "teacher_score: pp of gain per point of the teacher's own accuracy; task_aware_minus_base: pp.",
     ),
     (
         "fidelity_vs_gain",
-        "Agreement and fidelity: gain per point of agreement / BLEU",
-        "Controlling for student size; partial_spearman rows are rank partial correlations per task.",
+        "Agreement and fidelity",
+        "pp of gain per point of agreement / BLEU, controlling for student size.",
     ),
 )
 
 
 def _beyond(ctx: ReportContext) -> Section:
-    title = "Beyond the paper: models that respect the dependence between units"
-    if ctx.studies_error:
+    title = "Beyond the paper: primary analyses that respect the dependence between units"
+    if ctx.studies is None:
         return Section.omitted(
             "beyond", title, f"The studies do not apply to these results: {ctx.studies_error}"
         )
-    tables = []
+    primary = ctx.tables.primary_tests
+    if primary.empty:
+        return Section.omitted(
+            "beyond", title, "No unit at temperature 1 with the covariates these models need."
+        )
+    tables = [
+        TableSpec(
+            "primary_tests",
+            "The primary tests",
+            "One declared test per question and domain: OLS, CR2 clustered by student, Satterthwaite df; "
+            "p Holm-adjusted across all rows of this table; wild cluster bootstrap (Webb weights) beside it.",
+            primary,
+            _PRIMARY_COLUMNS,
+        )
+    ]
     for name, heading, caption in _BEYOND:
-        table = ctx.study(name)
-        if table is None:
+        table = getattr(ctx.tables, name)
+        if table.empty:
             continue
-        ctx.tables[f"beyond_{name}"] = table
         tables.append(
             TableSpec(
                 name,
                 heading,
-                caption + " Holm across the tasks of a domain; full notes "
-                "(e.g. convergence warnings) in the CSV.",
+                caption
+                + " Roles: primary, check (wild bootstrap), secondary (mixed model: crossed task and student "
+                "intercepts, Satterthwaite df), per_task (Holm across tasks), sensitivity, naive. Shown: "
+                "pooled rows; every row and note in the CSV.",
                 table,
                 _MODEL_COLUMNS,
+                display_rows=table[table["task"] == "all"],
             )
-        )
-    if not tables:
-        return Section.omitted(
-            "beyond", title, "No unit at temperature 1 with the covariates these models need."
         )
     return Section(
         id="beyond",
         title=title,
-        paragraphs=[
-            "kdanalysis.studies answers the product's questions per domain with KD results at τ = 1 (no "
-            "selection over temperatures), task-aware teachers and per-task gains: OLS with standard errors "
-            "clustered by teacher→student pair (per task: one joint model; 'all': task fixed effects), and a "
-            "mixed model with crossed random intercepts for task and student (model mixedlm_task_student). "
-            "These units share students and teachers, so these intervals are the honest ones; with about 11 "
-            "pairs and 6 students they are wide."
-        ],
+        paragraphs=[methods_text.PRIMARY_ANALYSIS],
+        bullets=finding_sentences(ctx.tables, sensitivity=True),
         tables=tables,
     )
 
 
-# --------------------------------------------------------------------------- dependence
-def _dependence(ctx: ReportContext) -> pd.DataFrame:
-    """Naive vs dependence-aware p-values of 'mean gain > 0' and of the size slope, per domain.
-
-    Returns
-    -------
-    DataFrame
-        Columns ``domain, question, analysis, n, n_groups, estimate, ci_low, ci_high, p_val``.
-    """
-    rows = []
-    overall = ctx.overall()
-    for domain, part in overall.groupby("domain", sort=False):
-        naive = _quiet(ttest, part, "gain")
-        rows.append(
-            {
-                "domain": domain,
-                "question": "mean gain ≠ 0",
-                "analysis": "t-test, units independent",
-                "n": len(part),
-                "n_groups": len(part),
-                "estimate": naive["mean_diff"].iloc[0],
-                "ci_low": naive["ci_low"].iloc[0],
-                "ci_high": naive["ci_high"].iloc[0],
-                "p_val": naive["p_val"].iloc[0],
-            }
-        )
-        for group in ("pair", "student"):
-            if part[group].nunique() < 3:
-                continue
-            fit = ols("gain ~ 1", part, cluster=group)
-            coef = fit.coefs.iloc[0]
-            rows.append(
-                {
-                    "domain": domain,
-                    "question": "mean gain ≠ 0",
-                    "analysis": f"OLS, SE clustered by {group}",
-                    "n": len(part),
-                    "n_groups": part[group].nunique(),
-                    "estimate": coef["estimate"],
-                    "ci_low": coef["ci_low"],
-                    "ci_high": coef["ci_high"],
-                    "p_val": coef["p_val"],
-                }
-            )
-        if part["student"].nunique() >= 3:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                mixed = mixedlm("gain ~ 1", part, groups="student")
-            coef = mixed.coefs.iloc[0]
-            rows.append(
-                {
-                    "domain": domain,
-                    "question": "mean gain ≠ 0",
-                    "analysis": "mixed model, random intercept per student",
-                    "n": len(part),
-                    "n_groups": part["student"].nunique(),
-                    "estimate": coef["estimate"],
-                    "ci_low": coef["ci_low"],
-                    "ci_high": coef["ci_high"],
-                    "p_val": coef["p_val"],
-                }
-            )
-        sized = part.dropna(subset=["student_params_b"])
-        if sized["student_params_b"].nunique() >= 2 and sized["student"].nunique() >= 3:
-            clusters: tuple[tuple[str | None, str], ...] = (
-                (None, "OLS, units independent"),
-                ("student", "OLS, SE clustered by student"),
-            )
-            for cluster, label in clusters:
-                fit = ols("gain ~ np.log2(student_params_b)", sized, cluster=cluster)
-                coef = fit.coefs.iloc[1]
-                rows.append(
-                    {
-                        "domain": domain,
-                        "question": "gain per doubling of size",
-                        "analysis": label,
-                        "n": len(sized),
-                        "n_groups": len(sized) if cluster is None else sized[cluster].nunique(),
-                        "estimate": coef["estimate"],
-                        "ci_low": coef["ci_low"],
-                        "ci_high": coef["ci_high"],
-                        "p_val": coef["p_val"],
-                    }
-                )
-    return pd.DataFrame(
-        rows,
-        columns=["domain", "question", "analysis", "n", "n_groups", "estimate", "ci_low", "ci_high", "p_val"],
-    )
-
-
-def _selection(ctx: ReportContext) -> pd.DataFrame:
-    """Mean gain with the best temperature vs with each fixed temperature (units run at several τ).
-
-    Returns
-    -------
-    DataFrame
-        Columns ``domain, choice, n, mean_gain``; ``choice`` is "best τ" or "τ = t".
-    """
-    each = analysis.temperature_table(ctx.kd_each)
-    if each.empty:
-        return pd.DataFrame(columns=["domain", "choice", "n", "mean_gain"])
-    if (each["task"] == "average").any():
-        each = each[each["task"] == "average"]
-    best = each.loc[each.groupby("unit")["gain"].idxmax()].assign(choice="best τ (max)")
-    fixed = each.assign(choice="τ = " + each["temperature"].map(lambda t: f"{t:g}"))
-    both = pd.concat([best, fixed], ignore_index=True)
-    return both.groupby(["domain", "choice"], as_index=False, sort=False).agg(
-        n=("gain", "size"), mean_gain=("gain", "mean")
-    )
-
-
+# --------------------------------------------------------------------------- methods
 def _methods(ctx: ReportContext) -> Section:
-    dependence = _dependence(ctx)
-    selection = _selection(ctx)
-    ctx.tables.update(dependence=dependence, selection=selection)
     seeds = ctx.results.groupby(
         ["study", "domain", "student", "teacher", "method", "teacher_kind", "temperature", "task", "metric"],
         dropna=False,
     )["seed"].nunique()
-    paragraphs = [
-        "Gain: accuracy of a KD student minus the accuracy of the same student after plain SFT, in "
-        "percentage "
-        "points, per unit (teacher, student, method) and task. Where a unit was trained at several "
-        "temperatures "
-        "the best temperature is kept (the paper's protocol: a selection step made before testing). Figures "
-        "and "
-        "the beyond-paper analyses use task-aware teachers only; base-teacher runs appear only in the "
-        "teacher "
-        "expertise section (and, for commonsense, inside the paper's own tables, as published).",
-        f"Confidence intervals of correlations are percentile bootstraps ({N_BOOT} resamples, seed {SEED}); "
-        "means use t-intervals; regression CIs come from statsmodels. Numbers are rounded only for display: "
-        "the CSV files under tables/ hold full precision.",
+    paragraphs = methods_text.paragraphs(N_BOOT, SEED, single_seed=bool(int(seeds.max()) == 1))
+    if ctx.studies is None:
+        return Section(id="methods", title="Methods and caveats", paragraphs=paragraphs)
+    tables = ctx.tables
+    collapsed = tables.collapsed_runs[tables.collapsed_runs["collapsed"]]
+    specs = [
+        TableSpec(
+            "collapsed_runs",
+            "Collapsed runs (sensitivity analyses leave them out)",
+            "KD runs whose domain-average accuracy is more than "
+            f"{COLLAPSE_LOSS_PP:g} pp below the student's SFT accuracy; every run with its "
+            "average gain is in the CSV.",
+            tables.collapsed_runs,
+            {
+                "domain": "domain",
+                "pair": "pair",
+                "method": "method",
+                "teacher_kind": "teacher kind",
+                "temperature": "τ",
+                "kd_accuracy": "KD acc. (%)",
+                "sft_accuracy": "SFT acc. (%)",
+                "gain": "gain (pp)",
+            },
+            display_rows=collapsed,
+        ),
+        TableSpec(
+            "dependence",
+            "Dependence between units: naive vs dependence-aware inference",
+            "Overall gain per KD unit; the units share students, teachers and pairs. Two-sided p-values.",
+            tables.dependence,
+            {
+                "domain": "domain",
+                "question": "question",
+                "analysis": "analysis",
+                "n": "n",
+                "n_groups": "independent groups",
+                "estimate": "estimate (pp)",
+                "ci_low": "CI low",
+                "ci_high": "CI high",
+                "df": "df",
+                "p_val": "p",
+            },
+        ),
     ]
-    if int(seeds.max()) == 1:
-        paragraphs.append(
-            "Every value comes from a single run (one seed) and, in the published study, a single sampled "
-            "answer per question: run-to-run variance cannot be estimated from these results, so no interval "
-            "here covers it."
+    if not tables.selection.empty:
+        specs.append(
+            TableSpec(
+                "selection",
+                "Selecting the best temperature",
+                "Mean gain (pp) of the units run at several temperatures.",
+                tables.selection,
+                {"domain": "domain", "choice": "temperature", "n": "n", "mean_gain": "mean gain (pp)"},
+            )
         )
+    specs.append(
+        TableSpec(
+            "gains",
+            "Gains over SFT (every unit, best temperature)",
+            "kdanalysis.stats.gains.",
+            tables.gains,
+            show=False,
+        )
+    )
     return Section(
         id="methods",
         title="Methods and caveats",
-        paragraphs=paragraphs,
-        bullets=caveat_sentences(ctx.tables),
-        tables=[
-            TableSpec(
-                "dependence",
-                "Dependence between units: naive vs dependence-aware inference",
-                "Overall gain per KD unit; the units share students, teachers and pairs. Two-sided p-values.",
-                dependence,
-                {
-                    "domain": "domain",
-                    "question": "question",
-                    "analysis": "analysis",
-                    "n": "n",
-                    "n_groups": "independent groups",
-                    "estimate": "estimate (pp)",
-                    "ci_low": "CI low",
-                    "ci_high": "CI high",
-                    "p_val": "p",
-                },
-            ),
-            *(
-                [
-                    TableSpec(
-                        "selection",
-                        "Selecting the best temperature",
-                        "Mean gain (pp) of the units run at several temperatures.",
-                        selection,
-                        {
-                            "domain": "domain",
-                            "choice": "temperature",
-                            "n": "n",
-                            "mean_gain": "mean gain (pp)",
-                        },
-                    )
-                ]
-                if not selection.empty
-                else []
-            ),
-        ],
+        paragraphs=paragraphs + methods_text.study_paragraphs(tables),
+        bullets=caveat_sentences(tables),
+        tables=specs,
     )
 
 
 # --------------------------------------------------------------------------- assembly
 _BUILDERS: tuple[tuple[str, Callable[[ReportContext], Section]], ...] = (
+    ("claims audit", _claims),
     ("study at a glance", _glance),
     ("accuracy", _accuracy),
     ("gains", _gains),
@@ -1026,7 +895,7 @@ def build_sections(
     step: Callable[[str], None] | None = None,
     on_section: Callable[[Section], None] | None = None,
 ) -> list[Section]:
-    """All report sections, in display order (the findings second).
+    """All report sections, in display order (the claims audit first, the findings third).
 
     Parameters
     ----------
@@ -1035,15 +904,17 @@ def build_sections(
     models : DataFrame
         Models table (family, params_b) for the models in ``results``.
     step : callable, optional
-        Called with a short description before each section is computed (progress).
+        Called with a short description before each section is built (progress).
     on_section : callable, optional
-        Called with each section as soon as it is computed (e.g. to start drawing its
-        figures while the next sections are computed).
+        Called with each section as soon as it is built (e.g. to start drawing its figures
+        while the next sections are built).
 
     Returns
     -------
     list of Section
     """
+    if step is not None:
+        step("studies")
     ctx = ReportContext.from_results(results, models)
     sections = []
     for name, builder in _BUILDERS:
@@ -1053,10 +924,10 @@ def build_sections(
         if on_section is not None:
             on_section(section)
         sections.append(section)
-    findings = finding_sentences(ctx.tables)
+    findings = finding_sentences(ctx.studies) if ctx.studies is not None and not ctx.studies_error else []
     summary = (
         Section(id="findings", title="Key findings", bullets=findings)
         if findings
         else Section.omitted("findings", "Key findings", "No statistic could be computed from these results.")
     )
-    return [sections[0], summary, *sections[1:]]
+    return [*sections[:2], summary, *sections[2:]]

@@ -1,263 +1,289 @@
-"""Findings and caveats as sentences generated from the report's statistics.
+"""Findings and caveats as sentences generated from the study tables.
 
-Both functions read the tables the section builders computed (see
-:mod:`kdanalysis.report.content`, keys listed below) and return plain-text sentences with
-the numbers formatted by :mod:`kdanalysis.report.formatting`; a sentence is produced only
-when its table is present, so nothing is stated that the data do not show.
-
-Tables read: ``gains`` (KD gains), ``gain_tests``, ``size_rho``, ``teacher_rho``,
-``expertise``, ``temperature_best``, ``paradox``, ``paper``, ``beyond_size_vs_gain``,
-``beyond_fidelity_vs_gain``, ``dependence``, ``selection``.
+Every relation a sentence states comes from a declared primary test
+(:attr:`~kdanalysis.studies.StudyTables.primary_tests`): a relation is stated ("falls",
+"rises", "benefit") only when its test is significant after the family-wide Holm
+adjustment; otherwise the sentence says the test does not establish it. Sentences quoting
+a naive analysis say so ("as published (units treated as independent)"). Mixed models
+that did not converge or whose fit is singular are said. Numbers are formatted by
+:mod:`kdanalysis.report.formatting`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import pandas as pd
 
 from kdanalysis.plots.style import method_label, task_label
 from kdanalysis.report.formatting import fmt_ci, fmt_int, fmt_num, fmt_p, fmt_pp, fmt_signed
+from kdanalysis.studies import StudyTables
+from kdanalysis.studies.claims import ALPHA
 
-__all__ = ["ALPHA", "finding_sentences", "caveat_sentences"]
+__all__ = ["ALPHA", "AS_PUBLISHED", "caveat_sentences", "claim_sentences", "finding_sentences"]
 
-#: Significance level the sentences use.
-ALPHA = 0.05
+#: Label of every sentence that treats the units as independent.
+AS_PUBLISHED = "as published (units treated as independent)"
+#: Per question: what a significant positive / negative estimate states, and the relation in
+#: question (for a sentence saying the test does not establish it).
+_RELATIONS: dict[str, tuple[str, str, str]] = {
+    "mean_gain": (
+        "KD gains over SFT on average",
+        "KD loses against SFT on average",
+        "an average gain over SFT",
+    ),
+    "size_vs_gain": (
+        "the gain rises with student size",
+        "the gain falls with student size: smaller students benefit more",
+        "a relation between student size and gain",
+    ),
+    "teacher_score_vs_gain": (
+        "the gain rises with the teacher's accuracy",
+        "the gain falls with the teacher's accuracy",
+        "a relation between the teacher's accuracy and the gain",
+    ),
+    "task_aware_vs_base": (
+        "a task-aware teacher gives more accuracy than the un-tuned base teacher",
+        "the un-tuned base teacher gives more accuracy than a task-aware one",
+        "a difference between task-aware and base teachers",
+    ),
+    "agreement_vs_gain": (
+        "the gain rises with agreement with the teacher",
+        "the gain falls with agreement with the teacher",
+        "a relation between agreement with the teacher and the gain",
+    ),
+    "bleu_vs_gain": (
+        "the gain rises with fidelity (BLEU) to the teacher",
+        "the gain falls with fidelity (BLEU) to the teacher",
+        "a relation between fidelity (BLEU) and the gain",
+    ),
+    "temperature_vs_gain": (
+        "this temperature gives more gain than τ = 1",
+        "this temperature gives less gain than τ = 1",
+        "a difference to τ = 1",
+    ),
+}
+_UNITS = {
+    "mean_gain": "pp",
+    "size_vs_gain": "pp per doubling of size",
+    "teacher_score_vs_gain": "pp per point of teacher accuracy",
+    "task_aware_vs_base": "pp",
+    "agreement_vs_gain": "pp per point of agreement",
+    "bleu_vs_gain": "pp per BLEU point",
+    "temperature_vs_gain": "pp",
+}
 
 
-def _rho_text(row: pd.Series) -> str:
+def _numbers(row: pd.Series | dict) -> str:
     return (
-        f"ρ = {fmt_signed(row['statistic'])}, 95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, "
-        f"n = {fmt_int(row['n'])}"
+        f"{fmt_signed(row['estimate'])} {_UNITS.get(row['question'], '')}, 95 % CI "
+        f"{fmt_ci(row['ci_low'], row['ci_high'])}, df = {fmt_num(row['df'])}, p = {fmt_p(row['p_val'])}, "
+        f"Holm p = {fmt_p(row['p_holm'])}, wild-bootstrap p = {fmt_p(row['p_wild'])}"
     )
 
 
-def _relation(row: pd.Series, rises: str, falls: str, none: str) -> str:
-    low, high = float(row["ci_low"]), float(row["ci_high"])
-    if low > 0:
-        return rises
-    if high < 0:
-        return falls
-    return none
+def primary_sentence(row: pd.Series | dict) -> str:
+    """One sentence on a primary test: the relation only if Holm-significant."""
+    rises, falls, relation = _RELATIONS.get(
+        row["question"], ("the estimate is positive", "the estimate is negative", "an effect")
+    )
+    where = f"{str(row['domain']).capitalize()} ({row['term']}, {row['analysis']})"
+    if pd.isna(row["p_val"]):
+        return f"{where}: the primary test could not be computed ({row['note'] or 'degenerate data'})."
+    if row["p_holm"] < ALPHA:
+        return f"{where}: {rises if row['estimate'] > 0 else falls} ({_numbers(row)})."
+    return f"{where}: the primary test does not establish {relation} ({_numbers(row)})."
 
 
-def _gain_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
+def _fit_notes(tables: StudyTables) -> list[str]:
+    """Mixed models that did not converge or have a singular fit, and degenerate primary fits."""
     out = []
-    tests = tables.get("gain_tests")
-    if tests is not None:
-        for domain, part in tests.groupby("domain", sort=False):
-            part = part.dropna(subset=["p_holm"])
-            if part.empty:
-                continue
-            tasks = part[part["task"] != "average"] if (part["task"] != "average").any() else part
-            hits = tasks[tasks["p_holm"] < ALPHA]
-            out.append(
-                f"{domain.capitalize()}: the mean KD gain over SFT is above zero after Holm correction in "
-                f"{len(hits)} of {len(tasks)} tasks (mean gain per task from "
-                f"{fmt_pp(tasks['mean_diff'].min())} to {fmt_pp(tasks['mean_diff'].max())})."
-            )
-    kd = tables.get("gains")
-    if kd is not None and not kd.empty:
-        for label, part in (
-            ("on a domain average", kd[kd["task"] == "average"]),
-            ("on a single task", kd[kd["task"] != "average"]),
-        ):
-            if part.empty:
-                continue
-            top = part.loc[part["gain"].idxmax()]
-            out.append(
-                f"Largest gain {label}: {fmt_pp(top['gain'])} for {top['student']} "
-                f"({task_label(top['task'])}, {top['domain']}; {method_label(top['method'])} from "
-                f"{top['teacher']}; SFT {fmt_num(top['baseline_value'])} % → KD {fmt_num(top['kd_value'])} "
-                "%)."
-            )
+    for name in ("kd_gain", "size_vs_gain", "teacher_expertise", "fidelity_vs_gain"):
+        table = getattr(tables, name)
+        mixed = table[(table["role"] == "secondary") & (table["task"] == "all")]
+        for row in mixed.to_dict("records"):
+            problems = []
+            if row["converged"] is False or (not pd.isna(row["converged"]) and not row["converged"]):
+                problems.append("did not converge")
+            if not pd.isna(row["singular"]) and bool(row["singular"]):
+                problems.append("has a singular fit (a variance component is about zero)")
+            if problems:
+                out.append(
+                    f"The mixed model of {row['question']} ({row['domain']}, {row['term']}) "
+                    + " and ".join(problems)
+                    + "; its row is shown for comparison only."
+                )
     return out
 
 
-def finding_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
-    """Key findings, one sentence each, with their numbers.
-
-    Parameters
-    ----------
-    tables : mapping of str to DataFrame
-        The report's computed tables (keys in the module docstring); missing keys are
-        skipped.
-
-    Returns
-    -------
-    list of str
-    """
-    out = _gain_sentences(tables)
-    for row in _rows(tables.get("size_rho")):
-        verb = _relation(row, "rises", "falls", "shows no clear trend")
-        out.append(f"{row['domain'].capitalize()}: the gain {verb} with student size ({_rho_text(row)}).")
-    for row in _pooled(tables.get("beyond_size_vs_gain"), "log2_size"):
+def _gain_sentences(tables: StudyTables) -> list[str]:
+    out = []
+    for domain, part in tables.gain_tests.groupby("domain", sort=False):
+        part = part.dropna(subset=["p_holm"])
+        if part.empty:
+            continue
+        tasks = part[part["task"] != "average"] if (part["task"] != "average").any() else part
+        hits = tasks[tasks["p_holm"] < ALPHA]
         out.append(
-            f"{row['domain'].capitalize()}, respecting the dependence between units (τ = 1, per-task "
-            f"gains, SE clustered by {fmt_int(row['n_groups'])} pairs): each doubling of student size "
-            f"changes the gain by {fmt_pp(row['estimate'])} (95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}"
-            f", p = {fmt_p(row['p_val'])})."
+            f"{domain.capitalize()}, {AS_PUBLISHED}: the one-sided t-test of the mean KD gain over SFT is "
+            f"significant after Holm correction in {len(hits)} of {len(tasks)} tasks "
+            "(mean gain per task from "
+            f"{fmt_pp(tasks['mean_diff'].min())} to {fmt_pp(tasks['mean_diff'].max())})."
         )
-    for row in _rows(tables.get("teacher_rho")):
-        verb = _relation(row, "rises", "falls", "barely tracks")
+    kd = tables.kd
+    for label, part in (
+        ("on a domain average", kd[kd["task"] == "average"]),
+        ("on a single task", kd[kd["task"] != "average"]),
+    ):
+        if part.empty:
+            continue
+        top = part.loc[part["gain"].idxmax()]
         out.append(
-            f"{row['domain'].capitalize()}: the gain {verb} with the teacher's own accuracy "
-            f"({_rho_text(row)})."
+            f"Largest gain {label} (best temperature, as published): {fmt_pp(top['gain'])} "
+            f"for {top['student']} "
+            f"({task_label(top['task'])}, {top['domain']}; {method_label(top['method'])} "
+            f"from {top['teacher']}; "
+            f"SFT {fmt_num(top['baseline_value'])} % → KD {fmt_num(top['kd_value'])} %)."
         )
-    for row in _pooled(tables.get("expertise"), "task_aware_minus_base"):
-        out.append(
-            f"{row['domain'].capitalize()}: a task-aware teacher gives {fmt_pp(row['estimate'])} more "
-            f"gain than the un-tuned base teacher (95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, "
-            f"{fmt_int(row['n'])} matched results, SE clustered by pair, p = {fmt_p(row['p_val'])})."
-        )
-    best = tables.get("temperature_best")
-    if best is not None and not best.empty:
-        for domain, part in best.groupby("domain", sort=False):
-            wins = part.groupby("temperature")["n_best"].sum()
-            out.append(
-                f"{domain.capitalize()}: the best temperature was "
-                + ", ".join(f"τ = {t:g} for {fmt_int(n)}" for t, n in wins.items())
-                + f" of {fmt_int(wins.sum())} units."
-            )
-    for row in _rows(tables.get("paradox")):
-        verb = _relation(row, "rises", "falls", "is not clearly related to")
-        text = f"The gain {verb} {row['measure']} ({_rho_text(row)}"
-        if "statistic_partial" in row and not pd.isna(row["statistic_partial"]):
-            text += f"; controlling for student size ρ = {fmt_signed(row['statistic_partial'])}"
-        out.append(text + ").")
-    for term, what in (("agreement", "point of agreement"), ("bleu", "BLEU point")):
-        for row in _pooled(tables.get("beyond_fidelity_vs_gain"), term):
-            out.append(
-                f"{row['domain'].capitalize()}, respecting the dependence between units and controlling "
-                f"for student size: each {what} with the teacher goes with {fmt_pp(row['estimate'])} of "
-                f"gain (95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, p = {fmt_p(row['p_val'])})."
-            )
-    out.extend(_paper_sentences(tables.get("paper")))
     return out
 
 
-def _pooled(table: pd.DataFrame | None, term: str, model: str = "ols_cluster_pair") -> list[pd.Series]:
-    """Pooled-over-tasks rows of a beyond-paper table for one term and model."""
-    if table is None or table.empty:
-        return []
-    rows = table[(table["task"] == "all") & (table["model"] == model) & (table["term"] == term)]
-    return _rows(rows)
-
-
-def _paper_sentences(paper: pd.DataFrame | None) -> list[str]:
-    if paper is None or paper.empty:
-        return []
+def _paper_sentences(paper: pd.DataFrame) -> list[str]:
     out = []
     pooled = paper[(paper["methods"] == "all") & (paper["task"] == "average")]
-    for row in _rows(pooled[pooled["hypothesis"] == "H1"]):
-        name = "one-sided t-test" if row["test"].startswith("ttest") else "ANOVA across methods"
-        stat = "t" if row["test"].startswith("ttest") else "F"
+    for row in pooled[pooled["hypothesis"] == "H1"].dropna(subset=["statistic"]).to_dict("records"):
+        ttest = row["test"].startswith("ttest")
+        name, stat = ("one-sided t-test", "t") if ttest else ("ANOVA across methods", "F")
         out.append(
-            f"Paper H1 ({row['domain']}, average, {name}): {stat} = {fmt_num(row['statistic'])}, "
+            f"Paper H1 ({row['domain']}, average, {name}, {AS_PUBLISHED}): "
+            f"{stat} = {fmt_num(row['statistic'])}, "
             f"p = {fmt_p(row['p_val'])}, n = {fmt_int(row['n'])} units."
         )
-    for row in _rows(pooled[pooled["hypothesis"] == "H3"]):
+    for row in pooled[pooled["hypothesis"] == "H3"].dropna(subset=["statistic"]).to_dict("records"):
         out.append(
-            f"Paper H3 ({row['domain']}, average): Spearman ρ(gain, student size) = "
+            f"Paper H3 ({row['domain']}, average, {AS_PUBLISHED}): Spearman ρ(gain, student size) = "
             f"{fmt_signed(row['statistic'])}, p = {fmt_p(row['p_val'])}."
         )
     return out
 
 
-def _rows(table: pd.DataFrame | None) -> list[pd.Series]:
-    if table is None or table.empty:
-        return []
-    return [row for _, row in table.iterrows() if not pd.isna(row.get("statistic", row.get("estimate")))]
+def _sensitivity_sentences(tables: StudyTables) -> list[str]:
+    """Sensitivity analyses whose unadjusted significance differs from their primary test's."""
+    out = []
+    rows = pd.concat(
+        [tables.kd_gain, tables.size_vs_gain, tables.teacher_expertise, tables.fidelity_vs_gain],
+        ignore_index=True,
+    )
+    sensitivity = rows[(rows["role"] == "sensitivity") & rows["p_val"].notna()]
+    for primary in tables.primary_tests.dropna(subset=["p_val"]).to_dict("records"):
+        keys = (sensitivity["question"] == primary["question"]) & (sensitivity["domain"] == primary["domain"])
+        same = sensitivity[keys & (sensitivity["term"] == primary["term"])]
+        flips = same[(same["p_val"] < ALPHA) != (primary["p_val"] < ALPHA)]
+        if flips.empty:
+            continue
+        changes = "; ".join(
+            f"{r['analysis']}: {fmt_signed(r['estimate'])} (p = {fmt_p(r['p_val'])})"
+            for r in flips.to_dict("records")
+        )
+        out.append(
+            f"Sensitivity ({primary['question']}, {primary['domain']}; "
+            f"primary {fmt_signed(primary['estimate'])}, "
+            f"p = {fmt_p(primary['p_val'])}): the unadjusted 5 % conclusion changes with {changes}."
+        )
+    return out
 
 
-def caveat_sentences(tables: Mapping[str, pd.DataFrame]) -> list[str]:
-    """Where dependence, multiplicity or selection weakens a conclusion, with the numbers.
+def finding_sentences(tables: StudyTables, *, sensitivity: bool = False) -> list[str]:
+    """Key findings, one sentence each: the primary tests first, then labelled naive analyses.
 
     Parameters
     ----------
-    tables : mapping of str to DataFrame
-        Needs ``dependence`` and, where present, ``paper`` and ``selection``.
+    tables : StudyTables
+        :func:`kdanalysis.studies.run_all` output.
+    sensitivity : bool
+        Instead of the naive sentences, add the sensitivity analyses that change an
+        unadjusted conclusion of a primary test.
+
+    Returns
+    -------
+    list of str
+    """
+    out = [primary_sentence(row) for row in tables.primary_tests.to_dict("records")]
+    out += _fit_notes(tables)
+    if sensitivity:
+        return out + _sensitivity_sentences(tables)
+    return out + _gain_sentences(tables) + _paper_sentences(tables.paper_holm)
+
+
+def claim_sentences(audit: pd.DataFrame) -> list[str]:
+    """One sentence per audited claim: its verdict and the numbers behind it."""
+    out = []
+    for _claim_id, part in audit.groupby("claim_id", sort=False):
+        first = part.iloc[0]
+        parts = []
+        for row in part.to_dict("records"):
+            if pd.isna(row["value"]):
+                parts.append(row["evidence"])
+            elif pd.isna(row["p_val"]):
+                parts.append(f"{row['evidence']}: {fmt_pp(row['value'])}")
+            else:
+                parts.append(
+                    f"{row['domain']} {fmt_signed(row['value'])} "
+                    f"(95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, "
+                    f"Holm p = {fmt_p(row['p_holm'])})"
+                )
+        out.append(
+            f"“{first['claim']}” (paper: {first['paper_figure']}) — {first['verdict']}: "
+            + "; ".join(parts)
+            + "."
+        )
+    return out
+
+
+def caveat_sentences(tables: StudyTables) -> list[str]:
+    """Where dependence, multiplicity or selection weakens a conclusion, with the numbers.
 
     Returns
     -------
     list of str
     """
     out = []
-    dependence = tables.get("dependence")
-    if dependence is not None and not dependence.empty:
-        for (domain, question), part in dependence.groupby(["domain", "question"], sort=False):
-            first, rest = part.iloc[0], part.iloc[1:]
-            if rest.empty:
-                continue
-            others = "; ".join(
-                f"{r['analysis']} ({fmt_int(r['n_groups'])} groups): p = {fmt_p(r['p_val'])}"
-                for _, r in rest.iterrows()
+    for (domain, question), part in tables.dependence.groupby(["domain", "question"], sort=False):
+        first, rest = part.iloc[0], part.iloc[1:]
+        if rest.empty:
+            continue
+        others = "; ".join(
+            f"{r['analysis']} ({fmt_int(r['n_groups'])} groups): p = {fmt_p(r['p_val'])}"
+            for _, r in rest.iterrows()
+        )
+        weaker = rest["p_val"].max() > first["p_val"]
+        out.append(
+            f"{domain.capitalize()}, {question}: treating the {fmt_int(first['n'])} units as "
+            "independent gives "
+            f"p = {fmt_p(first['p_val'])}; {others}."
+            + (
+                " The units are not independent, so the naive p-value overstates the evidence."
+                if weaker
+                else ""
             )
-            weaker = rest["p_val"].max() > first["p_val"]
-            out.append(
-                f"{domain.capitalize()}, {question}: treating the {fmt_int(first['n'])} units as "
-                f"independent gives p = {fmt_p(first['p_val'])}; {others}."
-                + (
-                    " The units are not independent, so the naive p-value overstates the evidence."
-                    if weaker
-                    else ""
-                )
-            )
-    paper = tables.get("paper")
-    if paper is not None and not paper.empty:
+        )
+    paper = tables.paper_holm
+    if not paper.empty:
         corr = paper[(paper["test"] == "spearman") & (paper["methods"] == "all")]
-        raw = int((corr["p_val"] < ALPHA).sum())
-        held = int((corr["p_holm"] < ALPHA).sum())
+        raw, held = int((corr["p_val"] < ALPHA).sum()), int((corr["p_holm"] < ALPHA).sum())
         if raw:
             out.append(
                 f"Multiplicity: {raw} of the paper's {len(corr)} pooled per-task correlation tests "
-                f"(H2–H5) have p < {ALPHA:g}; after Holm correction across tasks {held} remain."
+                "(H2–H5) have "
+                f"p < {ALPHA:g}; after Holm correction across tasks {held} remain."
             )
-        h1 = paper[(paper["hypothesis"] == "H1") & (paper["test"] != "anova") & (paper["task"] != "average")]
-        raw_h1, held_h1 = int((h1["p_val"] < ALPHA).sum()), int((h1["p_holm"] < ALPHA).sum())
-        if len(h1):
-            out.append(
-                f"Of the paper's {len(h1)} per-task H1 t-tests (pooled and per method), {raw_h1} have "
-                f"p < {ALPHA:g}, {held_h1} after Holm correction across tasks."
-            )
-    out.extend(_h3_caveat(tables.get("paper"), tables.get("beyond_size_vs_gain")))
-    selection = tables.get("selection")
-    if selection is not None and not selection.empty:
-        for domain, part in selection.groupby("domain", sort=False):
-            best = part[part["choice"].str.startswith("best")]
-            fixed = part[~part["choice"].str.startswith("best")]
-            if best.empty or fixed.empty:
-                continue
-            out.append(
-                f"Selection ({domain}): keeping each unit's best temperature gives a mean gain of "
-                f"{fmt_pp(best['mean_gain'].iloc[0])}, against "
-                + ", ".join(f"{fmt_pp(r['mean_gain'])} at {r['choice']}" for _, r in fixed.iterrows())
-                + f" ({fmt_int(best['n'].iloc[0])} units): the maximum is chosen after seeing the test "
-                "scores."
-            )
-    return out
-
-
-def _h3_caveat(paper: pd.DataFrame | None, beyond: pd.DataFrame | None) -> list[str]:
-    """The paper's size-gain test next to the dependence-aware models of the same question."""
-    if paper is None or paper.empty:
-        return []
-    h3 = paper[(paper["hypothesis"] == "H3") & (paper["methods"] == "all") & (paper["task"] == "average")]
-    out = []
-    for row in _rows(h3):
-        models = [
-            r
-            for r in _pooled(beyond, "log2_size") + _pooled(beyond, "log2_size", "mixedlm_task_student")
-            if r["domain"] == row["domain"]
-        ]
-        if not models:
+    for domain, part in tables.selection.groupby("domain", sort=False):
+        best = part[part["choice"].str.startswith("best")]
+        fixed = part[~part["choice"].str.startswith("best")]
+        if best.empty or fixed.empty:
             continue
-        others = "; ".join(
-            f"{r['model']}: {fmt_pp(r['estimate'])} per doubling, p = {fmt_p(r['p_val'])}" for r in models
-        )
         out.append(
-            f"Student size ({row['domain']}): the paper's Spearman test treats its {fmt_int(row['n'])} "
-            f"units as independent (ρ = {fmt_signed(row['statistic'])}, p = {fmt_p(row['p_val'])}); "
-            f"models that respect the shared students and pairs give {others}."
+            f"Selection ({domain}): keeping each unit's best temperature gives a mean gain of "
+            f"{fmt_pp(best['mean_gain'].iloc[0])}, against "
+            + ", ".join(f"{fmt_pp(r['mean_gain'])} at {r['choice']}" for _, r in fixed.iterrows())
+            + f" ({fmt_int(best['n'].iloc[0])} units): the maximum is chosen after seeing the test scores."
         )
     return out

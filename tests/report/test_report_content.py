@@ -15,6 +15,7 @@ from kdanalysis.report.content import build_sections
 from .conftest import HOSTILE_NAME, read_html
 
 BUNDLED_SECTIONS = (
+    "claims",
     "glance",
     "findings",
     "accuracy",
@@ -91,7 +92,12 @@ def test_findings_quote_the_computed_numbers(bundled_report: ReportPaths) -> Non
     assert "t = 8.47" in findings  # the paper's pooled math H1 (PAPER.md: 8.4653)
     assert "−0.66" in findings  # math H3 pooled rho (PAPER.md: -0.6562)
     assert "+22.33 pp" in findings  # Llama-3.2-1B MultiArith, the paper's peak task gain
-    assert re.search(r"above zero after Holm correction in \d+ of \d+ tasks", findings)
+    assert re.search(
+        r"as published \(units treated as independent\): the one-sided t-test of the mean KD gain over SFT "
+        r"is significant after Holm correction in \d+ of \d+ tasks",
+        findings,
+    )
+    assert "the honest ones" not in html
     caveats = html[html.index('id="methods"') :]
     assert "treating the 33 units as independent" in caveats
     assert "clustered by pair" in caveats
@@ -100,7 +106,7 @@ def test_findings_quote_the_computed_numbers(bundled_report: ReportPaths) -> Non
 def test_synthetic_report_omits_sections_without_data(synthetic_report: ReportPaths) -> None:
     html = read_html(synthetic_report)
     states = sections_of(html)
-    for present in ("glance", "findings", "accuracy", "gains", "size", "methods"):
+    for present in ("claims", "glance", "findings", "accuracy", "gains", "size", "methods"):
         assert states[present] == "present", present
     for omitted in ("expertise", "temperature", "paradox"):
         assert states[omitted] == "omitted", omitted
