@@ -13,8 +13,18 @@ from kdanalysis.runfolder import now_utc
 
 __all__ = ["environment_snapshot"]
 
-_PACKAGES = ("kdanalysis", "torch", "transformers", "peft", "accelerate", "tokenizers",
-             "vllm", "numpy", "pandas", "sacrebleu")
+_PACKAGES = (
+    "kdanalysis",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "tokenizers",
+    "vllm",
+    "numpy",
+    "pandas",
+    "sacrebleu",
+)
 
 
 def _version(package: str) -> str | None:

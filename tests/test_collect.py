@@ -22,17 +22,45 @@ from kdanalysis.results import (
 )
 
 
-def _run_folder(folder: Path, *, method: str = "sft", state: dict | None = None, items: bool = True,
-                run_id: str = "") -> Path:
-    rows = [{"study": "s", "domain": "math", "task": task, "student": "tiny", "method": method,
-             "metric": "accuracy", "value": value, "n": 2, "seed": 6, "run_id": run_id}
-            for task, value in (("gsm8k", 50.0), ("svamp", 100.0))]
+def _run_folder(
+    folder: Path, *, method: str = "sft", state: dict | None = None, items: bool = True, run_id: str = ""
+) -> Path:
+    rows = [
+        {
+            "study": "s",
+            "domain": "math",
+            "task": task,
+            "student": "tiny",
+            "method": method,
+            "metric": "accuracy",
+            "value": value,
+            "n": 2,
+            "seed": 6,
+            "run_id": run_id,
+        }
+        for task, value in (("gsm8k", 50.0), ("svamp", 100.0))
+    ]
     write_results(results_frame(rows), folder / "results.parquet")
     if items:
-        write_items(pd.DataFrame([{"run_id": run_id or folder.name, "task": "gsm8k", "item_id": str(i),
-                                   "prompt_hash": "h", "output": "The answer is 1", "pred": "1", "gold": "1",
-                                   "correct": bool(i), "n_tokens": 5} for i in range(2)]),
-                    folder / "items.parquet")
+        write_items(
+            pd.DataFrame(
+                [
+                    {
+                        "run_id": run_id or folder.name,
+                        "task": "gsm8k",
+                        "item_id": str(i),
+                        "prompt_hash": "h",
+                        "output": "The answer is 1",
+                        "pred": "1",
+                        "gold": "1",
+                        "correct": bool(i),
+                        "n_tokens": 5,
+                    }
+                    for i in range(2)
+                ]
+            ),
+            folder / "items.parquet",
+        )
     atomic_write_json(folder / "status.json", state or {"state": "done"})
     return folder
 
@@ -41,7 +69,7 @@ def test_collects_finished_folders_only(tmp_path: Path) -> None:
     _run_folder(tmp_path / "cells" / "a" / "run", state={"state": "completed"})  # an eval run inside a cell
     atomic_write_json(tmp_path / "cells" / "a" / "status.json", {"state": "done"})
     _run_folder(tmp_path / "cells" / "b", method="fkl", state={"status": "done"}, items=False, run_id="b")
-    _run_folder(tmp_path / "cells" / "c", method="rkl", state={"state": "failed"})      # failed cell
+    _run_folder(tmp_path / "cells" / "c", method="rkl", state={"state": "failed"})  # failed cell
     _run_folder(tmp_path / "cells" / ".tmp-d-1", method="gkd", state={"state": "done"})  # in progress
     atomic_write_json(tmp_path / "cells" / "e" / "status.json", {"state": "running"})
     _run_folder(tmp_path / "cells" / "e" / "run", method="jsd")  # inside an unfinished cell

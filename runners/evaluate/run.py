@@ -91,16 +91,26 @@ def make_backend(config: EvalConfig) -> Backend:
 
         opts = config.vllm
         return VLLMBackend(
-            config.model, adapter=config.adapter, gguf_file=config.gguf_file, dtype=config.dtype,
-            seed=config.decoding.seed, tensor_parallel_size=opts.tensor_parallel_size,
-            data_parallel_size=opts.data_parallel_size, enable_prefix_caching=opts.enable_prefix_caching,
-            gpu_memory_utilization=opts.gpu_memory_utilization, max_model_len=opts.max_model_len,
+            config.model,
+            adapter=config.adapter,
+            gguf_file=config.gguf_file,
+            dtype=config.dtype,
+            seed=config.decoding.seed,
+            tensor_parallel_size=opts.tensor_parallel_size,
+            data_parallel_size=opts.data_parallel_size,
+            enable_prefix_caching=opts.enable_prefix_caching,
+            gpu_memory_utilization=opts.gpu_memory_utilization,
+            max_model_len=opts.max_model_len,
         )
     from runners.evaluate.hf_backend import HFBackend
 
     return HFBackend.from_pretrained(
-        config.model, adapter=config.adapter, gguf_file=config.gguf_file, dtype=config.dtype,
-        device=config.device, batch_size=config.batch_size,
+        config.model,
+        adapter=config.adapter,
+        gguf_file=config.gguf_file,
+        dtype=config.dtype,
+        device=config.device,
+        batch_size=config.batch_size,
     )
 
 
@@ -112,7 +122,7 @@ def _prepare_tasks(config: EvalConfig) -> list[_TaskWork]:
             raise ConfigError(f"task {spec.id!r} has numeric answers; mode 'multiple_choice' needs labels")
         items = load_items(spec, config.data_dir)
         if config.limit is not None:
-            items = items[:config.limit]
+            items = items[: config.limit]
         prompts = [format_prompt(it.instruction, it.input, style=config.prompt_style) for it in items]
         work.append(_TaskWork(spec, items, prompts))
     return work
@@ -121,10 +131,21 @@ def _prepare_tasks(config: EvalConfig) -> list[_TaskWork]:
 def _run_meta(config: EvalConfig, run_id: str, run_dir: Path) -> RunMeta:
     m = config.meta
     return RunMeta(
-        run_id=run_id, student=config.student, study=m.study, method=m.method, teacher=m.teacher,
-        teacher_kind=m.teacher_kind, temperature=m.temperature, teacher_noise=m.teacher_noise, seed=m.seed,
-        model=config.model, adapter=config.adapter or "", prompt_style=config.prompt_style,
-        extractor=config.extractor, method_label=m.method_label, source=str(run_dir),
+        run_id=run_id,
+        student=config.student,
+        study=m.study,
+        method=m.method,
+        teacher=m.teacher,
+        teacher_kind=m.teacher_kind,
+        temperature=m.temperature,
+        teacher_noise=m.teacher_noise,
+        seed=m.seed,
+        model=config.model,
+        adapter=config.adapter or "",
+        prompt_style=config.prompt_style,
+        extractor=config.extractor,
+        method_label=m.method_label,
+        source=str(run_dir),
     )
 
 
@@ -146,8 +167,11 @@ def _completed(run_dir: Path, config: EvalConfig) -> bool:
     """True if ``run_dir`` holds a completed run of ``config``: it is left untouched, so that
     what was done to it afterwards (e.g. ``kdanalysis rescore``) is kept."""
     status = read_status(run_dir)
-    return (status is not None and status["state"] is RunState.DONE
-            and status.get("fingerprint") == config.fingerprint())
+    return (
+        status is not None
+        and status["state"] is RunState.DONE
+        and status.get("fingerprint") == config.fingerprint()
+    )
 
 
 def _task_done(run_dir: Path, task_id: str) -> bool:
@@ -175,8 +199,13 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Any]:
         def render(self, task: Any) -> Text:
             return Text(f"{task.speed:.2f} items/s" if task.speed else "- items/s")
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _ItemsPerSecond(),
-                  TimeElapsedColumn()) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _ItemsPerSecond(),
+        TimeElapsedColumn(),
+    ) as progress:
         bar = progress.add_task("evaluating", total=total)
 
         def advance(description: str, n: int) -> None:
@@ -206,7 +235,8 @@ def _infer(
     else:
         requests = [
             GenerationRequest(p, config.decoding, request_id=f"{w.spec.id}/{it.item_id}")
-            for w in chunk for it, p in zip(w.items, w.prompts, strict=True)
+            for w in chunk
+            for it, p in zip(w.items, w.prompts, strict=True)
         ]
         results = backend.generate(requests, progress=progress)
         flat_out = [t for r in results for t in r.texts]
@@ -216,7 +246,7 @@ def _infer(
     samples = 1 if config.mode == "multiple_choice" else config.decoding.n
     for w in chunk:
         size = len(w.items) * samples
-        per_task.append((flat_out[start:start + size], flat_tok[start:start + size]))
+        per_task.append((flat_out[start : start + size], flat_tok[start : start + size]))
         start += size
     return per_task
 
@@ -273,16 +303,26 @@ def run_eval(
     done = [w.spec.id for w in work if _task_done(run_dir, w.spec.id)]
     pending = [w for w in work if w.spec.id not in done]
     status: dict[str, Any] = {
-        "state": RunState.RUNNING, "fingerprint": config.fingerprint(), "tasks_done": list(done),
-        "tasks_pending": [w.spec.id for w in pending], "error": None, "started_utc": now_utc(),
+        "state": RunState.RUNNING,
+        "fingerprint": config.fingerprint(),
+        "tasks_done": list(done),
+        "tasks_pending": [w.spec.id for w in pending],
+        "error": None,
+        "started_utc": now_utc(),
         "finished_utc": None,
     }
     write_status(run_dir, status)
     if done:
         logger.info("%s: skipping finished task(s) %s", run_dir, ", ".join(done))
 
-    throughput: dict[str, Any] = {"backend": config.backend, "tasks_skipped": done, "tasks_run": [],
-                                  "load_s": 0.0, "wall_s": 0.0, "per_task": {}}
+    throughput: dict[str, Any] = {
+        "backend": config.backend,
+        "tasks_skipped": done,
+        "tasks_run": [],
+        "load_s": 0.0,
+        "wall_s": 0.0,
+        "per_task": {},
+    }
     current = "model loading"
     try:
         if pending:
@@ -290,8 +330,11 @@ def run_eval(
         current = "merging"
         _merge(run_dir, work)
     except Exception as exc:
-        status.update(state=RunState.FAILED, error=f"{type(exc).__name__}: {exc}".splitlines()[0],
-                      finished_utc=now_utc())
+        status.update(
+            state=RunState.FAILED,
+            error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+            finished_utc=now_utc(),
+        )
         write_status(run_dir, status)
         if isinstance(exc, KDAnalysisError):
             raise
@@ -327,7 +370,7 @@ def _run_pending(
     per_task: dict[str, dict[str, Any]] = {}
     wall = 0.0
     total = sum(len(w.items) for w in pending)
-    with (engine if owned else nullcontext(engine)), _progress_bar(total, show_progress) as advance:
+    with engine if owned else nullcontext(engine), _progress_bar(total, show_progress) as advance:
         for chunk in chunks:
             label = ", ".join(w.spec.id for w in chunk)
             status["current_task"] = label
@@ -340,14 +383,19 @@ def _run_pending(
             for w, (texts, counts) in zip(chunk, outputs, strict=True):
                 items, prompts = _replicate(w, samples)
                 items_df, results_df = score_outputs(
-                    w.spec, items, texts, run_meta=meta, prompts=prompts,
+                    w.spec,
+                    items,
+                    texts,
+                    run_meta=meta,
+                    prompts=prompts,
                     n_tokens=counts if config.mode == "generate" else None,
                 )
                 folder = run_dir / TASKS_DIR / w.spec.id
                 write_items(items_df, folder / ITEMS_FILE)
                 write_results(results_df, folder / RESULTS_FILE)
                 per_task[w.spec.id] = {
-                    "items": len(w.items), "samples": len(items),
+                    "items": len(w.items),
+                    "samples": len(items),
                     "generated_tokens": int(sum(c for c in counts if c is not None)),
                     "wall_s": elapsed * len(w.items) / chunk_items,
                 }
@@ -358,11 +406,16 @@ def _run_pending(
     n_items = sum(v["items"] for v in per_task.values())
     tokens = sum(v["generated_tokens"] for v in per_task.values())
     return {
-        "batch_size": final_batch, "load_s": load_s, "wall_s": wall, "items": n_items,
-        "samples": sum(v["samples"] for v in per_task.values()), "generated_tokens": tokens,
+        "batch_size": final_batch,
+        "load_s": load_s,
+        "wall_s": wall,
+        "items": n_items,
+        "samples": sum(v["samples"] for v in per_task.values()),
+        "generated_tokens": tokens,
         "items_per_s": n_items / wall if wall > 0 else None,
         "tokens_per_s": tokens / wall if wall > 0 else None,
-        "tasks_run": list(per_task), "per_task": per_task,
+        "tasks_run": list(per_task),
+        "per_task": per_task,
     }
 
 
