@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from kdanalysis.results import results_frame, write_results
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("kdanalysis", "runners")
 ANALYSIS_COMMANDS = ("validate", "collect", "report")
@@ -136,6 +138,31 @@ def test_runners_cli_is_torch_free_and_has_every_command() -> None:
         [sys.executable, "-m", "runners", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert all(command in help_text for command in ALL_COMMANDS), help_text
+
+
+def test_analysis_commands_run_where_torch_cannot_be_imported(tmp_path: Path) -> None:
+    rows = [
+        {
+            "study": "s",
+            "domain": "math",
+            "task": "gsm8k",
+            "student": "tiny",
+            "method": "sft",
+            "metric": "accuracy",
+            "value": 50.0,
+            "n": 2,
+            "seed": 6,
+        }
+    ]
+    table = write_results(results_frame(rows), tmp_path / "results.parquet")
+    code = (
+        "import sys; sys.modules.update(torch=None, transformers=None, vllm=None);"  # import torch fails
+        f"sys.argv = ['kdanalysis', 'validate', {str(table)!r}];"
+        "from runners.cli import main; main()"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "valid results table, 1 rows" in out.stdout
 
 
 def test_python_m_kdanalysis_is_the_analysis_layer_alone() -> None:
