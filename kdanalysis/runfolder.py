@@ -4,7 +4,8 @@ A *run folder* is what one distillation run (:func:`runners.distill.run.run_dist
 one evaluation run (:func:`runners.evaluate.run.run_eval`) or one grid cell
 (:func:`runners.grid.state.execute_cell`) writes. All three write ``status.json``
 through :func:`write_status` and read it through :func:`read_status`;
-:mod:`kdanalysis.collect` reads it to find finished runs.
+:mod:`kdanalysis.collect` reads it to find finished runs, and
+:func:`runners.evaluate.rescore.rescore_run` to refuse a run that is not done.
 
 Files at the root of a run folder (a writer writes the ones that apply to it):
 
