@@ -46,9 +46,13 @@ def coef_table(
     statistic: pd.Series,
     df: float | np.ndarray,
     p_val: pd.Series,
-    interval: pd.DataFrame,
+    interval: pd.DataFrame | np.ndarray,
 ) -> pd.DataFrame:
-    """The tidy coefficient table (:data:`COEF_COLUMNS`), one row per term of ``estimate``."""
+    """The tidy coefficient table (:data:`COEF_COLUMNS`), one row per term of ``estimate``.
+
+    ``interval`` holds the lower and upper ends in its two columns.
+    """
+    bounds = np.asarray(interval, dtype=float)
     return pd.DataFrame(
         {
             "term": list(estimate.index),
@@ -57,8 +61,8 @@ def coef_table(
             "statistic": np.asarray(statistic, dtype=float),
             "df": np.broadcast_to(np.asarray(df, dtype=float), len(estimate)),
             "p_val": np.asarray(p_val, dtype=float),
-            "ci_low": interval.iloc[:, 0].to_numpy(dtype=float),
-            "ci_high": interval.iloc[:, 1].to_numpy(dtype=float),
+            "ci_low": bounds[:, 0],
+            "ci_high": bounds[:, 1],
         },
         columns=COEF_COLUMNS,
     )

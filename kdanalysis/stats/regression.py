@@ -272,23 +272,25 @@ def _ols_result(model: Any, clusters: pd.DataFrame | None, cov_type: str, label:
         raw = model.fit(cov_type=_STATSMODELS_COV[cov_type], cov_kwds={"groups": groups}, use_t=True)
     else:
         raw = model.fit()
-    estimate = np.asarray(raw.params, dtype=float)
+    # every statistic has one entry per term of the design, NaN where not identified
+    estimate = np.full(len(names), np.nan)
+    estimate[keep] = np.asarray(raw.params, dtype=float)
     cov = np.full((rank, rank), np.nan)
-    df = np.full(rank, np.nan)
+    df = np.full(len(names), np.nan)
     if inference and cov_type == "CR2":
-        cov, df = cr2(model.exog, np.asarray(raw.resid, dtype=float), codes[0], n_clusters)
+        cov, df[keep] = cr2(model.exog, np.asarray(raw.resid, dtype=float), codes[0], n_clusters)
     elif inference:
         cov = np.asarray(raw.cov_params(), dtype=float)
-        df[:] = float(raw.df_resid) if cov_type == "nonrobust" else float(n_clusters - 1)
+        df[keep] = float(raw.df_resid) if cov_type == "nonrobust" else float(n_clusters - 1)
         if cov_type == "CR1 two-way":
             cov, repaired = psd_repair(cov)
             if repaired:
                 repair = "two-way covariance not positive semi-definite: negative eigenvalues set to 0"
                 note = f"{note}; {repair}" if note else f"{label}: {repair}"
+    se = np.full(len(names), np.nan)
+    se[keep] = np.sqrt(np.diag(cov))
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(np.diag(cov))
         statistic = estimate / se
-        p_val = 2 * stats.t.sf(np.abs(statistic), df)
         half = stats.t.ppf(0.5 + ci / 2, df) * se
     fit = {
         "n": [int(raw.nobs)],
@@ -300,13 +302,12 @@ def _ols_result(model: Any, clusters: pd.DataFrame | None, cov_type: str, label:
         "n_clusters": pd.array([n_clusters], dtype="Int64"),
         "note": [note],
     }
-    table = coef_table(
-        pd.Series(estimate, index=model.exog_names),
+    coefs = coef_table(
+        pd.Series(estimate, index=names),
         se,
         statistic,
         df,
-        p_val,
-        pd.DataFrame({"low": estimate - half, "high": estimate + half}),
+        2 * stats.t.sf(np.abs(statistic), df),
+        np.column_stack([estimate - half, estimate + half]),
     )
-    coefs = table.set_index("term").reindex(names).reset_index()
     return OLSResult(coefs=coefs, fit=pd.DataFrame(fit, columns=OLS_FIT_COLUMNS), raw=raw)
