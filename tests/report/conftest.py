@@ -10,8 +10,9 @@ import pytest
 
 from kdanalysis.report import ReportPaths, build_report
 from kdanalysis.results import results_frame
+from kdanalysis.tasks import bundled_tasks
 
-SYNTHETIC_TASKS = {"gsm8k": 1319, "svamp": 1000, "aqua": 254}
+SYNTHETIC_TASKS = {task: bundled_tasks()[task].test_size for task in ("gsm8k", "svamp", "aqua")}
 SYNTHETIC_PAIRS = (
     ("Qwen2.5-7B", "Qwen2.5-0.5B"),
     ("Qwen2.5-7B", "Qwen2.5-1.5B"),

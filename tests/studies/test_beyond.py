@@ -28,6 +28,7 @@ from kdanalysis.studies._models import BEYOND_COLUMNS, ROLES, slope_designs
 from kdanalysis.studies.beyond import fidelity_units
 from kdanalysis.studies.primary import PRIMARY_COLUMNS
 from kdanalysis.studies.temperature import TEMPERATURE_COLUMNS
+from kdanalysis.tasks import STUDY_TAG, bundled_tasks
 
 GOLDEN = Path(__file__).parents[1] / "stats" / "golden"
 BEYOND = ("kd_gain", "size_vs_gain", "teacher_expertise", "fidelity_vs_gain")
@@ -162,7 +163,7 @@ def test_slope_designs_equal_the_patsy_formulas(
 def test_per_task_rows_are_holm_adjusted_across_tasks(tables: StudyTables) -> None:
     size = tables.size_vs_gain
     per_task = size[(size["domain"] == "math") & (size["role"] == "per_task")]
-    assert sorted(per_task["task"]) == sorted(["gsm8k", "svamp", "multiarith", "singleeq", "addsub", "aqua"])
+    assert sorted(per_task["task"]) == sorted(bundled_tasks().ids(domain="math", tag=STUDY_TAG))
     np.testing.assert_allclose(
         per_task["p_holm"], multipletests(per_task["p_val"], method="holm")[1], rtol=1e-12
     )
