@@ -120,8 +120,10 @@ _KD_KINDS: dict[str, tuple[str, str]] = {
 }
 _PLAIN_LABELS: dict[str, str] = {"BaseModel": "base", "SFT": "sft"}
 _BEHAVIOUR_LABELS: dict[str, str] = {"SFT": "sft", "KD": "kd"}
-_ID_COLUMNS = {"accuracy": ("Teacher", "Student", "Method"),
-               "behaviour": ("Teacher", "Student", "Pair", "Method")}
+_ID_COLUMNS = {
+    "accuracy": ("Teacher", "Student", "Method"),
+    "behaviour": ("Teacher", "Student", "Pair", "Method"),
+}
 
 
 def parse_method_label(label: str) -> tuple[str, str, float]:
@@ -147,8 +149,10 @@ def parse_method_label(label: str) -> tuple[str, str, float]:
         return _PLAIN_LABELS[label], "none", float("nan")
     match = _KD_LABEL.match(label)
     if match is None:
-        raise SchemaError(f"unknown Method {label!r}; expected BaseModel, SFT or "
-                          "student_{KD,KD_base_teacher,RevKD,GKD}_temp_<tau>")
+        raise SchemaError(
+            f"unknown Method {label!r}; expected BaseModel, SFT or "
+            "student_{KD,KD_base_teacher,RevKD,GKD}_temp_<tau>"
+        )
     method, kind = _KD_KINDS[match["kind"]]
     return method, kind, float(match["tau"])
 
@@ -164,25 +168,30 @@ def _read_raw(path: Path, id_columns: tuple[str, ...]) -> tuple[pd.DataFrame, li
         raise SchemaError(f"{path}: cannot be read as a CSV ({exc})") from exc
     missing = [c for c in id_columns if c not in df.columns]
     if missing:
-        raise SchemaError(f"{path}: missing column(s) {', '.join(missing)}; present: "
-                          f"{', '.join(map(str, df.columns))}")
+        raise SchemaError(
+            f"{path}: missing column(s) {', '.join(missing)}; present: {', '.join(map(str, df.columns))}"
+        )
     tasks = [c for c in df.columns if c not in id_columns]
     unknown = [c for c in tasks if c not in TASK_IDS]
     if unknown:
-        raise SchemaError(f"{path}: unknown task column(s) {', '.join(unknown)}; allowed: "
-                          f"{', '.join(TASK_IDS)}")
+        raise SchemaError(
+            f"{path}: unknown task column(s) {', '.join(unknown)}; allowed: {', '.join(TASK_IDS)}"
+        )
     for col in tasks:
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna()
         if bad.any():
-            raise SchemaError(f"{path}: non-numeric or missing value in column {col}, "
-                              f"data row(s) {', '.join(map(str, df.index[bad][:5]))}")
+            raise SchemaError(
+                f"{path}: non-numeric or missing value in column {col}, "
+                f"data row(s) {', '.join(map(str, df.index[bad][:5]))}"
+            )
         df[col] = values.astype("float64")
     return df, tasks
 
 
-def _row_records(path: Path, df: pd.DataFrame, tasks: list[str], domain: str, metric: str,
-                 labels: Mapping[str, str] | None) -> list[dict[str, Any]]:
+def _row_records(
+    path: Path, df: pd.DataFrame, tasks: list[str], domain: str, metric: str, labels: Mapping[str, str] | None
+) -> list[dict[str, Any]]:
     """Records of one raw file; ``labels`` maps behavioural Method strings, None = accuracy."""
     records = []
     for idx, row in df.iterrows():
@@ -194,22 +203,37 @@ def _row_records(path: Path, df: pd.DataFrame, tasks: list[str], domain: str, me
             except SchemaError as exc:
                 raise SchemaError(f"{path}, data row {idx}: {exc}") from exc
             if (teacher_kind == "none") != (teacher == NO_TEACHER):
-                raise SchemaError(f"{path}, data row {idx}: Method {label!r} does not fit "
-                                  f"Teacher {row['Teacher']!r}")
+                raise SchemaError(
+                    f"{path}, data row {idx}: Method {label!r} does not fit Teacher {row['Teacher']!r}"
+                )
         else:
             if label not in labels:
-                raise SchemaError(f"{path}, data row {idx}: unknown Method {label!r}; "
-                                  f"allowed: {', '.join(labels)}")
+                raise SchemaError(
+                    f"{path}, data row {idx}: unknown Method {label!r}; allowed: {', '.join(labels)}"
+                )
             method, teacher_kind, temperature = labels[label], "task_aware", float("nan")
         for col in tasks:
             task = TASK_IDS[col]
-            records.append({
-                "study": STUDY, "domain": domain, "task": task, "student": str(row["Student"]),
-                "teacher": teacher, "method": method, "teacher_kind": teacher_kind,
-                "temperature": temperature, "teacher_noise": 0.0, "seed": SEED, "metric": metric,
-                "value": row[col], "n": TEST_SET_SIZES.get(task, pd.NA),
-                "run_id": f"{path.name}#{idx}", "source": path.name, "method_label": label,
-            })
+            records.append(
+                {
+                    "study": STUDY,
+                    "domain": domain,
+                    "task": task,
+                    "student": str(row["Student"]),
+                    "teacher": teacher,
+                    "method": method,
+                    "teacher_kind": teacher_kind,
+                    "temperature": temperature,
+                    "teacher_noise": 0.0,
+                    "seed": SEED,
+                    "metric": metric,
+                    "value": row[col],
+                    "n": TEST_SET_SIZES.get(task, pd.NA),
+                    "run_id": f"{path.name}#{idx}",
+                    "source": path.name,
+                    "method_label": label,
+                }
+            )
     return records
 
 
@@ -219,8 +243,9 @@ def _models_table(results: pd.DataFrame) -> pd.DataFrame:
     names = sorted(set(results["student"]) | teachers)
     unknown = [m for m in names if m not in MODELS]
     if unknown:
-        raise SchemaError(f"model(s) {', '.join(unknown)} missing from the models table; "
-                          f"known: {', '.join(MODELS)}")
+        raise SchemaError(
+            f"model(s) {', '.join(unknown)} missing from the models table; known: {', '.join(MODELS)}"
+        )
     rows = []
     for model, info in MODELS.items():
         is_student, is_teacher = model in students, model in teachers
@@ -255,8 +280,9 @@ def build_paper_tables(raw_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, p
         raise SchemaError(f"raw results folder not found: {raw}")
     missing = [name for name in RAW_FILES if not (raw / name).is_file()]
     if missing:
-        raise SchemaError(f"{raw}: missing raw file(s) {', '.join(missing)}; "
-                          f"expected all of {', '.join(RAW_FILES)}")
+        raise SchemaError(
+            f"{raw}: missing raw file(s) {', '.join(missing)}; expected all of {', '.join(RAW_FILES)}"
+        )
     records: list[dict[str, Any]] = []
     for name, domain in ACCURACY_FILES.items():
         df, tasks = _read_raw(raw / name, _ID_COLUMNS["accuracy"])
@@ -269,8 +295,7 @@ def build_paper_tables(raw_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, p
     return results, _models_table(results)
 
 
-def write_paper_tables(raw_dir: str | os.PathLike[str],
-                       out_dir: str | os.PathLike[str]) -> list[Path]:
+def write_paper_tables(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Convert ``raw_dir`` and write :data:`RESULTS_FILE` and :data:`MODELS_FILE` to ``out_dir``.
 
     Everything is converted and validated in memory first, then each file is written
@@ -284,4 +309,3 @@ def write_paper_tables(raw_dir: str | os.PathLike[str],
     results, models = build_paper_tables(raw_dir)
     out = Path(out_dir)
     return [write_results(results, out / RESULTS_FILE), write_models(models, out / MODELS_FILE)]
-

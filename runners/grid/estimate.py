@@ -142,13 +142,25 @@ def estimate_plan(plan: Plan, states: Mapping[str, CellStatus]) -> list[StageEst
         st = [states[c.id].state for c in cells]
         todo = [c for c in cells if states[c.id].state in (CellState.PENDING, CellState.RUNNING)]
         work = [_work(c, plan, prepared) for c in todo]
-        durations = [d for c in cells
-                     if states[c.id].state is CellState.DONE and (d := states[c.id].duration_s) is not None]
+        durations = [
+            d
+            for c in cells
+            if states[c.id].state is CellState.DONE and (d := states[c.id].duration_s) is not None
+        ]
         per_cell = statistics.median(durations) if durations else None
-        out.append(StageEstimate(
-            stage=stage, cells=len(cells), done=st.count(CellState.DONE), failed=st.count(CellState.FAILED),
-            blocked=st.count(CellState.BLOCKED), pending=len(todo),
-            train_steps=_total([w[0] for w in work]), train_tokens=_total([w[1] for w in work]),
-            eval_items=_total([w[2] for w in work]), seconds_per_cell=per_cell,
-            remaining_s=None if per_cell is None else per_cell * len(todo)))
+        out.append(
+            StageEstimate(
+                stage=stage,
+                cells=len(cells),
+                done=st.count(CellState.DONE),
+                failed=st.count(CellState.FAILED),
+                blocked=st.count(CellState.BLOCKED),
+                pending=len(todo),
+                train_steps=_total([w[0] for w in work]),
+                train_tokens=_total([w[1] for w in work]),
+                eval_items=_total([w[2] for w in work]),
+                seconds_per_cell=per_cell,
+                remaining_s=None if per_cell is None else per_cell * len(todo),
+            )
+        )
     return out

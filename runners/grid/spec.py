@@ -93,8 +93,9 @@ class MethodSpec(_Strict):
 
     method: str
     temperatures: list[float] | None = Field(default=None, description="default: the grid's temperatures")
-    params: dict[str, Any] = Field(default_factory=dict,
-                                   description="extra DistillConfig fields for this method (e.g. beta)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="extra DistillConfig fields for this method (e.g. beta)"
+    )
     teachers: list[str] | None = Field(default=None, description="restrict to these teachers (default: all)")
 
     @field_validator("method")
@@ -130,11 +131,14 @@ class DomainSpec(_Strict):
     toy_items: int = Field(default=64, gt=0, description="training items of the synthetic task")
     toy_test_items: int = Field(default=32, gt=0, description="test items of the synthetic task")
     toy_difficulty: int = Field(default=2, gt=0, description="steps per synthetic problem")
-    toy_max_number: int | None = Field(default=None, ge=2,
-                                       description="largest start count and amount added (None: 50 and 20)")
+    toy_max_number: int | None = Field(
+        default=None, ge=2, description="largest start count and amount added (None: 50 and 20)"
+    )
     toy_operations: list[Operation] = Field(
-        default_factory=lambda: list(OPERATIONS), min_length=1,
-        description="step kinds of the synthetic problems (must include add)")
+        default_factory=lambda: list(OPERATIONS),
+        min_length=1,
+        description="step kinds of the synthetic problems (must include add)",
+    )
 
     @field_validator("toy_operations")
     @classmethod
@@ -198,8 +202,9 @@ class TeacherCacheSpec(_Strict):
     """Offline teacher-logit cache: one teacher pass per (teacher, domain), shared by KD cells."""
 
     enabled: bool = True
-    top_k: int | None = Field(default=None, gt=0,
-                              description="logits kept per token (None: the cache builder's default)")
+    top_k: int | None = Field(
+        default=None, gt=0, description="logits kept per token (None: the cache builder's default)"
+    )
 
 
 class SlurmSpec(_Strict):
@@ -250,7 +255,8 @@ class GridSpec(_Strict):
     training: dict[str, Any] = Field(default_factory=dict, description="DistillConfig fields for all cells")
     teacher_training: dict[str, Any] = Field(
         default_factory=dict,
-        description="DistillConfig fields merged over training (nested mappings key by key) for teacher SFT")
+        description="DistillConfig fields merged over training (nested mappings key by key) for teacher SFT",
+    )
     evaluation: dict[str, Any] = Field(default_factory=dict, description="EvalConfig fields for all cells")
     fidelity_kl: bool = Field(default=False, description="also compute token KL(teacher||student)")
     teacher_cache: TeacherCacheSpec = Field(default_factory=TeacherCacheSpec)
@@ -281,24 +287,34 @@ class GridSpec(_Strict):
                 known([pair.teacher], f"pairs[{i}].teacher")
                 known([pair.student], f"pairs[{i}].student")
                 if pair.teacher not in self.teachers or pair.student not in self.students:
-                    raise ValueError(f"pairs[{i}]: {pair.teacher}→{pair.student} must join a listed teacher "
-                                     "and a listed student")
+                    raise ValueError(
+                        f"pairs[{i}]: {pair.teacher}→{pair.student} must join a listed teacher "
+                        "and a listed student"
+                    )
                 t, s = self.models[pair.teacher], self.models[pair.student]
                 if t.family != s.family:
-                    raise ValueError(f"pairs[{i}]: {pair.teacher} ({t.family}) and {pair.student} "
-                                     f"({s.family}) are of different families (KD needs a shared tokenizer)")
+                    raise ValueError(
+                        f"pairs[{i}]: {pair.teacher} ({t.family}) and {pair.student} "
+                        f"({s.family}) are of different families (KD needs a shared tokenizer)"
+                    )
         if self.methods and not self.resolved_pairs():
-            raise ValueError("no teacher→student pairs: with pairs: same_family a teacher needs a smaller "
-                             "student of its family")
+            raise ValueError(
+                "no teacher→student pairs: with pairs: same_family a teacher needs a smaller "
+                "student of its family"
+            )
         return self
 
     def resolved_pairs(self) -> list[PairSpec]:
         """The teacher→student pairs, in grid order (explicit, or all same-family teacher > student)."""
         if isinstance(self.pairs, list):
             return list(self.pairs)
-        return [PairSpec(teacher=t, student=s) for t in self.teachers for s in self.students
-                if self.models[t].family == self.models[s].family
-                and self.models[t].params_b > self.models[s].params_b]
+        return [
+            PairSpec(teacher=t, student=s)
+            for t in self.teachers
+            for s in self.students
+            if self.models[t].family == self.models[s].family
+            and self.models[t].params_b > self.models[s].params_b
+        ]
 
 
 def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
