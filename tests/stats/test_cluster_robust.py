@@ -161,3 +161,22 @@ def test_cr2_with_singleton_and_tiny_clusters_stays_finite() -> None:
 def test_invalid_vcov_raises(units: pd.DataFrame, cluster: object, vcov: str | None, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         ols(FORMULA, units, cluster=cluster, vcov=vcov)  # type: ignore[arg-type]
+
+
+def test_cr2_with_singleton_clusters_is_statsmodels_hc2(units: pd.DataFrame) -> None:
+    """With one row per cluster, A_g = (1 - h_ii)^(-1/2): the CR2 sandwich is HC2."""
+    import statsmodels.formula.api as smf
+
+    math = units[units["domain"] == "math"].reset_index(drop=True).assign(row=lambda d: d.index)
+    result = ols(FORMULA, math, cluster="row")
+    hc2 = smf.ols(FORMULA, math).fit(cov_type="HC2")
+    np.testing.assert_allclose(result.coefs["se"], hc2.bse, rtol=1e-9)
+    assert result.fit.iloc[0]["n_clusters"] == 198
+
+
+def test_cr2_does_not_depend_on_row_or_label_order(units: pd.DataFrame) -> None:
+    math = units[units["domain"] == "math"].reset_index(drop=True)
+    shuffled = math.sample(frac=1.0, random_state=5).assign(student=lambda d: "s" + d["student"].str[::-1])
+    first = ols(FORMULA, math, cluster="student").coefs
+    second = ols(FORMULA, shuffled, cluster="student").coefs
+    pd.testing.assert_frame_equal(first, second, check_exact=False, rtol=1e-9)
