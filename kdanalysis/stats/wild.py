@@ -225,19 +225,20 @@ def _wild(
     row: dict[str, Any] = dict.fromkeys(WILD_COLUMNS, np.nan)
     row.update(term=term, n_clusters=n_clusters, n_boot=0, weights=weights, seed=int(seed), note="")
     keep = identified_columns(exog)
+    position = names.index(term)
     exog = exog[:, keep]
-    j = int(keep[: names.index(term)].sum())  # the term's column among the identified ones
+    j = int(keep[:position].sum())  # the term's column among the identified ones
     n_rows, n_coefs = exog.shape
-    notes = []
-    if not keep[names.index(term)]:
-        notes.append(f"term {term!r} is not identified (collinear with earlier columns)")
+    problem = ""
+    if not keep[position]:
+        problem = f"term {term!r} is not identified (collinear with earlier columns)"
     elif n_rows <= n_coefs:
-        notes.append(f"{n_rows} rows for {n_coefs} identified coefficients")
+        problem = f"{n_rows} rows for {n_coefs} identified coefficients"
     elif n_clusters < 2:
-        notes.append(f"{n_clusters} cluster(s), need at least 2")
-    if notes:
-        row["note"] = degenerate(f"{label}: {notes[0]}; the bootstrap is not computed")
-        if keep[names.index(term)]:
+        problem = f"{n_clusters} cluster(s), need at least 2"
+    if problem:
+        row["note"] = degenerate(f"{label}: {problem}; the bootstrap is not computed")
+        if keep[position]:
             row["estimate"] = float(np.linalg.lstsq(exog, endog, rcond=None)[0][j])
         return pd.DataFrame([row], columns=WILD_COLUMNS)
     draws, enumerated = _draws(weights, n_boot, seed, n_clusters)
