@@ -20,8 +20,9 @@ N_ITEMS = 40
 
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> Any:
-    """Toy models are far too small for intra-op threads; on a loaded 2-core machine the
-    thread hand-offs cost 100x the arithmetic. Restored after each test."""
+    """Toy models are far too small for intra-op threads: the thread hand-offs cost more than
+    the arithmetic. One thread also fixes the summation order (the golden curves rely on it).
+    Restored after each test."""
     import torch
 
     before = torch.get_num_threads()

@@ -17,7 +17,7 @@ from kdanalysis.runfolder import read_status
 from runners.distill.run import run_distill
 
 
-@pytest.mark.slow  # two fresh interpreters: ~30-60 s
+@pytest.mark.slow  # two fresh interpreters (torch + transformers imports)
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 def test_two_processes_equal_one(make_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     # same micro-batches either way: batch 8 = 2 processes x 1 x micro 4 = 1 process x 2 x micro 4

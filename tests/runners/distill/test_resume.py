@@ -92,7 +92,7 @@ def test_checkpoint_round_trip(make_config, tmp_path: Path) -> None:  # type: ig
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in lora.items() if "lora_B" in n)
 
 
-@pytest.mark.slow  # a fresh interpreter (torch + transformers imports) and 3 x 40 steps: ~30-70 s
+@pytest.mark.slow  # a fresh interpreter (torch + transformers imports) and 3 x 40 steps
 def test_kill_9_and_resume(make_config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     config = make_config(
         "fkl", optim={"max_steps": 40}, checkpoint_every=2, eval_every=10, lora={"dropout": 0.1}
