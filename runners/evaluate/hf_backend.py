@@ -24,7 +24,13 @@ Decoding settings
     transformers' ``stop_strings`` and are then cut from the text.
 Token counts
     ``n_tokens`` counts generated tokens up to and including the first end-of-sequence
-    token (padding after it is not counted).
+    token; ``generate`` pads the rows that finished before the longest one, and that
+    padding is not counted. When the pad token *is* an end-of-sequence token (a tokenizer
+    without its own pad token), a row finished by a stop string is padded with what looks
+    like a generated EOS: the first EOS is counted only if the text before it contains no
+    stop string (a row stops as soon as a stop string is complete, so an EOS after one is
+    padding). The text test follows transformers' ``StopStringCriteria`` except for a stop
+    string that starts inside the prompt, which only the criteria see.
 """
 
 from __future__ import annotations
@@ -74,7 +80,8 @@ def hf_generation_config(
 
     sampling: dict[str, Any] = (
         {"temperature": decoding.temperature, "top_p": decoding.top_p, "top_k": decoding.top_k}
-        if decoding.do_sample else {}
+        if decoding.do_sample
+        else {}
     )
     return GenerationConfig(
         do_sample=decoding.do_sample,
@@ -158,7 +165,11 @@ class HFBackend(Backend):
         from runners.models import load_causal_lm
 
         model, tokenizer = load_causal_lm(
-            name_or_path, dtype=dtype, device=device, adapter=adapter, gguf_file=gguf_file,
+            name_or_path,
+            dtype=dtype,
+            device=device,
+            adapter=adapter,
+            gguf_file=gguf_file,
         )
         return cls(model, tokenizer, batch_size=batch_size)
 
@@ -178,10 +189,12 @@ class HFBackend(Backend):
             groups.setdefault(req.decoding, []).append(i)
         for decoding, members in groups.items():
             ids = [self._encode_prompt(requests[i].prompt) for i in members]
-            config = hf_generation_config(decoding, eos_token_id=self._eos,
-                                          pad_token_id=self.tokenizer.pad_token_id)
+            config = hf_generation_config(
+                decoding, eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id
+            )
             batch_results = self._run_batched(
-                [len(r) for r in ids], partial(self._generate_batch, ids, config=config, decoding=decoding),
+                [len(r) for r in ids],
+                partial(self._generate_batch, ids, config=config, decoding=decoding),
                 progress,
             )
             for i, res in zip(members, batch_results, strict=True):
@@ -207,14 +220,16 @@ class HFBackend(Backend):
         extra = {"tokenizer": self.tokenizer} if decoding.stop else {}
         with torch.inference_mode():
             out = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                generation_config=config, **extra,
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                generation_config=config,
+                **extra,
             )
-        generated = out[:, input_ids.shape[1]:].tolist()
+        generated = out[:, input_ids.shape[1] :].tolist()
         results = []
         for r in range(len(rows)):
-            samples = generated[r * decoding.n:(r + 1) * decoding.n]
-            counts = tuple(self._count_tokens(s) for s in samples)
+            samples = generated[r * decoding.n : (r + 1) * decoding.n]
+            counts = tuple(self._count_tokens(s, decoding.stop) for s in samples)
             texts = tuple(
                 truncate_at_stop(self.tokenizer.decode(s[:c], skip_special_tokens=True), decoding.stop)
                 for s, c in zip(samples, counts, strict=True)
@@ -222,11 +237,15 @@ class HFBackend(Backend):
             results.append(GenerationResult(texts, counts))
         return results
 
-    def _count_tokens(self, tokens: list[int]) -> int:
+    def _count_tokens(self, tokens: list[int], stop: Sequence[str]) -> int:
+        pad = self.tokenizer.pad_token_id
         for pos, tok in enumerate(tokens):
             if tok in self._eos_set:
+                if tok == pad and stop:  # padding after a stop string, or a generated EOS?
+                    text = self.tokenizer.decode(tokens[:pos], skip_special_tokens=True)
+                    if any(s in text for s in stop):
+                        return pos
                 return pos + 1
-        pad = self.tokenizer.pad_token_id
         end = len(tokens)
         while end > 0 and tokens[end - 1] == pad:
             end -= 1
@@ -256,7 +275,7 @@ class HFBackend(Backend):
         results = []
         for i, (row, c) in enumerate(zip(rows, ctx_lengths, strict=True)):
             targets = torch.tensor(row[c:], dtype=torch.long)
-            step = logprobs[i, c - 1:len(row) - 1]
+            step = logprobs[i, c - 1 : len(row) - 1]
             total = step.gather(1, targets[:, None]).sum().item()
             greedy = bool((step.argmax(dim=-1) == targets).all())
             results.append(LoglikelihoodResult(float(total), greedy))
@@ -278,7 +297,7 @@ class HFBackend(Backend):
         out: list[_T | None] = [None] * len(lengths)
         pos = 0
         while pos < len(order):
-            chunk = order[pos:pos + self.batch_size]
+            chunk = order[pos : pos + self.batch_size]
             try:
                 batch_out = run_batch(chunk, pos)
             except torch.OutOfMemoryError as exc:
@@ -289,8 +308,9 @@ class HFBackend(Backend):
                         f"use a smaller model, max_new_tokens, or a larger GPU ({exc})"
                     ) from exc
                 self.batch_size = max(1, len(chunk) // 2)
-                logger.warning("out of memory with batch size %d; retrying with %d",
-                               len(chunk), self.batch_size)
+                logger.warning(
+                    "out of memory with batch size %d; retrying with %d", len(chunk), self.batch_size
+                )
                 continue
             for i, res in zip(chunk, batch_out, strict=True):
                 out[i] = res

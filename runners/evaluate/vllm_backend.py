@@ -11,8 +11,15 @@
    lora_int_id, lora_path)``). What can be checked without vLLM is kept in pure
    functions with unit tests against objects carrying the documented attributes:
    :func:`sampling_params_kwargs` (DecodingConfig -> SamplingParams keywords),
+   :func:`item_seed` (per-request seeds), :func:`max_lora_rank` (adapter rank -> an
+   allowed ``max_lora_rank``), :func:`replica_devices` (GPU groups of the replicas),
    :func:`parse_generation_output` (``RequestOutput`` -> :class:`GenerationResult`) and
-   :func:`parse_prompt_logprobs` (``RequestOutput.prompt_logprobs`` -> log-likelihood).
+   :func:`parse_prompt_logprobs` (``RequestOutput.prompt_logprobs`` -> log-likelihood);
+   replica supervision (:func:`run_replicas`) is tested with stand-in worker processes
+   that succeed, fail, die from ``SIGKILL`` or hang. Not verified: that vLLM accepts the
+   keywords of the release in use, that its ``seed`` makes a request's samples
+   reproducible across batch compositions, and that terminating a replica also ends the
+   worker processes vLLM itself starts for ``tensor_parallel_size`` > 1.
    ``bench/parity_hf_vllm.py`` compares this backend with the HF reference wherever
    vLLM is installed.
 
@@ -20,9 +27,24 @@ Parallelism
 -----------
 ``tensor_parallel_size`` shards one engine over several GPUs (vLLM's own option).
 ``data_parallel_size`` > 1 starts that many independent engine replicas in spawned
-processes, each on its own group of ``tensor_parallel_size`` GPUs (set through
-``CUDA_VISIBLE_DEVICES``), gives each a round-robin share of the requests and puts the
-results back in request order.
+processes, each on its own group of ``tensor_parallel_size`` GPUs, gives each a
+round-robin share of the requests and puts the results back in request order. The
+groups are taken, in order, from the parent's ``CUDA_VISIBLE_DEVICES`` (the GPUs a SLURM
+job was given; all GPUs ``0, 1, …`` when it is unset) and set as the replica's
+``CUDA_VISIBLE_DEVICES``. The parent waits on every replica's pipe *and* its process
+sentinel: a replica that raises, or dies without answering (e.g. killed by the
+out-of-memory killer), is reported at once as :class:`RunFailedError` naming the
+replica and its exit code or signal, and the other replicas are terminated; an optional
+``replica_timeout_s`` bounds the wait for replicas that hang.
+
+Seeds
+-----
+Each request is sampled with its own seed :func:`item_seed` (``decoding.seed``, the
+request's ``request_id`` — or its prompt when the id is empty): different items draw
+independent samples, and an item draws the same samples whatever else is in the batch,
+in whichever replica, and for every model evaluated with the same seed (common random
+numbers for paired comparisons). The HF backend seeds per batch instead (see its module
+docstring), so sampled outputs of the two backends are not expected to match.
 
 Token counts: ``n_tokens`` is ``len(CompletionOutput.token_ids)``; vLLM includes the
 end-of-sequence token there, as the HF backend counts it.
@@ -30,11 +52,15 @@ end-of-sequence token there, as the HF backend counts it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
+import signal
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +83,12 @@ __all__ = [
     "loglikelihood_params_kwargs",
     "parse_generation_output",
     "parse_prompt_logprobs",
+    "item_seed",
     "lora_rank",
+    "VLLM_LORA_RANKS",
+    "max_lora_rank",
+    "replica_devices",
+    "run_replicas",
     "engine_kwargs",
     "VLLMBackend",
 ]
@@ -65,6 +96,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 VLLM_INSTALL_HINT = "pip install 'kdanalysis[vllm]'"
+#: The values vLLM accepts for ``max_lora_rank``.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def import_vllm() -> Any:
@@ -85,12 +118,38 @@ def import_vllm() -> Any:
     return vllm
 
 
-def sampling_params_kwargs(decoding: DecodingConfig) -> dict[str, Any]:
+def item_seed(seed: int, key: str) -> int:
+    """The sampling seed of one request: a hash of the run seed and the item's key.
+
+    ``int`` of the first 8 bytes of ``blake2b(f"{seed}\0{key}")``, shifted right by one bit
+    (so it is in ``[0, 2**63)``, valid for ``torch.Generator.manual_seed``). Deterministic
+    across processes and Python versions (unlike ``hash``).
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (``DecodingConfig.seed``).
+    key : str
+        What identifies the item: its ``request_id`` (``"task/item_id"``), else its prompt.
+    """
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def sampling_params_kwargs(decoding: DecodingConfig, *, item_key: str | None = None) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams`` equivalent to ``decoding``.
 
     Greedy decoding maps to ``temperature=0`` (vLLM's greedy mode); top-k "disabled"
     maps to ``top_k=-1``, which every vLLM release accepts. Stop strings are removed from
     the output text (``include_stop_str_in_output=False``), as the HF backend does.
+
+    Parameters
+    ----------
+    decoding : DecodingConfig
+        Decoding settings.
+    item_key : str or None
+        The request's item key: the seed becomes :func:`item_seed` of ``decoding.seed`` and
+        the key. ``None``: ``decoding.seed`` itself.
 
     Returns
     -------
@@ -102,7 +161,7 @@ def sampling_params_kwargs(decoding: DecodingConfig) -> dict[str, Any]:
         "temperature": decoding.temperature if decoding.do_sample else 0.0,
         "top_p": decoding.top_p if decoding.do_sample else 1.0,
         "top_k": decoding.top_k if (decoding.do_sample and decoding.top_k > 0) else -1,
-        "seed": decoding.seed,
+        "seed": decoding.seed if item_key is None else item_seed(decoding.seed, item_key),
         "max_tokens": decoding.max_new_tokens,
         "stop": list(decoding.stop),
         "include_stop_str_in_output": False,
@@ -187,6 +246,63 @@ def lora_rank(adapter: str | os.PathLike[str]) -> int:
     return rank
 
 
+def max_lora_rank(rank: int) -> int:
+    """The smallest value vLLM accepts as ``max_lora_rank`` that holds a LoRA of rank ``rank``.
+
+    Raises
+    ------
+    ConfigError
+        If ``rank`` is not a positive integer or exceeds the largest allowed value.
+    """
+    if not isinstance(rank, int) or rank < 1:
+        raise ConfigError(f"LoRA rank must be a positive integer, got {rank!r}")
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ConfigError(
+        f"LoRA rank {rank} is above the largest max_lora_rank vLLM accepts ({VLLM_LORA_RANKS[-1]}; "
+        f"allowed: {', '.join(map(str, VLLM_LORA_RANKS))}); merge the adapter into the model "
+        "or use backend: hf"
+    )
+
+
+def replica_devices(data_parallel_size: int, tensor_parallel_size: int, visible: str | None) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each data-parallel replica.
+
+    Replica ``r`` gets entries ``r·tp … r·tp + tp − 1`` of the parent's visible devices.
+
+    Parameters
+    ----------
+    data_parallel_size, tensor_parallel_size : int
+        Replicas, and GPUs per replica.
+    visible : str or None
+        The parent's ``CUDA_VISIBLE_DEVICES`` (comma-separated indices or UUIDs, e.g. the
+        GPUs SLURM allocated); ``None`` (unset): the devices ``0, 1, …``.
+
+    Returns
+    -------
+    list of str
+        One comma-separated device list per replica.
+
+    Raises
+    ------
+    ConfigError
+        If ``visible`` lists fewer than ``data_parallel_size × tensor_parallel_size`` devices.
+    """
+    needed = data_parallel_size * tensor_parallel_size
+    if visible is None:
+        devices = [str(i) for i in range(needed)]
+    else:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+        if len(devices) < needed:
+            raise ConfigError(
+                f"data_parallel_size {data_parallel_size} x tensor_parallel_size {tensor_parallel_size} "
+                f"needs {needed} GPUs, but CUDA_VISIBLE_DEVICES={visible!r} lists {len(devices)}"
+            )
+    tp = tensor_parallel_size
+    return [",".join(devices[r * tp : (r + 1) * tp]) for r in range(data_parallel_size)]
+
+
 def engine_kwargs(
     model: str,
     *,
@@ -225,7 +341,7 @@ def engine_kwargs(
     if max_model_len is not None:
         kwargs["max_model_len"] = max_model_len
     if adapter is not None:
-        kwargs.update(enable_lora=True, max_lora_rank=lora_rank(adapter))
+        kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank(lora_rank(adapter)))
     return kwargs
 
 
@@ -254,14 +370,109 @@ def _engine_job(vllm: Any, llm: Any, adapter: str | None, job: dict[str, Any]) -
     ]
 
 
-def _replica_main(
-    devices: str, llm_kwargs: dict[str, Any], adapter: str | None, job: dict[str, Any], queue: Any, rank: int
-) -> None:
+def _replica_job(
+    devices: str, llm_kwargs: dict[str, Any], adapter: str | None, job: dict[str, Any]
+) -> list[Any]:
+    """One replica's work: its GPUs, its engine, its shard of the requests."""
     os.environ["CUDA_VISIBLE_DEVICES"] = devices
+    return _run_engine(llm_kwargs, adapter, job)
+
+
+def _replica_entry(target: Callable[..., Any], args: tuple[Any, ...], conn: Connection) -> None:
+    """Body of a replica process: send ``("ok", target(*args))`` or ``("error", message)``."""
     try:
-        queue.put((rank, _run_engine(llm_kwargs, adapter, job), None))
+        conn.send(("ok", target(*args)))
     except Exception as exc:  # reported to the parent, which raises it with the replica named
-        queue.put((rank, None, f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else str(-exitcode)
+        hint = " (the out-of-memory killer sends SIGKILL)" if -exitcode == signal.SIGKILL else ""
+        return f"was killed by signal {name}{hint}, exit code {exitcode}"
+    return f"exited with code {exitcode} without sending its results"
+
+
+def run_replicas(
+    target: Callable[..., Any],
+    jobs: Sequence[tuple[Any, ...]],
+    *,
+    start_method: str = "spawn",
+    timeout_s: float | None = None,
+) -> list[Any]:
+    """Run ``target(*job)`` for every job in its own process and return the results in job order.
+
+    The parent waits on each replica's pipe and on its process sentinel at once, so a
+    replica that raises, or ends without answering (killed by a signal, or ``os._exit``),
+    is seen as soon as it happens; the remaining replicas are then terminated
+    (``SIGTERM``, then ``SIGKILL`` after 10 s) and :class:`RunFailedError` names the replica.
+
+    Parameters
+    ----------
+    target : callable
+        Called in the child as ``target(*job)``; with ``start_method="spawn"`` it must be
+        importable (a module-level function) and its result picklable.
+    jobs : sequence of tuple
+        Arguments of each replica (replica ``r`` runs ``jobs[r]``).
+    start_method : str
+        ``multiprocessing`` start method (``"spawn"`` for CUDA).
+    timeout_s : float or None
+        Longest wait for all results; ``None``: no limit while the replicas live.
+
+    Raises
+    ------
+    RunFailedError
+        A replica raised (its error message), died (its exit code or signal) or the
+        timeout passed (the replicas still running).
+    """
+    ctx = mp.get_context(start_method)
+    procs, conns = [], []
+    for job in jobs:
+        receiver, sender = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_replica_entry, args=(target, tuple(job), sender), daemon=True)
+        proc.start()
+        sender.close()  # the parent keeps no write end: a dead replica's pipe reads as EOF
+        procs.append(proc)
+        conns.append(receiver)
+    results: dict[int, Any] = {}
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while len(results) < len(procs):
+            pending = [r for r in range(len(procs)) if r not in results]
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            handles = [conns[r] for r in pending] + [procs[r].sentinel for r in pending]
+            ready = set(wait(handles, timeout=left))
+            if not ready:
+                raise RunFailedError(
+                    f"vLLM data-parallel replica(s) {pending} gave no result within {timeout_s} s"
+                )
+            for rank in pending:
+                if conns[rank] not in ready and procs[rank].sentinel not in ready:
+                    continue
+                try:
+                    status, value = conns[rank].recv()
+                except EOFError:
+                    procs[rank].join(timeout=5)
+                    reason = _exit_reason(procs[rank].exitcode)
+                    raise RunFailedError(f"vLLM data-parallel replica {rank} {reason}") from None
+                if status == "error":
+                    raise RunFailedError(f"vLLM data-parallel replica {rank} failed: {value}")
+                results[rank] = value
+    finally:
+        for proc in procs:
+            if proc.is_alive() and len(results) < len(procs):
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in conns:
+            conn.close()
+    return [results[r] for r in range(len(procs))]
 
 
 class VLLMBackend(Backend):
@@ -280,13 +491,17 @@ class VLLMBackend(Backend):
     seed : int
         Engine seed.
     tensor_parallel_size, data_parallel_size : int
-        GPUs per engine and number of engine replicas.
+        GPUs per engine and number of engine replicas (GPUs taken from the parent's
+        ``CUDA_VISIBLE_DEVICES``, see the module docstring).
     enable_prefix_caching : bool
         Reuse the KV cache of shared prompt prefixes (all prompts share the Alpaca preamble).
     gpu_memory_utilization : float
         Fraction of GPU memory vLLM may take.
     max_model_len : int, optional
         Context length limit passed to vLLM.
+    replica_timeout_s : float, optional
+        With ``data_parallel_size`` > 1: longest wait for the replicas of one call
+        (``None``: no limit while they live; a dead replica is reported at once anyway).
     """
 
     name = "vllm"
@@ -304,6 +519,7 @@ class VLLMBackend(Backend):
         enable_prefix_caching: bool = True,
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
+        replica_timeout_s: float | None = None,
     ) -> None:
         if data_parallel_size < 1 or tensor_parallel_size < 1:
             raise ConfigError(
@@ -313,11 +529,22 @@ class VLLMBackend(Backend):
         self._vllm = import_vllm()
         self._adapter = adapter
         self._dp = data_parallel_size
-        self._tp = tensor_parallel_size
+        self._replica_timeout_s = replica_timeout_s
+        self._devices = (
+            replica_devices(data_parallel_size, tensor_parallel_size, os.environ.get("CUDA_VISIBLE_DEVICES"))
+            if data_parallel_size > 1
+            else []
+        )
         self._llm_kwargs = engine_kwargs(
-            model, adapter=adapter, gguf_file=gguf_file, dtype=dtype, seed=seed,
-            tensor_parallel_size=tensor_parallel_size, enable_prefix_caching=enable_prefix_caching,
-            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+            model,
+            adapter=adapter,
+            gguf_file=gguf_file,
+            dtype=dtype,
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=enable_prefix_caching,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
         )
         self._llm: Any = self._vllm.LLM(**self._llm_kwargs) if data_parallel_size == 1 else None
 
@@ -328,7 +555,9 @@ class VLLMBackend(Backend):
         job = {
             "kind": "generate",
             "prompts": [r.prompt for r in requests],
-            "params": [sampling_params_kwargs(r.decoding) for r in requests],
+            "params": [
+                sampling_params_kwargs(r.decoding, item_key=r.request_id or r.prompt) for r in requests
+            ],
         }
         results = self._run(job, len(requests))
         if progress is not None:
@@ -373,30 +602,13 @@ class VLLMBackend(Backend):
     def _run(self, job: dict[str, Any], n: int) -> list[Any]:
         if self._llm is not None:
             return _engine_job(self._vllm, self._llm, self._adapter, job)
-        shards = [_shard(job, rank, self._dp) for rank in range(self._dp)]
-        ctx = mp.get_context("spawn")
-        queue = ctx.Queue()
-        procs = []
-        for rank, shard in enumerate(shards):
-            devices = ",".join(str(rank * self._tp + g) for g in range(self._tp))
-            proc = ctx.Process(
-                target=_replica_main, args=(devices, self._llm_kwargs, self._adapter, shard, queue, rank)
-            )
-            proc.start()
-            procs.append(proc)
-        by_rank: dict[int, list[Any]] = {}
-        try:
-            for _ in procs:
-                rank, results, error = queue.get()
-                if error is not None:
-                    raise RunFailedError(f"vLLM data-parallel replica {rank} failed: {error}")
-                by_rank[rank] = results
-        finally:
-            for proc in procs:
-                proc.join()
+        jobs = [
+            (devices, self._llm_kwargs, self._adapter, _shard(job, rank, self._dp))
+            for rank, devices in enumerate(self._devices)
+        ]
         merged: list[Any] = [None] * n
-        for rank, results in by_rank.items():
-            merged[rank::self._dp] = results
+        for rank, results in enumerate(run_replicas(_replica_job, jobs, timeout_s=self._replica_timeout_s)):
+            merged[rank :: self._dp] = results
         return merged
 
 
