@@ -55,8 +55,9 @@ VARIANCE_COLUMNS = ("component", "variance")
 #: Allowed ``df=``: the reference distribution of the fixed-effect tests.
 DF_METHODS = ("satterthwaite", "kenward-roger", "wald")
 
-#: The optimizer chain: statsmodels' default (``bfgs``, retried with ``lbfgs`` and ``cg``),
-#: then, only if that did not converge cleanly, each alternative from the default start.
+#: The optimizer chain, every member started at the profiled-REML optimum
+#: (:func:`~kdanalysis.stats._reml.profiled_optimum`): statsmodels' default (``bfgs``, retried
+#: with ``lbfgs`` and ``cg``), then, only if that did not converge cleanly, each alternative.
 OPTIMIZERS = ("default", "lbfgs", "powell", "nm")
 
 #: A fit is singular when a random term's relative Cholesky factor has a diagonal entry
@@ -140,11 +141,16 @@ def mixedlm(
     The model assumes normal random effects and errors and a linear mean. Rows with a
     missing formula variable are dropped.
 
-    Fitting: statsmodels' default optimizer first; if it does not converge cleanly (not
-    converged, or it had to retry another method), the other :data:`OPTIMIZERS` are tried
-    from the default start and the fit with the highest (REML) log-likelihood among the
-    converged ones is kept (``fit.optimizer``; the note says so). ``fit.singular`` flags a
-    random-effect variance at ~0 (boundary fit).
+    Fitting: lme4's profiled REML (or ML) deviance is minimised over the relative Cholesky
+    factors by L-BFGS-B (bounded at 0, leaving a zero variance where the deviance falls
+    off the boundary; written here, see :mod:`kdanalysis.stats._reml`); statsmodels then
+    fits from that start. If its default optimizer does not converge cleanly (not converged,
+    or it had to retry another method), the other :data:`OPTIMIZERS` are tried from the
+    same start and the fit with the highest (REML) log-likelihood among the converged ones
+    is kept (``fit.optimizer``; the note says so). statsmodels' own default start can stop
+    at a worse optimum. ``fit.singular`` flags a random-effect variance at ~0 (a boundary
+    fit: a diagonal entry of a relative Cholesky factor below :data:`SINGULAR_TOL`, lme4's
+    ``isSingular``); the note names the term.
 
     Inference (``df``): ``"satterthwaite"`` (default) gives t tests and intervals with
     per-coefficient Satterthwaite degrees of freedom, as ``summary(lmerTest::lmer(...))``;
@@ -153,9 +159,10 @@ def mixedlm(
     (``df = inf``). Both small-sample methods are computed here by hand at statsmodels'
     estimates (no Python library provides them; see :mod:`kdanalysis.stats._reml`).
 
-    Degenerate group structure (fewer rows than fixed effects + 1, a random term with one
-    level, or every level of a random term holding a single row) gives NaN rows with a
-    note and a :class:`~kdanalysis.stats.DegenerateDataWarning`, without a fit.
+    Degenerate data (no more rows than fixed effects, a rank-deficient fixed-effects
+    design, a random term with one level, or every level of a random term holding a single
+    row) gives all-NaN coefficient and variance rows (estimates included) with a note and a
+    :class:`~kdanalysis.stats.DegenerateDataWarning`, without a fit.
 
     Parameters
     ----------
@@ -212,6 +219,10 @@ def mixedlm(
             )
         data = data.assign(**{_ONE_GROUP: 1})
         groups, re_formula = _ONE_GROUP, "0"
+    if str(re_formula).replace(" ", "") == "0" and not components:
+        raise ConfigError(
+            "re_formula='0' without variance components leaves the model with no random effects"
+        )
     check_columns(data, [groups, *(part for name in random or [] for part in name.split(":"))])
     if data[groups].isna().any():
         raise SchemaError(f"groups column {groups!r} is missing in {int(data[groups].isna().sum())} row(s)")
@@ -271,13 +282,15 @@ def mixedlm_matrices(
     SchemaError
         If a value is missing in any input, or their lengths differ.
     ConfigError
-        For an unknown ``df`` or Kenward-Roger with ``reml=False``.
+        For an unknown ``df``, Kenward-Roger with ``reml=False`` or no variance component.
     """
     from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
 
     check_ci(ci)
     _check_df(df, reml)
     check_matrices(label, endog, exog, {"groups": groups, **exog_vc})
+    if not exog_vc:
+        raise ConfigError(f"{label}: exog_vc is empty; the model needs at least one variance component")
     labels, rows = np.unique(np.asarray(groups), return_inverse=True)
     members = [np.flatnonzero(rows == k) for k in range(len(labels))]
     names = sorted(exog_vc)
@@ -325,6 +338,10 @@ def _random_components(random: Sequence[str] | None, vc_formula: Mapping[str, st
 def _mixedlm_result(model: Any, *, reml: bool, df: str, ci: float, label: str) -> MixedLMResult:
     """Fit ``model`` (optimizer chain) into a :class:`MixedLMResult` with ``df`` inference."""
     structure = structure_of(model)
+    if not structure.terms:
+        raise ConfigError(
+            f"{label}: the model has no random effects; add groups, random or variance components"
+        )
     names = [str(name) for name in model.data.param_names]
     problem = _degenerate_structure(structure, int(model.k_fe))
     if problem:
@@ -475,6 +492,11 @@ def _degenerate_structure(structure: Structure, k_fe: int) -> str:
     n = len(structure.y)
     if n <= k_fe:
         return f"{n} row(s) for {k_fe} fixed effect(s): no residual degrees of freedom"
+    rank = int(np.linalg.matrix_rank(structure.x))
+    if rank < k_fe:
+        return (
+            f"the fixed-effects design has rank {rank} < {k_fe} columns: not all coefficients are identified"
+        )
     for term in structure.terms:
         used = structure.z[:, term.columns] != 0  # (n, levels, k)
         rows_per_level = used.any(axis=2).sum(axis=0)

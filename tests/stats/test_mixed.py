@@ -211,6 +211,12 @@ def test_fewer_rows_than_fixed_effects_give_a_nan_row() -> None:
     assert "4 row(s) for 4 fixed effect(s)" in result.fit.at[0, "note"]
 
 
+def test_rank_deficient_fixed_effects_give_a_nan_row() -> None:
+    df = _panel(n=40).assign(x2=lambda frame: 2 * frame["x"])
+    result = _degenerate(lambda: mixedlm("y ~ x + x2", df, random=["task"]))
+    assert "rank 2 < 3 columns" in result.fit.at[0, "note"]
+
+
 def test_mixedlm_random_intercept_matches_statsmodels() -> None:
     df = _panel(seed=3)
     result = mixedlm("y ~ x", df, groups="task", df="wald")
@@ -286,6 +292,8 @@ def test_arguments_are_checked() -> None:
         mixedlm("y ~ x", df, groups="task", df="kenward-roger", reml=False)
     with pytest.raises(ConfigError, match="needs random effects"):
         mixedlm("y ~ x", df)
+    with pytest.raises(ConfigError, match="no random effects"):
+        mixedlm("y ~ x", df, groups="task", re_formula="0")
     with pytest.raises(ConfigError, match="re_formula needs groups"):
         mixedlm("y ~ x", df, re_formula="~x", random=["task"])
     with pytest.raises(ConfigError, match="pass a list"):
@@ -333,3 +341,5 @@ def test_mixedlm_matrices_inputs_are_checked() -> None:
         mixedlm_matrices(df["y"], exog, df["one"], {**vc, "task": holed})
     with pytest.raises(ConfigError, match="df='z'"):
         mixedlm_matrices(df["y"], exog, df["one"], vc, df="z")
+    with pytest.raises(ConfigError, match="exog_vc is empty"):
+        mixedlm_matrices(df["y"], exog, df["one"], {})
