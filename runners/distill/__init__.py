@@ -4,6 +4,7 @@ Modules
 -------
 config    :class:`~runners.distill.config.DistillConfig`, the validated run config (YAML-loadable)
 data      items → token examples → batches, in a resumable order
+schedule  the number of optimiser steps of a run (shared with the grid planner)
 losses    pure KD losses (forward/reverse KL, JSD, TVD, skew KLs; top-k teachers)
 vocab     tokenizer identity check and logit alignment
 methods   the loss of a micro-batch per method (sft, token KD, gkd, seqkd, teacher noise)
