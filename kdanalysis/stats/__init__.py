@@ -15,7 +15,8 @@ corr, partial_corr
 ttest, anova
     One-sample, paired and two-sample t-tests; one-way ANOVA.
 ols, mixedlm
-    Formula regressions returning :class:`OLSResult` / :class:`MixedLMResult`; the same
+    Formula regressions returning :class:`OLSResult` / :class:`MixedLMResult` (mixed
+    models: crossed/nested random intercepts, Satterthwaite or Kenward-Roger df); the same
     fits from ready design matrices (no formula per fit) are
     :func:`kdanalysis.stats.regression.ols_matrices` / :func:`kdanalysis.stats.mixed.mixedlm_matrices`, with
     patsy-identical pieces in :mod:`kdanalysis.stats.design`.

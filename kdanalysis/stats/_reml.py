@@ -1,9 +1,14 @@
-"""Small-sample inference for a fitted Gaussian linear mixed model: the random-effects
-design of a statsmodels ``MixedLM``, and Satterthwaite degrees of freedom (lmerTest's).
+"""Gaussian linear mixed model algebra for :mod:`kdanalysis.stats.mixed`: the random-effects
+design of a statsmodels ``MixedLM`` (:func:`structure_of`), lme4's profiled REML/ML
+deviance and its bounded optimum (:func:`profiled_optimum`), and Satterthwaite degrees of
+freedom as lmerTest's (:func:`satterthwaite`).
 
 Written by hand: neither statsmodels nor any other Python library gives the curvature of
 the REML deviance in the variance parameters or the gradient of ``Var(beta_hat)`` that
-the Satterthwaite approximation needs. The model is ``y = X beta + Z b + e`` with
+the Satterthwaite approximation needs, nor lme4's bounded parameterisation (in which a
+variance of exactly 0 is reachable). All of it works in the random-effects space from the
+cross-products of ``[Z X y]`` (Woodbury), with Cholesky factorisations, no inverses of
+``n x n`` matrices. The model is ``y = X beta + Z b + e`` with
 ``b ~ N(0, sigma^2 Psi(theta))`` and ``e ~ N(0, sigma^2 I)``, so ``Var(y) = sigma^2 V`` with
 ``V = I + Z Psi Z'``. As in lme4, ``theta`` holds, per random term, the lower-triangular
 entries (column by column) of the Cholesky factor ``T`` of the term's covariance relative to

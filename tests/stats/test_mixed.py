@@ -5,6 +5,7 @@ optimizer chain, singular fits, degenerate group structures and argument errors.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,18 @@ def _panel(n: int = 160, seed: int = 0) -> pd.DataFrame:
     x = rng.normal(size=n)
     y = 0.6 * x + task_effect[task].to_numpy() + student_effect[student].to_numpy() + rng.normal(size=n)
     return pd.DataFrame({"y": y, "x": x, "task": task, "student": student, "one": 1})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread() -> Iterator[None]:
+    """Small matrices: one BLAS thread (as the studies run them) keeps the fits fast on a busy machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="module")
