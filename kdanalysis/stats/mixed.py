@@ -366,7 +366,7 @@ def _mixedlm_result(model: Any, *, reml: bool, df: str, ci: float, label: str) -
             inference = satterthwaite(structure, theta, sigma, reml)
             if inference.negative_eigenvalues:
                 messages.append(
-                    f"the REML deviance Hessian has {inference.negative_eigenvalues} negative eigenvalue(s): "
+                    f"the deviance Hessian has {inference.negative_eigenvalues} negative eigenvalue(s): "
                     "not at a minimum; Satterthwaite df use its positive part (as lmerTest)"
                 )
             vcov, dof = inference.vcov, inference.df
