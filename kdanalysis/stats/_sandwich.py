@@ -29,9 +29,10 @@ def identified_columns(exog: np.ndarray) -> np.ndarray:
 
     Columns are taken in order; a column is dropped when it lies (to :data:`RANK_TOL`,
     relative to its norm) in the span of the earlier identified ones, so the later of two
-    collinear columns is the one reported as not identified, as R reports ``NA``. Each
-    test is the last diagonal entry of an unpivoted Householder QR (``numpy.linalg.qr``)
-    of the identified columns so far plus the candidate.
+    collinear columns is the one reported as not identified, as R reports ``NA``. The
+    diagonal of an unpivoted Householder QR (``numpy.linalg.qr``) holds each column's
+    distance from the span of the columns before it, exactly up to the first deficient
+    column; that column is dropped and the QR repeated (once per dropped column).
     """
     keep = np.ones(exog.shape[1], dtype=bool)
     norms = np.linalg.norm(exog, axis=0)
