@@ -20,7 +20,13 @@ from kdanalysis.errors import KDAnalysisError
 from kdanalysis.plots import figures as plots
 from kdanalysis.plots.style import method_label, task_order
 from kdanalysis.report import methods_text
-from kdanalysis.report.findings import AS_PUBLISHED, caveat_sentences, claim_sentences, finding_sentences
+from kdanalysis.report.findings import (
+    AS_PUBLISHED,
+    caveat_sentences,
+    claim_sentences,
+    finding_sentences,
+    sensitivity_sentences,
+)
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
 from kdanalysis.results import KD_METHODS, METHODS, NO_TEACHER
 from kdanalysis.studies import StudyTables
@@ -788,7 +794,7 @@ def _beyond(ctx: ReportContext) -> Section:
         id="beyond",
         title=title,
         paragraphs=[methods_text.PRIMARY_ANALYSIS],
-        bullets=finding_sentences(ctx.tables, sensitivity=True),
+        bullets=sensitivity_sentences(ctx.tables),
         tables=tables,
     )
 

@@ -18,7 +18,15 @@ from kdanalysis.report.formatting import fmt_ci, fmt_int, fmt_num, fmt_p, fmt_pp
 from kdanalysis.studies import StudyTables
 from kdanalysis.studies.claims import ALPHA
 
-__all__ = ["ALPHA", "AS_PUBLISHED", "caveat_sentences", "claim_sentences", "finding_sentences"]
+__all__ = [
+    "ALPHA",
+    "AS_PUBLISHED",
+    "caveat_sentences",
+    "claim_sentences",
+    "finding_sentences",
+    "primary_sentence",
+    "sensitivity_sentences",
+]
 
 #: Label of every sentence that treats the units as independent.
 AS_PUBLISHED = "as published (units treated as independent)"
@@ -165,7 +173,7 @@ def _paper_sentences(paper: pd.DataFrame) -> list[str]:
     return out
 
 
-def _sensitivity_sentences(tables: StudyTables) -> list[str]:
+def sensitivity_sentences(tables: StudyTables) -> list[str]:
     """Sensitivity analyses whose unadjusted significance differs from their primary test's."""
     out = []
     rows = pd.concat(
@@ -191,16 +199,13 @@ def _sensitivity_sentences(tables: StudyTables) -> list[str]:
     return out
 
 
-def finding_sentences(tables: StudyTables, *, sensitivity: bool = False) -> list[str]:
+def finding_sentences(tables: StudyTables) -> list[str]:
     """Key findings, one sentence each: the primary tests first, then labelled naive analyses.
 
     Parameters
     ----------
     tables : StudyTables
         :func:`kdanalysis.studies.run_all` output.
-    sensitivity : bool
-        Instead of the naive sentences, add the sensitivity analyses that change an
-        unadjusted conclusion of a primary test.
 
     Returns
     -------
@@ -208,8 +213,6 @@ def finding_sentences(tables: StudyTables, *, sensitivity: bool = False) -> list
     """
     out = [primary_sentence(row) for row in tables.primary_tests.to_dict("records")]
     out += _fit_notes(tables)
-    if sensitivity:
-        return out + _sensitivity_sentences(tables)
     return out + _gain_sentences(tables) + _paper_sentences(tables.paper_holm)
 
 

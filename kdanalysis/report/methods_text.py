@@ -107,5 +107,6 @@ def study_paragraphs(tables: StudyTables) -> list[str]:
         _pairing_paragraph(tables),
         "Sensitivity analyses (rows with role 'sensitivity'): the best temperature instead of τ = 1, without "
         "collapsed runs, one KD method at a time, and teacher family as a covariate of teacher accuracy. "
-        "They are not part of the Holm family; the findings name those that change an unadjusted conclusion.",
+        "They are not part of the Holm family; 'Beyond the paper' names those that change an unadjusted "
+        "conclusion.",
     ]

@@ -234,7 +234,11 @@ def _figure_row(claim: Claim, gains: pd.DataFrame) -> dict[str, object] | None:
 
 
 def _test_rows(claim: Claim, primary: pd.DataFrame) -> list[dict[str, object]]:
+    """Evidence rows of the claim's primary tests (a figure claim: those of the figure's domain)."""
     rows = primary[primary["question"].isin(claim.questions)]
+    domain = dict(claim.locate).get("domain")
+    if claim.rule == "figure" and domain is not None:
+        rows = rows[rows["domain"] == domain]
     out = []
     for row in rows.to_dict("records"):
         source = f"primary_tests: question={row['question']}, domain={row['domain']}, term={row['term']}"
