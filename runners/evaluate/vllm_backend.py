@@ -450,9 +450,14 @@ def run_replicas(
                     f"vLLM data-parallel replica(s) {pending} gave no result within {timeout_s} s"
                 )
             for rank in pending:
-                if conns[rank] not in ready and procs[rank].sentinel not in ready:
+                # a replica's result is in its pipe before it can exit; an ended replica with an
+                # empty pipe died (its pipe may stay open in processes it started: no EOF then)
+                has_data = conns[rank] in ready or conns[rank].poll()
+                if not has_data and procs[rank].sentinel not in ready:
                     continue
                 try:
+                    if not has_data:
+                        raise EOFError
                     status, value = conns[rank].recv()
                 except EOFError:
                     procs[rank].join(timeout=5)
