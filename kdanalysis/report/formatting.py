@@ -76,9 +76,14 @@ def fmt_general(value: Any) -> str:
 
 
 def fmt_p(value: Any) -> str:
-    """A p-value: 3 decimals down to 0.001, then scientific with 2 significant digits."""
+    """A p-value: 3 decimals down to 0.001, then scientific with 2 significant digits.
+
+    Text (e.g. a ``p_method`` column naming how the p-value was computed) is shown as is.
+    """
     if _missing(value):
         return MISSING
+    if isinstance(value, str):
+        return value
     p = float(value)
     if p >= 0.001:
         return f"{p:.3f}"

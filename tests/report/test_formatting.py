@@ -50,6 +50,7 @@ def test_missing_values_become_a_dash() -> None:
 def test_column_formatter_follows_the_column_name() -> None:
     assert column_formatter("p_val")(2.6e-4) == "2.6e-4"
     assert column_formatter("p_holm")(0.5) == "0.500"
+    assert column_formatter("p_method")("exact") == "exact"  # text in a p_ column stays text
     assert column_formatter("n")(1319) == "1,319"
     assert column_formatter("n_groups")(11.0) == "11"
     assert column_formatter("temperature")(2.0) == "2"
