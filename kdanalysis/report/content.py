@@ -98,15 +98,13 @@ def _rho_columns(key: str) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- claims
 _CLAIM_COLUMNS = {
-    "claim": "claim",
-    "paper_figure": "paper",
+    "claim_id": "claim",
     "domain": "domain",
-    "evidence": "our evidence",
+    "evidence": "evidence",
+    "term": "term",
     "value": "value",
     "ci_low": "CI low",
     "ci_high": "CI high",
-    "df": "df",
-    "p_val": "p",
     "p_holm": "p (Holm)",
     "p_wild": "p (wild)",
     "verdict": "verdict",
@@ -138,7 +136,8 @@ def _claims(ctx: ReportContext) -> Section:
                 "claims_audit",
                 "Headline claims, evidence and verdicts",
                 "Values in pp (slopes: pp of gain per unit of the covariate); figures marked 'as published' "
-                "use the paper's best temperature.",
+                "use the paper's best temperature. The claims' wording, the paper's figures, df, unadjusted "
+                "p and the source row of every number are in the CSV.",
                 audit,
                 _CLAIM_COLUMNS,
             )

@@ -226,10 +226,10 @@ def claim_sentences(audit: pd.DataFrame) -> list[str]:
             if pd.isna(row["value"]):
                 parts.append(row["evidence"])
             elif pd.isna(row["p_val"]):
-                parts.append(f"{row['evidence']}: {fmt_pp(row['value'])}")
+                parts.append(f"{row['evidence']}, {row['domain']}: {fmt_pp(row['value'])}")
             else:
                 parts.append(
-                    f"{row['domain']} {fmt_signed(row['value'])} "
+                    f"{row['domain']} {row['term']} {fmt_signed(row['value'])} "
                     f"(95 % CI {fmt_ci(row['ci_low'], row['ci_high'])}, "
                     f"Holm p = {fmt_p(row['p_holm'])})"
                 )

@@ -79,6 +79,7 @@ CLAIM_COLUMNS: tuple[str, ...] = (
     "paper_figure",
     "domain",
     "evidence",
+    "term",
     "value",
     "ci_low",
     "ci_high",
@@ -223,13 +224,13 @@ def _figure_row(claim: Claim, gains: pd.DataFrame) -> dict[str, object] | None:
             f"gains: domain={top['domain']}, task={top['task']}, teacher={top['teacher']}, "
             f"student={top['student']}, method={top['method']}, teacher_kind=task_aware"
         )
-        evidence = f"largest gain with {where} (best τ, as published)"
+        evidence = "largest gain, best τ (as published)"
     else:
         value = float(rows["gain"].mean())
         source = f"gains: {where}, teacher_kind=task_aware (mean of {len(rows)} rows)"
-        evidence = f"mean gain over the KD units with {where} (best τ, as published)"
+        evidence = f"mean gain of {len(rows)} units, best τ (as published)"
     return _evidence_row(
-        claim, domain=locate.get("domain", "all"), evidence=evidence, value=value, source=source
+        claim, domain=locate.get("domain", "all"), evidence=evidence, term="gain", value=value, source=source
     )
 
 
@@ -246,7 +247,8 @@ def _test_rows(claim: Claim, primary: pd.DataFrame) -> list[dict[str, object]]:
             _evidence_row(
                 claim,
                 domain=row["domain"],
-                evidence=f"primary test: {row['term']} ({row['analysis']}, CR2 by student, Satterthwaite df)",
+                evidence=f"primary test ({row['analysis']})",
+                term=row["term"],
                 value=row["estimate"],
                 **{k: row[k] for k in ("ci_low", "ci_high", "df", "p_val", "p_holm", "p_wild")},
                 source=source,
@@ -314,7 +316,8 @@ def claims_audit(
         Columns :data:`CLAIM_COLUMNS`, one row per piece of evidence (the released-data
         figure and each primary test of the claim; a claim without either has one row):
         ``claim_id``, ``claim``, ``paper_figure``, ``domain``, ``evidence`` (what the
-        number is), ``value`` (pp, or pp per unit of the covariate), ``ci_low``,
+        number is: a released-data figure, or a primary test and its analysis), ``term``
+        (``gain``, or the primary test's term), ``value`` (pp, or pp per unit of the covariate), ``ci_low``,
         ``ci_high``, ``df``, ``p_val``, ``p_holm`` (Holm across all primary tests),
         ``p_wild`` (wild cluster bootstrap), ``verdict`` (one of :data:`VERDICTS`, the same
         on every row of a claim), ``rule`` (key of :data:`VERDICT_RULES`) and ``source``
