@@ -121,9 +121,10 @@ def import_vllm() -> Any:
 def item_seed(seed: int, key: str) -> int:
     """The sampling seed of one request: a hash of the run seed and the item's key.
 
-    ``int`` of the first 8 bytes of ``blake2b(f"{seed}\0{key}")``, shifted right by one bit
-    (so it is in ``[0, 2**63)``, valid for ``torch.Generator.manual_seed``). Deterministic
-    across processes and Python versions (unlike ``hash``).
+    The first 8 bytes (big-endian) of ``blake2b`` over ``seed`` and ``key`` joined by a NUL
+    byte, shifted right by one bit: in ``[0, 2**63)``, valid for
+    ``torch.Generator.manual_seed``. Deterministic across processes and Python versions
+    (unlike ``hash``).
 
     Parameters
     ----------
