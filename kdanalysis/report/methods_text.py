@@ -16,9 +16,10 @@ from kdanalysis.studies.collapsed import COLLAPSE_LOSS_PP
 __all__ = ["PRIMARY_ANALYSIS", "paragraphs", "study_paragraphs"]
 
 PRIMARY_ANALYSIS = (
-    "Primary analysis (one per question and domain): OLS of the "
-    "per-task gain at τ = 1 (no selection over temperatures) on the question's variable, with method and "
-    "task effects, and the bias-reduced cluster-robust covariance CR2 (Bell–McCaffrey) clustered by "
+    "Primary analysis (one per question and domain): OLS of the per-task gain at τ = 1 (no selection "
+    "over temperatures) on the question's variable with method and task effects (for the mean gain, the "
+    "task-aware minus base difference and the temperature differences: their mean), and the bias-reduced "
+    "cluster-robust covariance CR2 (Bell–McCaffrey) clustered by "
     "student, tested with per-coefficient Satterthwaite degrees of freedom (R clubSandwich's convention). "
     "Why by student: the units (teacher × student × method × task) share students, teachers and pairs; "
     "residuals of pairs that share a student are strongly correlated, and student size varies only between "
@@ -64,7 +65,8 @@ def _collapsed_paragraph(tables: StudyTables) -> str:
         f"than {COLLAPSE_LOSS_PP:g} pp below the same student's SFT accuracy (a broken training run rather "
         "than a smaller benefit). The rule looks at the outcome, so it defines a sensitivity analysis only "
         f"(primary analyses keep every run). It catches {fmt_int(len(caught))} of {fmt_int(len(runs))} runs "
-        "(table 'Collapsed runs')"
+        "(table 'Collapsed runs'; the base-teacher runs among them stay in the task-aware vs base "
+        "comparison, whose question is that loss)"
     )
     main = runs[(runs["teacher_kind"] == "task_aware") & (runs["temperature"] == 1)]
     kept = main[~main["collapsed"]]
@@ -76,6 +78,9 @@ def _collapsed_paragraph(tables: StudyTables) -> str:
             "that loss and the smallest caught one picks the same τ = 1 runs"
         )
     return text + "."
+
+
+_PAIRINGS = {"same run": "their own run", "mean over methods": "the mean gain over methods"}
 
 
 def _pairing_paragraph(tables: StudyTables) -> str:
@@ -90,7 +95,9 @@ def _pairing_paragraph(tables: StudyTables) -> str:
     )
     if len(pairing):
         text += (
-            " In these results: " + ", ".join(f"{fmt_int(n)} values {p}" for p, n in pairing.items()) + "."
+            " In these results: "
+            + ", ".join(f"{fmt_int(n)} values paired by {_PAIRINGS.get(p, p)}" for p, n in pairing.items())
+            + "."
         )
     return text
 
