@@ -108,7 +108,7 @@ def fmt_pp(value: Any, digits: int = 2) -> str:
 
 
 _P_COLUMNS = ("p_val", "p_adj", "p_holm", "p_naive", "p_robust", "p_mixed", "p_cluster")
-_GENERAL_COLUMNS = ("temperature", "params_b", "student_params_b", "teacher_noise")
+_GENERAL_COLUMNS = ("temperature", "params_b", "student_size", "teacher_noise")
 _INT_COLUMNS = ("n", "k", "dof_between", "dof_within", "n_clusters", "n_units", "n_tasks", "n_pairs")
 
 
