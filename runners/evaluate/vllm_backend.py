@@ -433,7 +433,8 @@ def run_replicas(
     procs, conns = [], []
     for job in jobs:
         receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_replica_entry, args=(target, tuple(job), sender), daemon=True)
+        # not a daemon: vLLM starts its own engine and worker processes inside a replica
+        proc = ctx.Process(target=_replica_entry, args=(target, tuple(job), sender))
         proc.start()
         sender.close()  # the parent keeps no write end: a dead replica's pipe reads as EOF
         procs.append(proc)
