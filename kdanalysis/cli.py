@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from kdanalysis.errors import KDAnalysisError
+from kdanalysis.errors import ConfigError, KDAnalysisError
 
 __all__ = ["app", "main"]
 
@@ -65,14 +65,32 @@ def validate(
 
 @app.command()
 def collect(
-    runs_dir: Annotated[Path, typer.Argument(help="Folder of run folders (a grid's runs folder).")],
+    runs_dir: Annotated[
+        Path, typer.Argument(help="Folder of run folders (a grid's runs folder), or lm-eval's --output_path.")
+    ],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RUNS_DIR).")] = None,
+    source: Annotated[
+        str, typer.Option("--from", help="What RUNS_DIR holds: runs (kdanalysis run folders) or lm-eval.")
+    ] = "runs",
+    study_map: Annotated[
+        Path | None,
+        typer.Option("--map", help="lm-eval: study mapping YAML; default: RUNS_DIR/study.yaml."),
+    ] = None,
 ) -> None:
-    """Collect finished run folders into results.parquet and items.parquet."""
-    from kdanalysis.collect import write_collected
-    from kdanalysis.results import read_items, read_results
+    """Collect run folders (or lm-evaluation-harness output) into results.parquet and items.parquet."""
+    from kdanalysis.results import check_choice, read_items, read_results
 
-    results_path, items_path = write_collected(runs_dir, out)
+    check_choice("--from source", source, ("runs", "lm-eval"))
+    if source == "lm-eval":
+        from kdanalysis.importers import write_lm_eval_import
+
+        results_path, items_path = write_lm_eval_import(runs_dir, study_map, out or runs_dir)
+    else:
+        from kdanalysis.collect import write_collected
+
+        if study_map is not None:
+            raise ConfigError("--map is read only with --from lm-eval")
+        results_path, items_path = write_collected(runs_dir, out)
     typer.echo(
         f"{results_path}: {len(read_results(results_path))} result rows; "
         f"{items_path}: {len(read_items(items_path))} items"

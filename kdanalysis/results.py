@@ -28,7 +28,9 @@ teacher_noise : float
 seed : int
     Training/evaluation seed. The paper's rows carry its published training seed, 6.
 metric : str
-    One of :data:`METRICS`.
+    One of :data:`METRICS`, optionally followed by ``@<variant>`` for a producer's variant of
+    it (e.g. ``accuracy@acc_norm,none``: lm-evaluation-harness's ``acc_norm``); the studies
+    read the bare ids only.
 value : float
     The measured value, in the unit of :data:`METRICS` (percent for accuracy,
     agreement and BLEU; nats for KL).
@@ -43,6 +45,9 @@ source : str
 method_label : str
     The producer's own label for the method (e.g. the paper's ``student_RevKD_temp_2.0``);
     ``""`` if none.
+
+Optional column: ``stderr`` (float), the standard error of ``value`` in its unit as the
+producer reported it (e.g. lm-evaluation-harness's ``acc_stderr``), NaN when unknown.
 
 The key of a row is :data:`KEY_COLUMNS`; two rows with the same key are duplicates.
 ``temperature`` may be NaN in a key (NaN equals NaN for that check); other key columns
@@ -298,7 +303,10 @@ def validate_results(df: pd.DataFrame, *, what: str = "results") -> pd.DataFrame
     if empty.any():
         raise SchemaError(f"{what}: empty string in a key column, {_rows_repr(out, empty, KEY_COLUMNS)}")
     _check_allowed(out, "method", METHODS, what)
-    _check_allowed(out, "metric", METRICS, what)
+    bare = out["metric"].str.split("@", n=1).str[0]
+    _check_allowed(out.assign(metric=bare), "metric", METRICS, what)
+    if "stderr" in out.columns:
+        _coerce_float(out, "stderr", what)
     _check_allowed(out, "teacher_kind", TEACHER_KINDS, what)
     inconsistent = (out["teacher"] == NO_TEACHER) != (out["teacher_kind"] == "none")
     if inconsistent.any():
