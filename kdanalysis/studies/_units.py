@@ -85,7 +85,9 @@ def _behaviour(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows[[*_PAIR_KEYS, "value"]].rename(columns={"value": metric})
 
 
-def add_covariates(units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
+def add_covariates(
+    units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFrame, *, strict: bool = True
+) -> pd.DataFrame:
     """Join the unit-level covariates to a table with ``domain, task, teacher, student``.
 
     Parameters
@@ -96,6 +98,11 @@ def add_covariates(units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFr
         Validated results of one study.
     models : DataFrame
         Validated models table (:func:`models_table`).
+    strict : bool
+        Raise for a student missing from the models table (the paper's protocol needs every
+        size); with False the student gets a NaN size and a
+        :class:`~kdanalysis.stats.DegenerateDataWarning` names it (it leaves the size-based
+        models only).
 
     Returns
     -------
@@ -106,8 +113,10 @@ def add_covariates(units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFr
         metrics for the pair and task: the released files' one KD row per pair, as the
         paper's H4/H5 use it); NaN where absent.
 
-    A student missing from the models table gets a NaN size, with a
-    :class:`~kdanalysis.stats.DegenerateDataWarning` naming it.
+    Raises
+    ------
+    SchemaError
+        With ``strict``, if a student is missing from the models table.
     """
     sft = results[
         (results["metric"] == "accuracy") & (results["method"] == "sft") & (results["teacher"] == NO_TEACHER)
@@ -119,9 +128,12 @@ def add_covariates(units: pd.DataFrame, results: pd.DataFrame, models: pd.DataFr
     sizes = models.set_index("model")["params_b"]
     unknown = sorted(set(out["student"]) - set(sizes.index))
     if unknown:
+        message = f"student(s) {', '.join(unknown)} missing from the models table"
+        if strict:
+            raise SchemaError(f"{message}; pass models= with their params_b")
         warnings.warn(
-            f"student(s) {', '.join(unknown)} missing from the models table: their size is NaN and "
-            "they leave the size-based models; pass models= with their params_b",
+            f"{message}: their size is NaN and they leave the size-based models; pass models= with "
+            "their params_b",
             DegenerateDataWarning,
             stacklevel=2,
         )

@@ -179,7 +179,7 @@ def prepare_units(
     keep = (table["teacher_noise"] == 0) & (table["task"] != "average")
     if temperature is not None:
         keep &= table["temperature"] == temperature
-    units = add_covariates(table[keep], results, models)
+    units = add_covariates(table[keep], results, models, strict=False)
     units["pair"] = pair_label(units["teacher"], units["student"])
     units["log2_size"] = np.log2(units["student_size"])
     units[ONE_GROUP] = 1

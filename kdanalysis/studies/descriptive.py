@@ -85,7 +85,7 @@ def best_units(gains: pd.DataFrame, results: pd.DataFrame, models: pd.DataFrame)
         The rows of ``gains`` with a task-aware teacher and no noise (``average`` kept),
         plus ``pair`` and the covariates of :func:`~kdanalysis.studies._units.add_covariates`.
     """
-    units = add_covariates(task_aware(gains), results, models)
+    units = add_covariates(task_aware(gains), results, models, strict=False)
     units["pair"] = pair_label(units["teacher"], units["student"])
     return units.reset_index(drop=True)
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
+from kdanalysis.errors import SchemaError
 from kdanalysis.results import validate_results
+from kdanalysis.stats import DegenerateDataWarning
 from kdanalysis.stats.gains import gains
 from kdanalysis.studies import descriptive as desc
 from kdanalysis.studies._threads import single_threaded_blas
@@ -25,7 +28,7 @@ from kdanalysis.studies.beyond import (
     size_table,
 )
 from kdanalysis.studies.claims import claims_audit
-from kdanalysis.studies.paper import paper_tests, prepare_paper_units
+from kdanalysis.studies.paper import PAPER_UNIT_COLUMNS, paper_tests, prepare_paper_units
 from kdanalysis.studies.primary import primary_tests
 from kdanalysis.studies.tables import STUDY_TABLES, StudyTables
 from kdanalysis.studies.temperature import temperature_table
@@ -33,6 +36,19 @@ from kdanalysis.studies.temperature import temperature_table
 __all__ = ["STUDY_TABLES", "StudyTables", "run_all"]
 
 logger = logging.getLogger(__name__)
+
+
+def _paper_units(results: pd.DataFrame, models: pd.DataFrame, each: pd.DataFrame) -> pd.DataFrame:
+    """The paper's units, or none (with a warning) when its protocol cannot run on these results.
+
+    The published protocol needs every student's size; a student missing from the models
+    table skips the paper study (its tables are empty) instead of the whole run.
+    """
+    try:
+        return prepare_paper_units(results, models, each=each)
+    except SchemaError as error:
+        warnings.warn(f"paper study skipped: {error}", DegenerateDataWarning, stacklevel=3)
+        return pd.DataFrame(columns=list(PAPER_UNIT_COLUMNS))
 
 
 def run_all(
@@ -73,7 +89,7 @@ def run_all(
     t: dict[str, Any] = {}
     steps: dict[str, Callable[[], pd.DataFrame]] = {
         "gains": lambda: gains(results, validate=False),
-        "paper_units": lambda: prepare_paper_units(results, models, each=sets.each),
+        "paper_units": lambda: _paper_units(results, models, sets.each),
         "paper_hypotheses": lambda: paper_tests(t["paper_units"]),
         "paper_holm": lambda: desc.paper_holm(t["paper_hypotheses"]),
         "kd_gain": lambda: gain_table(sets),

@@ -326,6 +326,9 @@ def test_unknown_student_warns_and_mixed_studies_raise(results: pd.DataFrame) ->
     with pytest.warns(DegenerateDataWarning, match="S1, S2, S3, S4, S5 missing from the models table"):
         units = kd_units(synthetic)
     assert units["student_size"].isna().all()
+    with pytest.warns(DegenerateDataWarning, match="paper study skipped: student"):
+        tables = run_all(synthetic, n_boot=10, corr_boot=10)  # the published protocol needs every size
+    assert tables.paper_hypotheses.empty and not tables.kd_gain.empty
     with pytest.raises(SchemaError, match="expected results of one study, got 2"):
         size_vs_gain(pd.concat([results, synthetic], ignore_index=True), models)
 
