@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from kdanalysis.errors import ConfigError
+from kdanalysis.errors import ConfigError, SchemaError
 from kdanalysis.stats import DegenerateDataWarning, bootstrap_ci
 
 
@@ -65,3 +65,46 @@ def test_degenerate_and_bad_arguments() -> None:
         bootstrap_ci([1.0, 2.0, 3.0], method="studentized")
     with pytest.raises(ConfigError, match="n_boot"):
         bootstrap_ci([1.0, 2.0, 3.0], n_boot=-1)
+
+
+def _mean_difference(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(u, axis=axis) - np.mean(v, axis=axis)
+
+
+def test_a_list_of_arrays_is_several_samples() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(1.0, size=30), rng.normal(size=30)
+    as_list = bootstrap_ci([a, b], _mean_difference, n_boot=500, seed=2)
+    as_tuple = bootstrap_ci((a, b), _mean_difference, n_boot=500, seed=2)
+    assert tuple(as_list) == tuple(as_tuple)
+    assert as_list[0] < a.mean() - b.mean() < as_list[1]
+
+
+def test_every_sample_is_checked() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=20)
+    with pytest.raises(SchemaError, match="equal lengths"):
+        bootstrap_ci((a, a[:15]), _mean_difference, paired=True)
+    with pytest.raises(SchemaError, match="sample 1.*numeric"):
+        bootstrap_ci((a, ["x"] * 20), _mean_difference)
+    with pytest.raises(SchemaError, match="sample 1.*2 missing"):
+        bootstrap_ci((a, np.r_[a[:18], np.nan, np.nan]), _mean_difference)
+    with pytest.warns(DegenerateDataWarning, match="sample 1 has 2 observation"):
+        low, high = bootstrap_ci((a, a[:2]), _mean_difference)
+    assert np.isnan(low) and np.isnan(high)
+
+
+def test_a_seed_is_required_and_recorded() -> None:
+    x = np.random.default_rng(8).normal(size=25)
+    with pytest.raises(ConfigError, match="seed"):
+        bootstrap_ci(x, seed=None)
+    result = bootstrap_ci(x, n_boot=300, seed=11)
+    assert result.seed == 11 and result.n_boot == 300
+
+
+def test_nan_policy_propagate_passes_missing_values_to_a_nan_aware_statistic() -> None:
+    x = np.r_[np.random.default_rng(9).normal(size=30), np.nan]
+    low, high = bootstrap_ci(x, np.nanmean, n_boot=300, nan_policy="propagate")
+    assert low < np.nanmean(x) < high
+    with pytest.raises(ConfigError, match="raise, propagate"):
+        bootstrap_ci(x, np.nanmean, nan_policy="omit")
