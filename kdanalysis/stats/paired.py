@@ -16,11 +16,18 @@ import numpy as np
 import pandas as pd
 
 from kdanalysis.errors import ConfigError, SchemaError
-from kdanalysis.stats._checks import MIN_N, as_column_list, check_columns, degenerate
+from kdanalysis.stats._checks import MIN_N, as_column_list, check_columns, check_option, degenerate
 from kdanalysis.stats._grouping import rows_by_group
 from kdanalysis.stats.resampling import bootstrap_result, check_bootstrap_options
 
-__all__ = ["MCNEMAR_COLUMNS", "PAIRED_BOOTSTRAP_COLUMNS", "mcnemar", "paired_bootstrap"]
+__all__ = [
+    "MCNEMAR_COLUMNS",
+    "MCNEMAR_EXACT_BELOW",
+    "PAIRED_BOOTSTRAP_COLUMNS",
+    "PAIRED_P_METHODS",
+    "mcnemar",
+    "paired_bootstrap",
+]
 
 MCNEMAR_COLUMNS = (
     "a",
@@ -35,7 +42,23 @@ MCNEMAR_COLUMNS = (
     "p_val",
     "note",
 )
-PAIRED_BOOTSTRAP_COLUMNS = ("a", "b", "n", "acc_a", "acc_b", "diff", "ci_low", "ci_high", "p_val", "note")
+PAIRED_BOOTSTRAP_COLUMNS = (
+    "a",
+    "b",
+    "n",
+    "acc_a",
+    "acc_b",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "p_val",
+    "note",
+    "p_method",
+)
+#: ``p_method=`` of :func:`paired_bootstrap`.
+PAIRED_P_METHODS = ("auto", "bootstrap", "exact_mcnemar")
+#: With fewer discordant items than this, ``p_method="auto"`` takes the exact McNemar p-value.
+MCNEMAR_EXACT_BELOW = 25
 
 
 def mcnemar(
@@ -82,16 +105,12 @@ def mcnemar(
     keys, groups = _check_paired_args(data, a, b, system, correct, item, by)
 
     def compute(frame: pd.DataFrame) -> dict[str, Any]:
-        from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
-
         ca, cb = _joined_correct(frame, a, b, system, correct, keys)
         row = _accuracy_row(MCNEMAR_COLUMNS, a, b, ca, cb)
         row["n_a_only"], row["n_b_only"] = int(np.sum(ca & ~cb)), int(np.sum(~ca & cb))
         if row["note"]:
             return row
-        table = [[int(np.sum(ca & cb)), row["n_a_only"]], [row["n_b_only"], int(np.sum(~ca & ~cb))]]
-        result = sm_mcnemar(table, exact=True)
-        row["statistic"], row["p_val"] = float(result.statistic), float(result.pvalue)
+        row["statistic"], row["p_val"] = _exact_mcnemar(ca, cb)
         return row
 
     return rows_by_group(data, groups, compute, MCNEMAR_COLUMNS)
@@ -109,15 +128,28 @@ def paired_bootstrap(
     n_boot: int = 10_000,
     ci: float = 0.95,
     seed: int = 0,
+    p_method: str = "auto",
 ) -> pd.DataFrame:
     """Paired bootstrap of the accuracy difference ``acc_a - acc_b`` over items.
 
     Items are resampled with replacement (both systems' outcomes on an item stay
     together), ``n_boot`` times at once with a seeded generator
-    (``scipy.stats.bootstrap``, percentile interval). The two-sided p-value is twice the
-    smaller share of resampled differences on either side of zero, each share counted
-    as (k + 1) / (n_boot + 1), capped at 1: it is below 1 - ``ci`` exactly when the
-    percentile interval excludes zero (up to that +1 correction).
+    (``scipy.stats.bootstrap``, percentile interval).
+
+    The bootstrap p-value is two-sided: twice the smaller share of resampled
+    differences on either side of zero, each share counted as (k + 1) / (n_boot + 1)
+    (the observed difference counts as one resample, so a finite bootstrap never gives
+    p = 0; its smallest value is 2 / (n_boot + 1)), capped at 1. It is below 1 - ``ci``
+    exactly when the percentile interval excludes zero (up to that +1 correction).
+
+    With few discordant items (those only one system gets right) the bootstrap
+    distribution of the difference is lumpy and its p-value far too small (five items
+    only ``a`` gets right: bootstrap p about 0.004, exact 0.0625). ``p_method="auto"``
+    therefore takes the exact McNemar p-value (:func:`mcnemar`; exact binomial test of
+    the discordant items, two-sided) when ``n_a_only + n_b_only <`` :data:`MCNEMAR_EXACT_BELOW`
+    (25, the usual rule for McNemar's exact test), and the bootstrap p-value otherwise.
+    The interval stays the percentile bootstrap interval in both cases; with few
+    discordant items it can exclude zero while the exact p is above 1 - ``ci``.
 
     Parameters
     ----------
@@ -128,16 +160,21 @@ def paired_bootstrap(
     ci : float
         Confidence level in (0, 1).
     seed : int
-        Seed; equal seeds give equal intervals and p-values.
+        Seed (>= 0; ``None`` raises); equal seeds give equal intervals and p-values.
+    p_method : {"auto", "bootstrap", "exact_mcnemar"}
+        Where the p-value comes from (see above); ``"bootstrap"`` and ``"exact_mcnemar"``
+        force one source.
 
     Returns
     -------
     DataFrame
-        Columns ``[*by], a, b, n, acc_a, acc_b, diff, ci_low, ci_high, p_val, note``
-        (accuracies as proportions, ``diff = acc_a - acc_b``). Fewer than 3 items give
-        NaNs, a ``note`` and a :class:`DegenerateDataWarning`.
+        Columns ``[*by], a, b, n, acc_a, acc_b, diff, ci_low, ci_high, p_val, note, p_method``
+        (accuracies as proportions, ``diff = acc_a - acc_b``; ``p_method`` is
+        ``"bootstrap"`` or ``"exact_mcnemar"``, the source of ``p_val``). Fewer than 3
+        items give NaNs, a ``note`` and a :class:`DegenerateDataWarning`.
     """
-    check_bootstrap_options(n_boot, ci, "percentile", "two-sided")
+    check_bootstrap_options(n_boot, ci, "percentile", "two-sided", seed)
+    check_option("p_method", p_method, PAIRED_P_METHODS)
     keys, groups = _check_paired_args(data, a, b, system, correct, item, by)
 
     def compute(frame: pd.DataFrame) -> dict[str, Any]:
@@ -156,16 +193,28 @@ def paired_bootstrap(
             method="percentile",
             alternative="two-sided",
         )
+        low, high = result.confidence_interval
+        row.update(ci_low=float(low), ci_high=float(high))
+        discordant = int(np.sum(ca != cb))
+        if p_method == "exact_mcnemar" or (p_method == "auto" and discordant < MCNEMAR_EXACT_BELOW):
+            row.update(p_val=_exact_mcnemar(ca, cb)[1], p_method="exact_mcnemar")
+            return row
         distribution = result.bootstrap_distribution
         share_below = (np.sum(distribution <= 0) + 1) / (n_boot + 1)
         share_above = (np.sum(distribution >= 0) + 1) / (n_boot + 1)
-        low, high = result.confidence_interval
-        row.update(
-            ci_low=float(low), ci_high=float(high), p_val=float(min(1.0, 2 * min(share_below, share_above)))
-        )
+        row.update(p_val=float(min(1.0, 2 * min(share_below, share_above))), p_method="bootstrap")
         return row
 
     return rows_by_group(data, groups, compute, PAIRED_BOOTSTRAP_COLUMNS)
+
+
+def _exact_mcnemar(ca: np.ndarray, cb: np.ndarray) -> tuple[float, float]:
+    """Statistic ``min(n_a_only, n_b_only)`` and two-sided p of statsmodels' exact McNemar test."""
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+    table = [[int(np.sum(ca & cb)), int(np.sum(ca & ~cb))], [int(np.sum(~ca & cb)), int(np.sum(~ca & ~cb))]]
+    result = sm_mcnemar(table, exact=True)
+    return float(result.statistic), float(result.pvalue)
 
 
 def _check_paired_args(

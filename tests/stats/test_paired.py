@@ -113,3 +113,59 @@ def test_degenerate_and_bad_arguments() -> None:
         mcnemar(_items().assign(correct=0.5), "A", "B")
     with pytest.raises(SchemaError, match="'item'"):
         mcnemar(_items(), "A", "B", item="item")
+
+
+def test_few_discordant_items_defer_to_exact_mcnemar() -> None:
+    # 100 items, both right on 60, both wrong on 35, only A right on 5: exact McNemar p = 2 / 2**5
+    correct_a = np.r_[np.ones(65, bool), np.zeros(35, bool)]
+    correct_b = np.r_[np.ones(60, bool), np.zeros(40, bool)]
+    ids = [f"q{i}" for i in range(100)]
+    items = pd.concat(
+        [
+            pd.DataFrame({"run_id": "A", "item_id": ids, "correct": correct_a}),
+            pd.DataFrame({"run_id": "B", "item_id": ids, "correct": correct_b}),
+        ]
+    )
+    row = paired_bootstrap(items, "A", "B", n_boot=2000).iloc[0]
+    assert row["p_val"] == pytest.approx(0.0625, rel=1e-12)
+    assert row["p_val"] == mcnemar(items, "A", "B").iloc[0]["p_val"]
+    assert row["diff"] == pytest.approx(0.05)
+
+
+def _discordant_items(a_only: int, b_only: int, both: int = 50, neither: int = 30) -> pd.DataFrame:
+    """Items with given counts of the four outcome pairs (A right/wrong, B right/wrong)."""
+    a = [True] * both + [True] * a_only + [False] * b_only + [False] * neither
+    b = [True] * both + [False] * a_only + [True] * b_only + [False] * neither
+    ids = [f"q{i}" for i in range(len(a))]
+    return pd.concat(
+        [
+            pd.DataFrame({"run_id": "A", "item_id": ids, "correct": a}),
+            pd.DataFrame({"run_id": "B", "item_id": ids, "correct": b}),
+        ]
+    )
+
+
+@pytest.mark.parametrize(("a_only", "b_only", "expected"), [(20, 4, "exact_mcnemar"), (20, 5, "bootstrap")])
+def test_p_source_switches_at_25_discordant_items(a_only: int, b_only: int, expected: str) -> None:
+    items = _discordant_items(a_only, b_only)
+    row = paired_bootstrap(items, "A", "B", n_boot=2000).iloc[0]
+    assert row["p_method"] == expected
+    exact = mcnemar(items, "A", "B").iloc[0]["p_val"]
+    assert (row["p_val"] == exact) == (expected == "exact_mcnemar")
+    forced = paired_bootstrap(items, "A", "B", n_boot=2000, p_method="exact_mcnemar").iloc[0]
+    assert forced["p_method"] == "exact_mcnemar" and forced["p_val"] == exact
+    assert forced[["ci_low", "ci_high"]].to_list() == row[["ci_low", "ci_high"]].to_list()
+
+
+def test_bootstrap_p_is_never_zero() -> None:
+    items = _discordant_items(a_only=60, b_only=0)
+    row = paired_bootstrap(items, "A", "B", n_boot=999, p_method="bootstrap").iloc[0]
+    assert row["p_method"] == "bootstrap"
+    assert row["p_val"] == pytest.approx(2 / 1000)  # no resample at or below 0: 2 (0 + 1) / (999 + 1)
+
+
+def test_paired_bootstrap_checks_p_method_and_seed() -> None:
+    with pytest.raises(ConfigError, match="auto, bootstrap, exact_mcnemar"):
+        paired_bootstrap(_items(), "A", "B", p_method="exact")
+    with pytest.raises(ConfigError, match="seed"):
+        paired_bootstrap(_items(), "A", "B", seed=None)  # type: ignore[arg-type]
