@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,12 +24,17 @@ from kdanalysis.stats._checks import (
     numeric_values,
 )
 from kdanalysis.stats._grouping import rows_by_group
-from kdanalysis.stats._rowwise import dense_codes, rowwise_kendall, rowwise_spearman
-from kdanalysis.stats.resampling import bootstrap_result
+from kdanalysis.stats._permutation import EXACT_MAX_N, permutation_pvalue
+from kdanalysis.stats._rowwise import dense_codes, rowwise_kendall, rowwise_pearson, rowwise_spearman
+from kdanalysis.stats.resampling import bootstrap_result, check_seed, percentile_interval
 
 __all__ = [
     "CORR_COLUMNS",
     "CORR_METHODS",
+    "CORR_P_METHODS",
+    "EXACT_MAX_N",
+    "KENDALL_EXACT_MAX_N",
+    "MIN_DEFINED_SHARE",
     "PARTIAL_CORR_COLUMNS",
     "PARTIAL_CORR_METHODS",
     "corr",
@@ -38,7 +44,25 @@ __all__ = [
 
 CORR_METHODS = ("pearson", "spearman", "kendall")
 PARTIAL_CORR_METHODS = ("pearson", "spearman")
-CORR_COLUMNS = ("x", "y", "method", "n", "statistic", "p_val", "ci_low", "ci_high", "note", "alternative")
+CORR_COLUMNS = (
+    "x",
+    "y",
+    "method",
+    "n",
+    "statistic",
+    "p_val",
+    "ci_low",
+    "ci_high",
+    "note",
+    "alternative",
+    "p_method",
+)
+#: ``p_method=`` of :func:`corr`.
+CORR_P_METHODS = ("auto", "exact", "asymptotic", "permutation")
+#: scipy's exact Kendall p (no ties) is used up to this n by ``p_method="auto"`` (scipy's own limit).
+KENDALL_EXACT_MAX_N = 33
+#: A rank bootstrap interval needs the coefficient defined on at least this share of resamples.
+MIN_DEFINED_SHARE = 0.5
 PARTIAL_CORR_COLUMNS = (
     "x",
     "y",
@@ -53,7 +77,12 @@ PARTIAL_CORR_COLUMNS = (
     "alternative",
 )
 
-_SCIPY_TESTS = {"pearson": sps.pearsonr, "spearman": sps.spearmanr, "kendall": sps.kendalltau}
+#: scipy's coefficient and asymptotic test (Kendall's would be exact without ties at n <= 33 by default).
+_SCIPY_TESTS = {
+    "pearson": sps.pearsonr,
+    "spearman": sps.spearmanr,
+    "kendall": partial(sps.kendalltau, method="asymptotic"),
+}
 _ROWWISE_RANK_STATISTICS = {"spearman": rowwise_spearman, "kendall": rowwise_kendall}
 #: ``1 - |r|`` below this is rounding error of collinear residuals (a partial r of exactly ±1).
 _COLLINEAR_TOL = 1e-12
@@ -70,15 +99,46 @@ def corr(
     n_boot: int = 10_000,
     seed: int = 0,
     alternative: str = "two-sided",
+    p_method: str = "auto",
+    n_perm: int = 10_000,
 ) -> pd.DataFrame:
     """Correlation of two numeric columns, with test and confidence interval.
 
-    Rows with a missing ``x`` or ``y`` are dropped. The coefficient and p-value are
+    Rows with a missing ``x`` or ``y`` are dropped. The coefficient is
     :func:`scipy.stats.pearsonr`, :func:`~scipy.stats.spearmanr` or
-    :func:`~scipy.stats.kendalltau` (tau-b). The interval is Fisher's z for Pearson
-    (scipy's ``confidence_interval``) and a seeded percentile bootstrap over (x, y)
-    pairs for the rank methods (``n_boot`` resamples, vectorised); a one-sided
-    ``alternative`` gives a one-sided interval bounded by -1 or 1.
+    :func:`~scipy.stats.kendalltau` (tau-b).
+
+    The p-value (``p_method``):
+
+    - ``"asymptotic"``: scipy's reference distribution: Student t with n - 2 df for
+      Pearson (exact under bivariate normality) and Spearman (an approximation that is
+      far too small at small n: a perfect monotone relation at n = 4 gets p = 0), the
+      normal approximation with tie correction for Kendall.
+    - ``"exact"``: the permutation distribution of the coefficient over all n! pairings
+      of the observed x with the observed y (ties kept as observed), for n <=
+      :data:`EXACT_MAX_N` (9); for Kendall without ties scipy's exact distribution
+      (``kendalltau(method="exact")``) at any n. Where no exact p is available (n > 9,
+      except Kendall without ties) it falls back to ``"permutation"``, recorded as such.
+    - ``"permutation"``: ``n_perm`` random pairings drawn with ``seed``, p = (k + 1) /
+      (n_perm + 1) (:func:`scipy.stats.permutation_test`; exact when n! <= ``n_perm``).
+    - ``"auto"`` (default): ``"exact"`` for Spearman and Kendall with n <= 9, and for
+      Kendall without ties up to n = :data:`KENDALL_EXACT_MAX_N` (33, where scipy's own
+      default already is exact); ``"asymptotic"`` otherwise, and always for Pearson.
+
+    Two-sided permutation p-values are ``2 * min(P(T <= t), P(T >= t))`` capped at 1
+    (scipy's convention; the Spearman null distribution without ties is symmetric, so this
+    equals ``P(|T| >= |t|)``).
+
+    The interval is Fisher's z for Pearson (scipy's ``confidence_interval``) and a seeded
+    percentile bootstrap over (x, y) pairs for the rank methods (``n_boot`` resamples,
+    vectorised). A resample in which x or y is constant has no rank coefficient (usual
+    at n <= 8 or with ties); such resamples are left out and the interval is the
+    percentile interval of the others, i.e. of the bootstrap distribution conditional on
+    a defined coefficient (the same as redrawing each constant resample). The number left
+    out is said in ``note``; when fewer than :data:`MIN_DEFINED_SHARE` (half) of the
+    resamples are usable the interval is NaN with a note and a
+    :class:`DegenerateDataWarning`. A one-sided ``alternative`` gives a one-sided
+    interval bounded by -1 or 1.
 
     Parameters
     ----------
@@ -92,21 +152,33 @@ def corr(
     ci : float or None
         Confidence level in (0, 1); ``None`` skips the interval (``ci_low``/``ci_high``
         NaN), which saves the bootstrap where only the test is needed.
-    n_boot, seed : int
-        Bootstrap resamples and seed (rank methods only).
+    n_boot : int
+        Bootstrap resamples (rank methods only).
+    seed : int
+        Seed (>= 0; ``None`` raises) of the bootstrap and of Monte Carlo permutations.
     alternative : {"two-sided", "greater", "less"}
+    p_method : {"auto", "exact", "asymptotic", "permutation"}
+        How the p-value is computed (see above).
+    n_perm : int
+        Random pairings drawn for a Monte Carlo permutation p-value.
 
     Returns
     -------
     DataFrame
-        Columns ``[*by], x, y, method, n, statistic, p_val, ci_low, ci_high, note, alternative``:
-        ``x``/``y`` hold the column names, ``n`` the complete pairs, ``statistic`` the
-        coefficient, ``note`` is ``""`` or says why the row is NaN (n < 3, constant
-        input; a :class:`DegenerateDataWarning` is emitted too).
+        Columns ``[*by], x, y, method, n, statistic, p_val, ci_low, ci_high, note,
+        alternative, p_method``: ``x``/``y`` hold the column names, ``n`` the complete
+        pairs, ``statistic`` the coefficient, ``p_method`` how ``p_val`` was obtained
+        (``"exact"``, ``"asymptotic"`` or ``"permutation"``; NaN when ``p_val`` is).
+        ``note`` is ``""``, says why the row is NaN (n < 3, constant input; a
+        :class:`DegenerateDataWarning` is emitted too), or says how many constant
+        bootstrap resamples were left out of the interval.
     """
     check_option("method", method, CORR_METHODS)
     check_option("alternative", alternative, ALTERNATIVES)
+    check_option("p_method", p_method, CORR_P_METHODS)
     check_positive_int("n_boot", n_boot)
+    check_positive_int("n_perm", n_perm)
+    check_seed(seed)
     if ci is not None:
         check_ci(ci)
     groups = as_column_list(by)
@@ -121,17 +193,18 @@ def corr(
             return row
         xs, ys = pairs[:, 0], pairs[:, 1]
         result = _SCIPY_TESTS[method](xs, ys, alternative=alternative)
-        row["statistic"], row["p_val"] = float(result.statistic), float(result.pvalue)
+        row["statistic"] = float(result.statistic)
+        row["p_val"], row["p_method"] = _corr_pvalue(
+            xs, ys, method, alternative, p_method, n_perm, seed, asymptotic_p=float(result.pvalue)
+        )
         if ci is None:
             return row
         if method == "pearson":
             low, high = result.confidence_interval(confidence_level=ci)
         else:
-            low, high = _rank_bootstrap_ci(xs, ys, method, ci, n_boot, seed, alternative)
-            if np.isnan(low) or np.isnan(high):
-                row["note"] = degenerate(
-                    f"corr({x!r}, {y!r}): bootstrap CI undefined, some resamples have constant x or y"
-                )
+            low, high, row["note"] = _rank_bootstrap_ci(xs, ys, method, ci, n_boot, seed, alternative)
+            if row["note"] and np.isnan(low):
+                row["note"] = degenerate(f"corr({x!r}, {y!r}): {row['note']}")
         row["ci_low"], row["ci_high"] = float(low), float(high)
         return row
 
@@ -258,11 +331,67 @@ def _t_pvalue(t: float, dof: int, alternative: str) -> float:
     return float(min(1.0, 2.0 * sps.t.sf(abs(t), dof)))
 
 
+def _corr_pvalue(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    method: str,
+    alternative: str,
+    p_method: str,
+    n_perm: int,
+    seed: int,
+    *,
+    asymptotic_p: float,
+) -> tuple[float, str]:
+    """P-value of the coefficient of ``xs`` and ``ys`` and the method that produced it (see :func:`corr`)."""
+    n = len(xs)
+    ties = len(np.unique(xs)) < n or len(np.unique(ys)) < n
+    if p_method == "auto":
+        small = method != "pearson" and n <= EXACT_MAX_N
+        kendall_exact = method == "kendall" and not ties and n <= KENDALL_EXACT_MAX_N
+        p_method = "exact" if small or kendall_exact else "asymptotic"
+    if p_method == "asymptotic":
+        if method == "kendall":
+            return float(
+                sps.kendalltau(xs, ys, method="asymptotic", alternative=alternative).pvalue
+            ), p_method
+        return float(_SCIPY_TESTS[method](xs, ys, alternative=alternative).pvalue), p_method
+    if p_method == "exact" and method == "kendall" and not ties:
+        return float(sps.kendalltau(xs, ys, method="exact", alternative=alternative).pvalue), p_method
+    transform, statistic = _PERMUTATION_INPUTS[method]
+    return permutation_pvalue(
+        transform(xs),
+        transform(ys),
+        statistic,
+        alternative=alternative,
+        exact=p_method == "exact",
+        n_perm=n_perm,
+        seed=seed,
+    )
+
+
+def _pearson_against(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return rowwise_pearson(*np.broadcast_arrays(a, b))
+
+
+def _kendall_against(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return rowwise_kendall(*np.broadcast_arrays(a, b))
+
+
+#: What a permutation test pairs for each method, and the coefficient of a pairing:
+#: Pearson r of the values, Pearson r of the average ranks (Spearman), tau-b of dense codes.
+_PERMUTATION_INPUTS = {
+    "pearson": (np.asarray, _pearson_against),
+    "spearman": (sps.rankdata, _pearson_against),
+    "kendall": (dense_codes, _kendall_against),
+}
+
+
 def _rank_bootstrap_ci(
     xs: np.ndarray, ys: np.ndarray, method: str, ci: float, n_boot: int, seed: int, alternative: str
-) -> tuple[float, float]:
+) -> tuple[float, float, str]:
+    """Percentile bootstrap interval of a rank coefficient over the resamples defining it, and a note."""
     with warnings.catch_warnings():
-        # A NaN interval is reported by corr() with its own note; scipy's message names BCa.
+        # Constant resamples give NaN; they are left out below (scipy's warning names BCa).
         warnings.simplefilter("ignore", sps.DegenerateDataWarning)
         result = bootstrap_result(
             (dense_codes(xs), dense_codes(ys)),
@@ -275,8 +404,22 @@ def _rank_bootstrap_ci(
             alternative=alternative,
             axis=-1,
         )
-    low, high = result.confidence_interval
-    return float(np.clip(low, -1.0, 1.0)), float(np.clip(high, -1.0, 1.0))
+    draws = result.bootstrap_distribution
+    undefined = int(np.isnan(draws).sum())
+    if n_boot - undefined < MIN_DEFINED_SHARE * n_boot:
+        note = (
+            f"bootstrap CI undefined: x or y is constant in {undefined} of {n_boot} resamples, "
+            f"more than {1 - MIN_DEFINED_SHARE:.0%}"
+        )
+        return np.nan, np.nan, note
+    low, high = percentile_interval(draws, ci, alternative)
+    note = ""
+    if undefined:
+        note = (
+            f"bootstrap CI from the {n_boot - undefined} of {n_boot} resamples where x and y vary; "
+            f"{undefined} resamples with constant x or y left out"
+        )
+    return float(np.clip(low, -1.0, 1.0)), float(np.clip(high, -1.0, 1.0)), note
 
 
 def _degenerate_pairs_note(values: np.ndarray, names: tuple[str, str], min_n: int) -> str:

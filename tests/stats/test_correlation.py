@@ -116,7 +116,7 @@ def test_rank_bootstrap_coverage_is_sane() -> None:
 
 
 def test_corr_on_real_data_by_family_equals_scipy_per_group(math_scores: pd.DataFrame) -> None:
-    table = corr(math_scores, "gsm8k", "svamp", "spearman", by="family", n_boot=200)
+    table = corr(math_scores, "gsm8k", "svamp", "spearman", by="family", n_boot=200, p_method="asymptotic")
     assert list(table["family"]) == sorted(math_scores["family"].unique())
     for _, row in table.iterrows():
         group = math_scores[math_scores["family"] == row["family"]]
@@ -124,6 +124,11 @@ def test_corr_on_real_data_by_family_equals_scipy_per_group(math_scores: pd.Data
         assert row["n"] == len(group)
         assert row["statistic"] == pytest.approx(expected.statistic, abs=1e-12)
         assert row["p_val"] == pytest.approx(expected.pvalue, rel=1e-9)
+    # by default the families of 5 and 9 models get the exact p, the families of 19 scipy's t approximation
+    auto = corr(math_scores, "gsm8k", "svamp", "spearman", by="family", ci=None)
+    assert list(auto["p_method"]) == ["exact" if n <= 9 else "asymptotic" for n in auto["n"]]
+    large = auto["n"] > 9
+    assert auto.loc[large, "p_val"].to_list() == table.loc[large, "p_val"].to_list()
 
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
@@ -254,3 +259,169 @@ def test_partial_corr_of_collinear_ranks_is_exactly_one_in_any_row_order() -> No
     for order in ([0, 1, 2, 3], [3, 1, 0, 2], [2, 0, 3, 1]):
         row = partial_corr(df.iloc[order], "x", "y", "z", method="spearman").iloc[0]
         assert row["statistic"] == -1.0 and row["p_val"] == 0.0
+
+
+def _pairings_test(x: np.ndarray, y: np.ndarray, method: str, alternative: str = "two-sided") -> float:
+    """Exact p of scipy's coefficient over every pairing of x with y (scipy.stats.permutation_test)."""
+    if method == "spearman":  # Pearson r of ranks, vectorised with scipy's own functions
+
+        def statistic(values: np.ndarray, axis: int) -> np.ndarray:
+            ranks = sps.rankdata(values, axis=axis)
+            return sps.pearsonr(ranks, np.broadcast_to(sps.rankdata(y), ranks.shape), axis=axis).statistic
+
+    else:
+
+        def statistic(values: np.ndarray) -> float:  # type: ignore[misc]
+            return SCIPY[method](values, y).statistic
+
+    return sps.permutation_test(
+        (x,), statistic, permutation_type="pairings", alternative=alternative, n_resamples=np.inf
+    ).pvalue
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall"])
+def test_perfect_monotone_relation_at_n4_has_the_exact_p_not_zero(method: str) -> None:
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [10.0, 20.0, 25.0, 40.0]})
+    row = corr(df, "x", "y", method, ci=None).iloc[0]
+    assert row["statistic"] == 1.0
+    assert row["p_val"] == pytest.approx(2 / 24, rel=1e-12)  # 2 of the 4! pairings are as extreme
+    greater = corr(df, "x", "y", method, ci=None, alternative="greater").iloc[0]
+    assert greater["p_val"] == pytest.approx(1 / 24, rel=1e-12)
+
+
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+@pytest.mark.parametrize("method", ["spearman", "kendall"])
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        ([0.3, 1.2, -0.5, 2.2, 0.9, 1.7], [0.1, 0.8, 0.2, 1.5, -0.4, 0.9]),  # no ties, n = 6
+        ([1, 1, 2, 3, 3, 4], [2.0, 1.0, 2.0, 5.0, 4.0, 4.0]),  # ties in both, n = 6
+    ],
+)
+def test_small_n_rank_p_values_equal_scipy_exact_permutation_test(
+    x: list[float], y: list[float], method: str, alternative: str
+) -> None:
+    df = pd.DataFrame({"x": np.asarray(x, dtype=float), "y": np.asarray(y, dtype=float)})
+    row = corr(df, "x", "y", method, ci=None, alternative=alternative).iloc[0]
+    expected = _pairings_test(df["x"].to_numpy(), df["y"].to_numpy(), method, alternative)
+    assert row["p_val"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_spearman_p_with_ties_at_n8_equals_scipy_permutation_test() -> None:
+    x = np.array([1, 2, 2, 3, 4, 6, 6, 7], dtype=float)
+    y = np.array([3, 1, 4, 1, 5, 2, 6, 5], dtype=float)
+    row = corr(pd.DataFrame({"x": x, "y": y}), "x", "y", "spearman", ci=None).iloc[0]
+    assert row["p_method"] == "exact"
+    assert row["p_val"] == pytest.approx(_pairings_test(x, y, "spearman"), rel=1e-12)
+
+
+def test_auto_p_method_is_exact_up_to_n9_then_asymptotic() -> None:
+    monotone = pd.DataFrame({"x": np.arange(10.0), "y": np.arange(10.0) ** 3})
+    at_9 = corr(monotone.head(9), "x", "y", "spearman", ci=None).iloc[0]
+    assert at_9["p_method"] == "exact" and at_9["p_val"] == pytest.approx(2 / 362_880, rel=1e-12)
+    at_10 = corr(monotone, "x", "y", "spearman", ci=None).iloc[0]
+    assert (
+        at_10["p_method"] == "asymptotic"
+        and at_10["p_val"] == sps.spearmanr(monotone["x"], monotone["y"]).pvalue
+    )
+    # Kendall without ties keeps scipy's exact p up to n = 33, as scipy's own default does
+    kendall = corr(_frame(30), "x", "y", "kendall", ci=None).iloc[0]
+    assert kendall["p_method"] == "exact"
+    assert kendall["p_val"] == sps.kendalltau(_frame(30)["x"], _frame(30)["y"], method="exact").pvalue
+    pearson = corr(monotone.head(5), "x", "y", ci=None).iloc[0]
+    assert pearson["p_method"] == "asymptotic"
+
+
+@pytest.mark.parametrize("method", ["spearman", "kendall"])
+def test_rank_ci_at_small_n_with_ties_is_finite_and_says_what_was_left_out(method: str) -> None:
+    # n = 6 with a value shared by half the rows: many resamples have constant x
+    df = pd.DataFrame({"x": [1.0, 1.0, 1.0, 2.0, 3.0, 4.0], "y": [0.5, 0.1, 0.7, 1.1, 0.9, 1.6]})
+    row = corr(df, "x", "y", method, n_boot=2000, seed=1).iloc[0]
+    assert np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])
+    assert -1.0 <= row["ci_low"] <= row["statistic"] <= row["ci_high"] <= 1.0
+    assert "resamples" in row["note"] and "left out" in row["note"]
+
+
+def test_monte_carlo_permutation_p_is_scipys_seeded_and_recorded() -> None:
+    df = _frame(15, seed=6)
+    x, y = df["x"].to_numpy(), df["y"].to_numpy()
+    row = corr(df, "x", "y", "spearman", ci=None, p_method="permutation", n_perm=3000, seed=4).iloc[0]
+    assert row["p_method"] == "permutation"
+
+    expected = sps.permutation_test(
+        (x,),
+        lambda values: sps.spearmanr(values, y).statistic,
+        permutation_type="pairings",
+        vectorized=False,
+        n_resamples=3000,
+        rng=np.random.default_rng(4),
+    ).pvalue
+    assert row["p_val"] == pytest.approx(expected, rel=1e-12)
+    assert row["p_val"] >= 1 / 3001  # (k + 1) / (n_perm + 1) is never 0
+    again = corr(df, "x", "y", "spearman", ci=None, p_method="permutation", n_perm=3000, seed=4)
+    assert again.iloc[0]["p_val"] == row["p_val"]
+    # "exact" beyond the enumerable n falls back to Monte Carlo and says so
+    fallback = corr(df, "x", "y", "spearman", ci=None, p_method="exact", n_perm=3000, seed=4).iloc[0]
+    assert fallback["p_method"] == "permutation" and fallback["p_val"] == row["p_val"]
+    # a Pearson permutation test on request, and "asymptotic" is scipy's default p
+    pearson = corr(df.head(6), "x", "y", ci=None, p_method="exact").iloc[0]
+    assert pearson["p_method"] == "exact"
+    assert pearson["p_val"] == pytest.approx(
+        sps.permutation_test(
+            (x[:6],),
+            lambda v: sps.pearsonr(v, y[:6]).statistic,
+            permutation_type="pairings",
+            vectorized=False,
+            n_resamples=np.inf,
+        ).pvalue,
+        rel=1e-12,
+    )
+    asymptotic = corr(df.head(6), "x", "y", "spearman", ci=None, p_method="asymptotic").iloc[0]
+    assert asymptotic["p_val"] == sps.spearmanr(x[:6], y[:6]).pvalue
+
+
+def test_rank_ci_is_the_percentile_interval_of_the_defined_resamples() -> None:
+    x = np.array([1.0, 1.0, 1.0, 2.0, 3.0, 4.0])
+    y = np.array([0.5, 0.1, 0.7, 1.1, 0.9, 1.6])
+    row = corr(pd.DataFrame({"x": x, "y": y}), "x", "y", "spearman", n_boot=1000, seed=2).iloc[0]
+
+    def spearman_or_nan(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+        rows = zip(a.reshape(-1, 6), b.reshape(-1, 6), strict=True)
+        values = [sps.spearmanr(ra, rb).statistic if np.ptp(ra) and np.ptp(rb) else np.nan for ra, rb in rows]
+        return np.array(values).reshape(a.shape[:-1])
+
+    with pytest.warns(sps.DegenerateDataWarning):  # scipy cannot take a percentile of NaN draws
+        draws = sps.bootstrap(
+            (x, y),
+            spearman_or_nan,
+            n_resamples=1000,
+            paired=True,
+            vectorized=True,
+            method="percentile",
+            rng=np.random.default_rng(2),
+        ).bootstrap_distribution
+    defined = draws[~np.isnan(draws)]
+    assert 0 < defined.size < 1000
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(
+        tuple(np.quantile(defined, [0.025, 0.975])), abs=1e-12
+    )
+    assert f"{defined.size} of 1000 resamples" in row["note"]
+
+
+def test_rank_ci_is_nan_when_most_resamples_are_constant() -> None:
+    # n = 3: x or y is constant in 15 of the 27 equally likely resamples
+    df = pd.DataFrame({"x": [1.0, 1.0, 2.0], "y": [1.0, 2.0, 2.0]})
+    with pytest.warns(DegenerateDataWarning, match="constant in"):
+        row = corr(df, "x", "y", "kendall", n_boot=2000).iloc[0]
+    assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"]) and "bootstrap CI undefined" in row["note"]
+    assert np.isfinite(row["statistic"]) and row["p_method"] == "exact"
+
+
+def test_p_method_and_seed_are_checked() -> None:
+    df = _frame()
+    with pytest.raises(ConfigError, match="auto, exact, asymptotic, permutation"):
+        corr(df, "x", "y", "spearman", p_method="fisher")
+    with pytest.raises(ConfigError, match="seed"):
+        corr(df, "x", "y", "spearman", seed=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="n_perm"):
+        corr(df, "x", "y", "spearman", n_perm=0)
