@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kdanalysis.config import read_yaml_mapping, validation_error_message
 from kdanalysis.errors import ConfigError
 from kdanalysis.runfolder import CONFIG_FILE
-from runners.evaluate.decoding import DecodingConfig
+from runners.evaluate.decoding import DecodingConfig, with_stop
+from runners.evaluate.prompts import STOP_STRINGS
 from runners.evaluate.tasks import TaskRegistry, TaskSpec, bundled_tasks, json_task
 
 __all__ = [
@@ -125,7 +126,9 @@ class EvalConfig(_Strict):
         ``multiple_choice``: pick the label with the highest log-likelihood (label and
         choice-letter tasks only; a fast, non-published alternative).
     decoding : DecodingConfig
-        Decoding settings, or a preset name (``greedy``, ``published``).
+        Decoding settings, or a preset name (``greedy``, ``published``); the prompt style's
+        stop strings (:data:`runners.evaluate.prompts.STOP_STRINGS`: a second
+        ``### Response:``) are added to ``stop``, so generation ends where scoring cuts.
     prompt_style : str
         Prompt template (:data:`runners.evaluate.prompts.PROMPT_STYLES`).
     extractor : str
@@ -173,6 +176,7 @@ class EvalConfig(_Strict):
             math.isfinite(self.meta.temperature) and self.meta.temperature > 0
         ):
             raise ValueError(f"meta.temperature must be > 0, got {self.meta.temperature}")
+        self.decoding = with_stop(self.decoding, STOP_STRINGS[self.prompt_style])
         return self
 
     @property

@@ -17,6 +17,11 @@ from a preset and overriding fields::
     decoding: published
     decoding: {preset: published, seed: 3}
     decoding: {max_new_tokens: 128, stop: ["### Instruction"]}
+
+An evaluation run adds its prompt style's stop strings
+(:data:`runners.evaluate.prompts.STOP_STRINGS`, a second ``### Response:``) to ``stop``
+(:func:`with_stop`, applied by :class:`~runners.evaluate.config.EvalConfig`), so generation
+ends where the published scoring cuts the response; backends only read ``stop``.
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kdanalysis.errors import ConfigError
 
-__all__ = ["DecodingConfig", "DECODING_PRESETS", "decoding_preset", "truncate_at_stop"]
+__all__ = ["DecodingConfig", "DECODING_PRESETS", "decoding_preset", "truncate_at_stop", "with_stop"]
 
 #: Named decoding protocols; values are keyword arguments of :class:`DecodingConfig`.
 DECODING_PRESETS: dict[str, dict[str, Any]] = {
     "greedy": {"do_sample": False, "max_new_tokens": 256},
     "published": {
-        "do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "n": 1, "max_new_tokens": 256,
+        "do_sample": True,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "top_k": 0,
+        "n": 1,
+        "max_new_tokens": 256,
     },
 }
 
@@ -140,3 +150,25 @@ def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
     """
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
+
+
+def with_stop(decoding: DecodingConfig, stop: tuple[str, ...] | list[str]) -> DecodingConfig:
+    """``decoding`` with the strings of ``stop`` it lacks appended to its stop strings.
+
+    Parameters
+    ----------
+    decoding : DecodingConfig
+    stop : sequence of str
+        Stop strings that must be in force (e.g. a prompt style's
+        :data:`runners.evaluate.prompts.STOP_STRINGS`).
+
+    Returns
+    -------
+    DecodingConfig
+        ``decoding`` itself when it already has them all; otherwise a copy whose ``stop`` is
+        the old strings followed by the missing ones, in order.
+    """
+    missing = tuple(s for s in dict.fromkeys(stop) if s not in decoding.stop)
+    if not missing:
+        return decoding
+    return decoding.model_copy(update={"stop": decoding.stop + missing})

@@ -1,5 +1,12 @@
 """Answer extraction and answer comparison, selectable by name.
 
+Both extractors read the model's *response*: the generation up to a second
+``### Response:`` header (:func:`runners.evaluate.prompts.response_text`), which is all the
+released scripts keep of a generation (``output.split("### Response:")[1]`` on prompt +
+generation). "The answer is 5.\n\n### Instruction: What is 2 + 9?\n\n### Response: The
+answer is 11." is therefore read as "The answer is 5.\n\n### Instruction: What is 2 + 9?":
+9 under ``"published"`` (the last number), 5 under ``"strict"``.
+
 ``"published"`` reproduces the released KD_generalization evaluation
 (``generative/evaluate.py`` and ``commonsense_evaluate.py``) rule for rule:
 
@@ -31,6 +38,7 @@ import re
 from collections.abc import Callable
 
 from kdanalysis.errors import ConfigError
+from runners.evaluate.prompts import response_text
 from runners.evaluate.tasks import TaskSpec
 
 __all__ = [
@@ -119,7 +127,8 @@ def extract_answer(text: str | None, spec: TaskSpec, extractor: str = "published
     Parameters
     ----------
     text : str or None
-        The model's response (``None`` is treated as empty).
+        The model's generation (``None`` is treated as empty); only the text before a
+        second ``### Response:`` header is read (see the module docstring).
     spec : TaskSpec
         The task (gives the answer type and label vocabulary).
     extractor : {"published", "strict"}
@@ -132,9 +141,10 @@ def extract_answer(text: str | None, spec: TaskSpec, extractor: str = "published
         nothing could be extracted.
     """
     rule = get_extractor(extractor)
-    if not text:
+    response = response_text(text or "")
+    if not response:
         return ""
-    return rule(text, spec)
+    return rule(response, spec)
 
 
 def answers_match(spec: TaskSpec, a: str, b: str) -> bool:

@@ -22,6 +22,14 @@ builds its prompts with indented triple-quoted f-strings, so the exact text carr
 The ``### Input:`` block is added only when ``input`` is a non-empty string (the shipped
 test sets all have ``input == ""``). Note: the released commonsense evaluation never
 passed the input to the prompt; with the shipped files this makes no difference.
+
+Every style ends with the :data:`RESPONSE_HEADER` ``"### Response:"``. The released
+scripts keep only the text between the prompt's header and the next one
+(``output.split("### Response:")[1].strip()`` on the decoded prompt + generation,
+``generative/evaluate.py`` line 87, ``commonsense_evaluate.py`` line 86), so a model that
+goes on with a new ``### Instruction:`` is scored on its first response only.
+:func:`response_text` makes that cut, and :data:`STOP_STRINGS` gives each style's stop
+strings, which generation uses so that it ends where the cut would.
 """
 
 from __future__ import annotations
@@ -31,7 +39,15 @@ from typing import Literal
 
 from kdanalysis.errors import ConfigError
 
-__all__ = ["PROMPT_STYLES", "PromptStyle", "format_prompt", "prompt_hash"]
+__all__ = [
+    "PROMPT_STYLES",
+    "PromptStyle",
+    "RESPONSE_HEADER",
+    "STOP_STRINGS",
+    "format_prompt",
+    "prompt_hash",
+    "response_text",
+]
 
 PromptStyle = Literal["published", "published_train", "alpaca"]
 PROMPT_STYLES: tuple[str, ...] = ("published", "published_train", "alpaca")
@@ -45,6 +61,11 @@ _PREAMBLE_INPUT = (
     "further context. Write a response that appropriately completes the request."
 )
 _INDENT = " " * 16
+
+#: The header that ends every prompt style and opens the model's response.
+RESPONSE_HEADER = "### Response:"
+#: Stop strings of generation per prompt style: a second response header ends the response.
+STOP_STRINGS: dict[str, tuple[str, ...]] = {style: (RESPONSE_HEADER,) for style in PROMPT_STYLES}
 
 
 def _published(instruction: str, input: str | None) -> str:
@@ -113,3 +134,25 @@ def format_prompt(instruction: str, input: str | None = None, *, style: PromptSt
 def prompt_hash(prompt: str) -> str:
     """Return the first 16 hex characters of the SHA-256 of ``prompt`` (UTF-8)."""
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+
+
+def response_text(generation: str) -> str:
+    """The model's response as the released scripts score it: the text before a second header.
+
+    The released evaluation decodes prompt + generation and keeps
+    ``text.split("### Response:")[1]``: everything after the prompt's own header up to the
+    next :data:`RESPONSE_HEADER`, which a model writes when it goes on with a new
+    instruction of its own. This function applies that cut to the generation alone.
+
+    Parameters
+    ----------
+    generation : str
+        The generated continuation of a prompt (without the prompt).
+
+    Returns
+    -------
+    str
+        ``generation`` up to (not including) its first ``"### Response:"``; unchanged when
+        it has none.
+    """
+    return generation.split(RESPONSE_HEADER, 1)[0]

@@ -40,7 +40,8 @@ decoding: {preset: published, seed: 6}
 meta: {study: kd_generalization, student: Qwen2.5-0.5B, teacher: Qwen2.5-7B, method: fkl, temperature: 2.0}
 """)
     cfg = load_eval_config(path)
-    assert cfg.decoding == decoding_preset("published", seed=6)
+    # the prompt style's stop string is added: generation ends at a second "### Response:"
+    assert cfg.decoding == decoding_preset("published", seed=6, stop=("### Response:",))
     assert cfg.vllm.tensor_parallel_size == 2 and cfg.vllm.enable_prefix_caching is False
     assert cfg.meta.temperature == 2.0 and cfg.data_dir == Path("data/testsets")
     assert load_eval_config(path, limit=3).limit == 3
