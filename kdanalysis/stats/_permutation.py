@@ -6,12 +6,13 @@ is at least as extreme as the observed one. :func:`scipy.stats.permutation_test`
 (``permutation_type="pairings"``) enumerates all n! pairings or draws them at random.
 
 The enumerated null distribution depends only on the two multisets of values (pairing
-sorted x with sorted y gives the same n! coefficients), so it is kept in a small cache
-keyed by them: without ties the rank statistics share one null distribution per n,
-computed once per process. Reading the p-value off a cached null distribution is the
-one step written here; it follows :func:`scipy.stats.permutation_test` exactly (its
-comparison tolerance, its two-sided rule ``2 * min(P(T <= t), P(T >= t))`` capped at
-1), and the tests check it against ``permutation_test`` itself.
+sorted x with sorted y gives the same n! coefficients, and the coefficients used here
+are symmetric in x and y), so it is kept in a small cache keyed by them: without ties
+the rank statistics share one null distribution per n, computed once per process.
+Reading the p-value off a cached null distribution is the one step written here; it
+follows :func:`scipy.stats.permutation_test` exactly (its comparison tolerance, its
+two-sided rule ``2 * min(P(T <= t), P(T >= t))`` capped at 1), and the tests check it
+against ``permutation_test`` itself.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ def permutation_pvalue(
     """
     n = len(a)
     if exact and n <= EXACT_MAX_N:
-        null = _null_distribution(statistic, tuple(np.sort(a)), tuple(np.sort(b)))
+        # the coefficients are symmetric in x and y, so (a, b) and (b, a) share one null distribution
+        first, second = sorted((tuple(np.sort(a)), tuple(np.sort(b))))
+        null = _null_distribution(statistic, first, second)
         return _p_from_null(null, float(statistic(a, b)), alternative), "exact"
     result = sps.permutation_test(
         (a,),

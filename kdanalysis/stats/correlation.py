@@ -131,8 +131,8 @@ def corr(
 
     The interval is Fisher's z for Pearson (scipy's ``confidence_interval``) and a seeded
     percentile bootstrap over (x, y) pairs for the rank methods (``n_boot`` resamples,
-    vectorised). A resample in which x or y is constant has no rank coefficient (usual
-    at n <= 8 or with ties); such resamples are left out and the interval is the
+    vectorised). A resample in which x or y is constant has no rank coefficient (common
+    with ties and at very small n); such resamples are left out and the interval is the
     percentile interval of the others, i.e. of the bootstrap distribution conditional on
     a defined coefficient (the same as redrawing each constant resample). The number left
     out is said in ``note``; when fewer than :data:`MIN_DEFINED_SHARE` (half) of the
@@ -230,6 +230,11 @@ def partial_corr(
     and the Fisher z interval uses n - k in place of n; this is pingouin's
     ``partial_corr``, and for Pearson the p-value equals that of ``x`` in the OLS
     ``y ~ x + covar``. Rows with any missing value among the columns are dropped.
+
+    Unlike :func:`corr` there is no exact or permutation p-value: permuting residuals
+    (Freedman-Lane) is exact only asymptotically, since residuals are not exchangeable,
+    so the t reference is kept at every n; at small n (a few residual degrees of freedom)
+    read the p-value of a Spearman partial correlation as approximate.
 
     Parameters
     ----------
