@@ -49,7 +49,7 @@ def run_grid(
         Path | None, typer.Option("--runs-dir", "-o", help="Runs folder (default: runs/<study>).")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show stages, cell states and the work estimate; run nothing.")
+        bool, typer.Option("--dry-run", help="Show stages, states, estimate, missing inputs; run nothing.")
     ] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Recompute failed cells.")] = False,
     list_cells: Annotated[bool, typer.Option("--list", help="With --dry-run: one line per cell.")] = False,

@@ -9,7 +9,8 @@ Command line: ``kdanalysis run-grid GRID.yaml [--dry-run] [--retry-failed]``. In
 Modules: :mod:`~runners.grid.spec` (the grid file), :mod:`~runners.grid.plan` (cells and
 ids), :mod:`~runners.grid.state` (on-disk state, lock, cell execution),
 :mod:`~runners.grid.executors`, :mod:`~runners.grid.runner` (the driver),
-:mod:`~runners.grid.stages` (cells → runners), :mod:`~runners.grid.estimate`,
+:mod:`~runners.grid.stages` (cells → runners), :mod:`~runners.grid.inputs` (input files
+checked at plan time), :mod:`~runners.grid.estimate`,
 :mod:`~runners.grid.progress`, :mod:`~runners.grid.worker`. Nothing here imports torch
 until a cell runs.
 """

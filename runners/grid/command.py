@@ -9,6 +9,7 @@ from rich.console import Console
 
 from kdanalysis.errors import ConfigError, RunFailedError
 from runners.grid.estimate import estimate_plan
+from runners.grid.inputs import MissingInput, input_failures, missing_inputs
 from runners.grid.plan import build_plan
 from runners.grid.progress import GridProgress, estimate_table
 from runners.grid.runner import plan_states, resolve_grid, run_grid
@@ -37,6 +38,16 @@ def _build_report(runs_dir: Path, console: Console) -> None:
     )
 
 
+def _print_missing(missing: list[MissingInput], out: Console) -> None:
+    """One block per missing input file: what it is, how many cells need it, where to get it."""
+    for entry in missing:
+        out.print(
+            f"missing {entry.what} ({len(entry.cells)} cells fail until it is there): {entry.message}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def run_grid_command(
     grid: str | Path,
     runs_dir: Path | None = None,
@@ -56,7 +67,8 @@ def run_grid_command(
     runs_dir : Path, optional
         Default ``runs/<study>``.
     dry_run : bool
-        Print stages, cell counts and states and the work estimate; write nothing.
+        Print stages, cell counts and states, the work estimate and the missing input files
+        (with where to get them); write nothing.
     retry_failed : bool
         Recompute cells that failed before.
     list_cells : bool
@@ -81,6 +93,8 @@ def run_grid_command(
         raise ConfigError(f"{path}: {exc}") from None
     runs_dir = runs_dir or default_runs_dir(spec.study)
     out = Console() if Console().is_terminal else Console(width=160)
+    missing = missing_inputs(plan)
+    no_input = input_failures(missing)
     if dry_run:
         states = plan_states(plan, runs_dir, retry_failed=retry_failed)
         title = f"grid {spec.study} ({path}) → {runs_dir}: {len(plan)} cells"
@@ -93,8 +107,9 @@ def run_grid_command(
                     highlight=False,
                 )
         for cid, status in states.items():
-            if status.state is CellState.FAILED:
+            if status.state is CellState.FAILED and cid not in no_input:
                 out.print(f"failed {cid} {plan.cells[cid].label}: {status.error}", highlight=False)
+        _print_missing(missing, out)
         return 0
     grid_text = path.read_text(encoding="utf-8")
     if progress:
@@ -108,10 +123,12 @@ def run_grid_command(
         highlight=False,
     )
     for cid, error in result.failed.items():
-        out.print(
-            f"failed {cid} {plan.cells[cid].label}: {error} (see {runs_dir}/cells/{cid}/log.txt)",
-            highlight=False,
-        )
+        if cid not in no_input:
+            out.print(
+                f"failed {cid} {plan.cells[cid].label}: {error} (see {runs_dir}/cells/{cid}/log.txt)",
+                highlight=False,
+            )
+    _print_missing(missing, out)
     if result.results_path is not None:
         out.print(f"results: {result.results_path}\nitems: {result.items_path}", highlight=False)
         if report if report is not None else spec.report:

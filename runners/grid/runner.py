@@ -26,6 +26,7 @@ from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
 from kdanalysis.results import MODEL_COLUMNS, validate_models, write_models
 from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE
 from runners.grid.executors import Executor, make_executor
+from runners.grid.inputs import input_failures, missing_inputs
 from runners.grid.plan import Plan
 from runners.grid.spec import GridSpec
 from runners.grid.state import (
@@ -107,6 +108,9 @@ def plan_states(plan: Plan, runs_dir: Path, *, retry_failed: bool = False) -> di
     """State of every cell of ``plan`` in ``runs_dir``, with ``blocked`` derived from failures.
 
     With ``retry_failed`` failed cells count as pending (and their dependents are not blocked).
+    A pending cell whose input file is missing (:func:`runners.grid.inputs.missing_inputs`)
+    counts as failed with the error it would fail with; it is checked again on every call,
+    so once the file is there the cell runs.
     """
     states = scan_states(runs_dir, list(plan.cells))
     if retry_failed:
@@ -114,6 +118,9 @@ def plan_states(plan: Plan, runs_dir: Path, *, retry_failed: bool = False) -> di
             cid: CellStatus(CellState.PENDING) if s.state is CellState.FAILED else s
             for cid, s in states.items()
         }
+    for cid, error in input_failures(missing_inputs(plan)).items():
+        if states[cid].state is CellState.PENDING:
+            states[cid] = CellStatus(CellState.FAILED, error=error)
     failed = {cid for cid, s in states.items() if s.state is CellState.FAILED}
     for cid in plan.dependents(failed):
         if states[cid].state is CellState.PENDING:
