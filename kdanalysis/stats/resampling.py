@@ -57,6 +57,10 @@ class BootstrapCI(tuple):
         )
         return pair
 
+    def __getnewargs_ex__(self) -> tuple[tuple[Any, Any], dict[str, Any]]:  # pickling and copying
+        settings = {key: self.__dict__[key] for key in ("seed", "n_boot", "ci", "method", "alternative")}
+        return (self.low, self.high), settings
+
     def __repr__(self) -> str:
         return (
             f"BootstrapCI(low={self.low!r}, high={self.high!r}, seed={self.seed}, n_boot={self.n_boot}, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -100,6 +102,8 @@ def test_a_seed_is_required_and_recorded() -> None:
         bootstrap_ci(x, seed=None)
     result = bootstrap_ci(x, n_boot=300, seed=11)
     assert result.seed == 11 and result.n_boot == 300
+    copied = pickle.loads(pickle.dumps(result))
+    assert copied == result and (copied.seed, copied.n_boot, copied.ci) == (11, 300, 0.95)
 
 
 def test_nan_policy_propagate_passes_missing_values_to_a_nan_aware_statistic() -> None:
