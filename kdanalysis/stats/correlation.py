@@ -137,7 +137,10 @@ def corr(
     a defined coefficient (the same as redrawing each constant resample). The number left
     out is said in ``note``; when fewer than :data:`MIN_DEFINED_SHARE` (half) of the
     resamples are usable the interval is NaN with a note and a
-    :class:`DegenerateDataWarning`. A one-sided ``alternative`` gives a one-sided
+    :class:`DegenerateDataWarning`. When every usable resample gives the same coefficient
+    (e.g. a perfectly monotone sample: each resample is monotone too) the interval has no
+    width, which says nothing about the uncertainty; the note says so, and the exact
+    p-value is the evidence to read. A one-sided ``alternative`` gives a one-sided
     interval bounded by -1 or 1.
 
     Parameters
@@ -171,7 +174,7 @@ def corr(
         (``"exact"``, ``"asymptotic"`` or ``"permutation"``; NaN when ``p_val`` is).
         ``note`` is ``""``, says why the row is NaN (n < 3, constant input; a
         :class:`DegenerateDataWarning` is emitted too), or says how many constant
-        bootstrap resamples were left out of the interval.
+        bootstrap resamples were left out of the interval, or that it has no width.
     """
     check_option("method", method, CORR_METHODS)
     check_option("alternative", alternative, ALTERNATIVES)
@@ -418,13 +421,15 @@ def _rank_bootstrap_ci(
         )
         return np.nan, np.nan, note
     low, high = percentile_interval(draws, ci, alternative)
-    note = ""
+    notes = []
     if undefined:
-        note = (
+        notes.append(
             f"bootstrap CI from the {n_boot - undefined} of {n_boot} resamples where x and y vary; "
             f"{undefined} resamples with constant x or y left out"
         )
-    return float(np.clip(low, -1.0, 1.0)), float(np.clip(high, -1.0, 1.0)), note
+    if np.nanmin(draws) == np.nanmax(draws):
+        notes.append("every resample gives the same coefficient, so the bootstrap interval has no width")
+    return float(np.clip(low, -1.0, 1.0)), float(np.clip(high, -1.0, 1.0)), "; ".join(notes)
 
 
 def _degenerate_pairs_note(values: np.ndarray, names: tuple[str, str], min_n: int) -> str:

@@ -287,6 +287,10 @@ def test_perfect_monotone_relation_at_n4_has_the_exact_p_not_zero(method: str) -
     assert row["p_val"] == pytest.approx(2 / 24, rel=1e-12)  # 2 of the 4! pairings are as extreme
     greater = corr(df, "x", "y", method, ci=None, alternative="greater").iloc[0]
     assert greater["p_val"] == pytest.approx(1 / 24, rel=1e-12)
+    # every resample of a monotone sample is monotone: a zero-width interval, said in the note
+    with_ci = corr(df, "x", "y", method, n_boot=500).iloc[0]
+    assert (with_ci["ci_low"], with_ci["ci_high"]) == (1.0, 1.0) and "no width" in with_ci["note"]
+    assert "no width" not in corr(_frame(12), "x", "y", method, n_boot=500).iloc[0]["note"]
 
 
 @pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
