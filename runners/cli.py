@@ -60,6 +60,10 @@ def run_grid(
             "--report/--no-report", help="Build the report at the end (default: the grid's setting)."
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="torch threads per cell (default: cores free at its start)"),
+    ] = None,
 ) -> None:
     """Run (or resume) a KD grid: train, evaluate, measure fidelity, collect results."""
     from runners.grid.command import run_grid_command
@@ -72,6 +76,7 @@ def run_grid(
         list_cells=list_cells,
         progress=not no_progress,
         report=report,
+        threads=threads,
     )
     if code:
         raise typer.Exit(code)

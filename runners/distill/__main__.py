@@ -54,14 +54,19 @@ def distill(
     config: Annotated[Path, typer.Argument(help="DistillConfig YAML file")],
     out: Annotated[Path | None, typer.Option(help="run folder (default: runs/<config file stem>)")] = None,
     debug: Annotated[bool, typer.Option(help="show tracebacks")] = False,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads (default: the cores free at the start)")
+    ] = None,
 ) -> None:
     """Train one student as CONFIG.yaml describes and write its run folder."""
     from runners.distill.run import run_distill
+    from runners.env import torch_threads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bar = _ProgressBar()
     try:
-        run_dir = run_distill(config, out or Path("runs") / config.stem, callbacks=[bar])
+        with torch_threads(threads):
+            run_dir = run_distill(config, out or Path("runs") / config.stem, callbacks=[bar])
     except KDAnalysisError as err:
         bar.close()
         if debug:

@@ -1,4 +1,4 @@
-"""``python -m runners.evaluate CONFIG.yaml [--out RUN_DIR] [--limit N] [--debug]``.
+"""``python -m runners.evaluate CONFIG.yaml [--out RUN_DIR] [--limit N] [--threads N] [--debug]``.
 
 Evaluates the model of an :class:`~runners.evaluate.config.EvalConfig` YAML file and
 writes the run folder (layout in :mod:`runners.evaluate.run`). Without ``--out`` the
@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="run folder (default: runs/eval-<fingerprint>)")
     parser.add_argument("--limit", type=int, default=None,
                         help="evaluate only the first N items of each task")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the cores free at the start)")
     parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(levelname)s %(message)s")
+    from runners.env import torch_threads
     from runners.evaluate.config import load_eval_config
     from runners.evaluate.run import run_eval
 
@@ -43,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"limit": args.limit} if args.limit is not None else {}
         config = load_eval_config(args.config, **overrides)
         out = args.out or Path("runs") / f"eval-{config.fingerprint()}"
-        run_dir = run_eval(config, out, show_progress=not args.no_progress)
+        with torch_threads(args.threads):
+            run_dir = run_eval(config, out, show_progress=not args.no_progress)
     except KDAnalysisError as exc:
         if args.debug:
             raise

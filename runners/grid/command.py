@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 
 from kdanalysis.errors import ConfigError, RunFailedError
+from runners.env import THREADS_ENV, cpu_threads
 from runners.grid.estimate import estimate_plan
 from runners.grid.inputs import MissingInput, input_failures, missing_inputs
 from runners.grid.plan import build_plan
@@ -48,6 +52,23 @@ def _print_missing(missing: list[MissingInput], out: Console) -> None:
         )
 
 
+@contextmanager
+def _fixed_threads(threads: int | None) -> Iterator[None]:
+    """Pass a fixed thread count to every cell (in-process or a worker) through :data:`THREADS_ENV`."""
+    if threads is None:
+        yield
+        return
+    before = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(cpu_threads(threads))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(THREADS_ENV, None)
+        else:
+            os.environ[THREADS_ENV] = before
+
+
 def run_grid_command(
     grid: str | Path,
     runs_dir: Path | None = None,
@@ -57,6 +78,7 @@ def run_grid_command(
     list_cells: bool = False,
     progress: bool = True,
     report: bool | None = None,
+    threads: int | None = None,
 ) -> int:
     """Plan, show or run a grid; returns the process exit code (1 when cells failed).
 
@@ -77,6 +99,9 @@ def run_grid_command(
         Show the live progress bar.
     report : bool, optional
         Build the HTML report at the end (default: the grid's ``report`` setting).
+    threads : int, optional
+        torch intra-op threads of every cell (default: the grid's ``executor.threads``, else
+        chosen per cell from the cores free when it starts: :func:`runners.env.cpu_threads`).
 
     Raises
     ------
@@ -111,12 +136,13 @@ def run_grid_command(
                 out.print(f"failed {cid} {plan.cells[cid].label}: {status.error}", highlight=False)
         _print_missing(missing, out)
         return 0
-    grid_text = path.read_text(encoding="utf-8")
-    if progress:
-        with GridProgress(plan) as bar:
-            result = run_grid(plan, runs_dir, retry_failed=retry_failed, progress=bar, grid_text=grid_text)
-    else:
-        result = run_grid(plan, runs_dir, retry_failed=retry_failed, grid_text=grid_text)
+    text = path.read_text(encoding="utf-8")
+    with _fixed_threads(threads if threads is not None else spec.executor.threads):
+        if progress:
+            with GridProgress(plan) as bar:
+                result = run_grid(plan, runs_dir, retry_failed=retry_failed, progress=bar, grid_text=text)
+        else:
+            result = run_grid(plan, runs_dir, retry_failed=retry_failed, grid_text=text)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result.counts.items()))
     out.print(
         f"grid {spec.study}: {len(plan)} cells ({counts}); computed {len(result.computed)} now",

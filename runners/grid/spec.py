@@ -231,6 +231,9 @@ class ExecutorSpec(_Strict):
 
     kind: Literal["local", "slurm"] = "local"
     gpus: list[int] = Field(default_factory=list, description="local: one worker per listed GPU")
+    threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads per cell (None: the cores free at its start)"
+    )
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
 
 

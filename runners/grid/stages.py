@@ -89,11 +89,15 @@ def _prepare(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]
         return {"model": "model"}
     from runners.toy import make_arithmetic_task, write_task_json
 
-    options = {"difficulty": cfg["difficulty"], "max_number": cfg["max_number"],
-               "operations": cfg["operations"]}
+    options = {
+        "difficulty": cfg["difficulty"],
+        "max_number": cfg["max_number"],
+        "operations": cfg["operations"],
+    }
     outputs = {"train": "data/train.json"}
-    write_task_json(work / "data" / "train.json",
-                    make_arithmetic_task(cfg["n_train"], seed=cfg["seed"], **options))
+    write_task_json(
+        work / "data" / "train.json", make_arithmetic_task(cfg["n_train"], seed=cfg["seed"], **options)
+    )
     for task in cfg["tasks"]:
         items = make_arithmetic_task(cfg["n_test"], seed=cfg["seed"] + _TOY_TEST_SEED_OFFSET, **options)
         write_task_json(work / "data" / f"{task}.json", items)
@@ -115,8 +119,12 @@ def _distill_config(cell: Cell, deps: Mapping[str, Path], cache_dir: str | None)
         **cfg["method_params"],
     }
     if cfg["method"] != "sft":
-        fields.update(teacher=_teacher(cfg["teacher"], deps), teacher_kind=cfg["teacher_kind"],
-                      temperature=cfg["temperature"], teacher_noise=cfg["teacher_noise"])
+        fields.update(
+            teacher=_teacher(cfg["teacher"], deps),
+            teacher_kind=cfg["teacher_kind"],
+            temperature=cfg["temperature"],
+            teacher_noise=cfg["teacher_noise"],
+        )
         if cache_dir is not None:
             fields["teacher_cache"] = cache_dir
     return DistillConfig(**fields)
@@ -144,8 +152,9 @@ def _cache(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
     }
     if cfg["top_k"] is not None:
         options["k"] = cfg["top_k"]
-    build_teacher_cache(_teacher(cfg["teacher"], deps), [_train_file(cfg["data"], deps)], work / "cache",
-                        **options)
+    build_teacher_cache(
+        _teacher(cfg["teacher"], deps), [_train_file(cfg["data"], deps)], work / "cache", **options
+    )
     return {"cache": "cache/index.json"}
 
 
@@ -161,8 +170,15 @@ def _eval_config(cell: Cell, deps: Mapping[str, Path]) -> Any:
         fields["adapter"] = adapter
     if "data_cell" in data:
         folder = _dep(deps, data["data_cell"]) / "data"
-        fields["custom_tasks"] = [{"id": t, "file": str(folder / f"{t}.json"), "domain": cfg["domain"],
-                                   "answer_type": bundled_tasks()[t].answer_type} for t in data["tasks"]]
+        fields["custom_tasks"] = [
+            {
+                "id": t,
+                "file": str(folder / f"{t}.json"),
+                "domain": cfg["domain"],
+                "answer_type": bundled_tasks()[t].answer_type,
+            }
+            for t in data["tasks"]
+        ]
     elif "data_dir" in data:
         fields["data_dir"] = data["data_dir"]
     labels = {k: v for k, v in cfg["labels"].items() if k != "domain"}
@@ -189,25 +205,43 @@ def _fidelity(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str
     student_run = _dep(deps, cfg["student_eval_cell"]) / "run"
     teacher_run = _dep(deps, cfg["teacher_eval_cell"]) / "run"
     config = load_eval_config(student_run / CONFIG_FILE)  # its task registry includes the toy tasks
-    rows = fidelity_rows(student_run, teacher_run, kl=cfg["kl"], data_dir=config.data_dir,
-                         tasks=config.task_registry())
+    rows = fidelity_rows(
+        student_run, teacher_run, kl=cfg["kl"], data_dir=config.data_dir, tasks=config.task_registry()
+    )
     write_results(rows, work / "results.parquet")
     return {"results": "results.parquet"}
 
 
 _STAGE_FUNCTIONS: dict[str, Callable[[Cell, Path, Mapping[str, Path]], dict[str, str]]] = {
-    "prepare": _prepare, "train": _train, "cache": _cache, "eval": _eval, "fidelity": _fidelity,
+    "prepare": _prepare,
+    "train": _train,
+    "cache": _cache,
+    "eval": _eval,
+    "fidelity": _fidelity,
 }
+
+
+def _uses_torch(cell: Cell) -> bool:
+    if cell.kind == "prepare":
+        return bool(cell.config["what"] == "toy_model")
+    return cell.kind != "fidelity" or bool(cell.config["kl"])
 
 
 def run_stage(cell: Cell, work_dir: Path, dep_dirs: Mapping[str, Path]) -> dict[str, str]:
     """Compute ``cell`` into ``work_dir`` (see the module docstring); returns its outputs.
 
     transformers' own progress bars (weight loading, saving) are turned off: the grid
-    shows one progress display over cells, and each cell logs to its ``log.txt``.
+    shows one progress display over cells, and each cell logs to its ``log.txt``. A cell
+    that uses torch runs with :func:`runners.env.cpu_threads` intra-op threads (chosen from
+    the cores free when it starts, or fixed by ``run-grid --threads`` / ``executor.threads``).
     """
-    if cell.kind != "prepare" or cell.config["what"] == "toy_model":
-        from transformers.utils import logging as hf_logging
+    if not _uses_torch(cell):
+        return _STAGE_FUNCTIONS[cell.kind](cell, Path(work_dir), dep_dirs)
+    from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
-    return _STAGE_FUNCTIONS[cell.kind](cell, Path(work_dir), dep_dirs)
+    from runners.env import torch_threads
+
+    hf_logging.disable_progress_bar()
+    with torch_threads() as threads:
+        logger.info("torch intra-op threads: %d", threads)
+        return _STAGE_FUNCTIONS[cell.kind](cell, Path(work_dir), dep_dirs)
