@@ -151,3 +151,39 @@ def test_the_thread_override_reaches_torch_in_every_cell(
         "fidelity": before,
     }  # no model: untouched
     assert torch.get_num_threads() == before and THREADS_ENV not in os.environ
+
+
+def test_evaluate_entry_point_runs_with_the_requested_threads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runners.evaluate.__main__ import main
+    from runners.toy import make_arithmetic_task, save_toy_model, write_task_json
+
+    save_toy_model(tmp_path / "model", family="qwen2", size="tiny", seed=0)
+    write_task_json(tmp_path / "arithmetic.json", make_arithmetic_task(1, seed=0))
+    config = tmp_path / "eval.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "model": str(tmp_path / "model"),
+                "tasks": ["arithmetic"],
+                "device": "cpu",
+                "custom_tasks": [
+                    {
+                        "id": "arithmetic",
+                        "file": str(tmp_path / "arithmetic.json"),
+                        "domain": "toy",
+                        "answer_type": "number",
+                    }
+                ],
+                "decoding": {"max_new_tokens": 2},
+            }
+        )
+    )
+    before = torch.get_num_threads()
+    wanted = before + 2
+    assert main([str(config), "--out", str(tmp_path / "run"), "--threads", str(wanted), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "environment.json").read_text())["torch_threads"] == wanted
+    assert torch.get_num_threads() == before
+    assert main([str(config), "--out", str(tmp_path / "run2"), "--threads", "0", "--no-progress"]) == 2
+    assert "threads must be a positive integer" in capsys.readouterr().err
