@@ -298,7 +298,8 @@ class TaskTable:
     average : AverageTask
         The per-domain mean of result tables.
     release : str
-        Name of the release whose ``testsets/`` folder holds the shipped test files.
+        The released repository whose ``generative/dataset/<test_file stem>/test.json`` are the
+        test files.
     source : str
         The file the table was read from.
     """
@@ -363,7 +364,11 @@ def _spec(entry: _TaskEntry, release: str) -> TaskSpec:
     hub = entry.hub
     note = entry.note
     if note is None and entry.test_file is not None:
-        note = f"It is shipped in the {release} release (testsets/{entry.test_file})."
+        stem = Path(entry.test_file).stem
+        note = (
+            f"It is generative/dataset/{stem}/test.json of the {release} repository; "
+            f"save it as {entry.test_file} in the data directory."
+        )
     return TaskSpec(
         id=entry.task,
         domain=entry.domain,

@@ -37,10 +37,10 @@ def test_the_study_has_fourteen_tasks_in_two_domains_and_the_toy_task_is_apart()
     assert table.order(tag=STUDY_TAG) == (*study, "average")
     assert all(table.tasks[t].test_size and table.tasks[t].paper_column for t in study)
     assert table.tasks["arithmetic"].file_name is None and "toy:arithmetic" in table.tasks["arithmetic"].note
-    # a task without a note of its own says where the release ships it
-    assert (
-        table.tasks["gsm8k"].note
-        == "It is shipped in the LCS2-IIITD/KD_generalization release (testsets/gsm8k.json)."
+    # a task without a note of its own says where the released repository has it
+    assert table.tasks["gsm8k"].note == (
+        "It is generative/dataset/gsm8k/test.json of the LCS2-IIITD/KD_generalization repository; "
+        "save it as gsm8k.json in the data directory."
     )
     labels, columns = table.labels(), table.paper_columns()
     assert (labels["arc_e"], labels["average"], columns["social_i_qa"], columns["Average"]) == (
