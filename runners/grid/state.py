@@ -13,9 +13,15 @@ Layout of ``RUNS_DIR``::
 The disk is the only truth: a cell is *done* when ``cells/<id>/status.json``
 (:func:`kdanalysis.runfolder.read_status`) says so and
 every output it lists exists; *failed* when it says ``failed``; *running* while a
-temporary folder's owner process is alive. A temporary folder whose owner is gone (a
-killed run) is removed and the cell is computed again from scratch, so a resumed grid
-never mixes partial outputs. Executors only have to call :func:`execute_cell` somewhere.
+temporary folder's owner process is alive. The owner holds ``flock`` on the folder's
+``.owner`` file while it computes (the kernel drops it when the process dies) and its
+``status.json`` records host, boot id, pid and the pid's start time, so a reused pid or a
+reboot never passes for the owner. A folder written on another host counts as alive
+unless its SLURM job is known to have left the queue: a rerun never deletes work
+running elsewhere. A temporary folder whose owner is gone (a killed run) is removed and
+the cell is computed again, except a ``train`` cell, whose new attempt takes the folder
+over and resumes from the trainer's last checkpoint. A late worker never replaces a
+cell that is already done. Executors only have to call :func:`execute_cell` somewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
 import time
 import traceback
 import uuid
@@ -34,8 +41,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from kdanalysis.errors import KDAnalysisError, RunFailedError
-from kdanalysis.io import atomic_write_json
+from kdanalysis.errors import KDAnalysisError, RunFailedError, RunFolderError
+from kdanalysis.io import atomic_write_json, read_json
 from kdanalysis.runfolder import CELL_FILE, LOG_FILE, RunState, now_utc, read_status, write_status
 from runners.grid.plan import Cell
 
@@ -51,6 +58,7 @@ __all__ = [
     "scan_states",
     "clean_stale",
     "execute_cell",
+    "record_failure",
     "StageFunction",
 ]
 
@@ -64,6 +72,27 @@ PLAN_FILE = "plan.json"
 GRID_FILE = "grid.yaml"
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
+#: File of a temporary folder that its owner keeps ``flock``'ed while it computes the cell.
+_OWNER_FILE = ".owner"
+#: Cell kinds whose stage resumes from what an interrupted attempt left (the trainer's checkpoints).
+_RESUMABLE_KINDS = frozenset({"train"})
+#: SLURM job states (``squeue -o %T``) of a job that may still compute its cell.
+_SLURM_LIVE = frozenset(
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "STOPPED",
+        "SIGNALING",
+        "STAGE_OUT",
+    }
+)
 
 
 class CellState(StrEnum):
@@ -87,11 +116,14 @@ class CellStatus:
         Wall time of the cell's computation.
     error : str
         One-line error of a failed cell (``""`` otherwise).
+    note : str
+        For a cell computed by another process: who owns it and how to release it.
     """
 
     state: CellState
     duration_s: float | None = None
     error: str = ""
+    note: str = ""
 
 
 def cells_dir(runs_dir: Path) -> Path:
@@ -128,50 +160,174 @@ def cell_state(runs_dir: Path, cid: str) -> CellStatus:
     return CellStatus(CellState.PENDING)
 
 
-def _owner_alive(status: Mapping[str, Any] | None) -> bool:
-    """Whether the process computing a temporary folder still runs.
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except OSError:
+        return None
 
-    The driver scans only between cells, so a folder owned by this very process is left
-    over from an interrupted call (Ctrl-C in a notebook) and counts as dead.
+
+def _pid_start(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks since boot (field 22 of ``/proc/<pid>/stat``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _lock_held(folder: Path) -> bool | None:
+    """Whether some process holds ``flock`` on ``folder/.owner`` (None: the folder has no such file)."""
+    try:
+        fd = os.open(folder / _OWNER_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _slurm_job_live(job_id: str) -> bool | None:
+    """Whether SLURM job ``job_id`` is still queued or running (None: ``squeue`` cannot tell)."""
+    try:
+        proc = subprocess.run(
+            ["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        # squeue fails with "Invalid job id specified" once the job has left the controller
+        return False if "invalid job id" in proc.stderr.lower() else None
+    states = {line.strip().split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    return bool(states & _SLURM_LIVE)
+
+
+def _read_tmp_status(tmp: Path) -> Mapping[str, Any] | None:
+    try:
+        return read_status(tmp)
+    except RunFolderError:
+        return None  # written half by a killed owner
+
+
+def _owner_alive(tmp: Path, status: Mapping[str, Any] | None) -> bool:
+    """Whether the process computing temporary folder ``tmp`` may still run.
+
+    On this host the owner's ``flock`` decides, else its recorded boot id, pid and pid start
+    time (a reused pid has another start time). A folder of another host is alive unless its
+    SLURM job is known to have left the queue (an unknown owner is never presumed dead). The
+    driver scans only between cells, so a folder owned by this very process is left over
+    from an interrupted call (Ctrl-C in a notebook) and counts as dead.
     """
-    if not status or status.get("host") != socket.gethostname():
-        return False
+    if not status:
+        # a folder whose status is missing or torn: its owner died while creating it, unless it holds the lock
+        return bool(_lock_held(tmp))
+    if status.get("host") != socket.gethostname():
+        if _lock_held(tmp):
+            return True
+        job = status.get("slurm_job_id")
+        return _slurm_job_live(job) is not False if job else True
     try:
         pid = int(status["pid"])
-        if pid == os.getpid():
-            return False
-        os.kill(pid, 0)
-    except (ProcessLookupError, KeyError, ValueError, TypeError):
+    except (KeyError, ValueError, TypeError):
         return False
-    except PermissionError:
+    if pid == os.getpid():
+        return False
+    held = _lock_held(tmp)
+    if held is not None:
+        return held
+    recorded_boot = status.get("boot_id")
+    if recorded_boot and recorded_boot != _boot_id():
+        return False
+    start = _pid_start(pid)
+    if start is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    return status.get("pid_start") in (None, start)
 
 
-def _running_ids(runs_dir: Path) -> set[str]:
-    running = set()
+def _owner_note(tmp: Path, status: Mapping[str, Any] | None) -> str:
+    status = status or {}
+    job = f", SLURM job {status['slurm_job_id']}" if status.get("slurm_job_id") else ""
+    return (
+        f"computed by pid {status.get('pid', '?')} on {status.get('host', '?')}{job}; waiting for it "
+        f"(if that process is gone, remove {tmp} and run again)"
+    )
+
+
+def _running_ids(runs_dir: Path) -> dict[str, str]:
+    """Cells with a temporary folder whose owner may still run → a note naming the owner."""
+    running: dict[str, str] = {}
     root = cells_dir(runs_dir)
     if root.is_dir():
         for tmp in root.glob(f"{_TMP_PREFIX}*"):
-            if _owner_alive(read_status(tmp)):
-                running.add(tmp.name[len(_TMP_PREFIX) :].split("-")[0])
+            status = _read_tmp_status(tmp)
+            if _owner_alive(tmp, status):
+                running[_tmp_cell(tmp)] = _owner_note(tmp, status)
     return running
 
 
+def _tmp_cell(tmp: Path) -> str:
+    return tmp.name[len(_TMP_PREFIX) :].split("-")[0]
+
+
+def _is_resumable(tmp: Path) -> bool:
+    """Whether ``tmp`` is an interrupted attempt of a cell kind whose stage resumes from it."""
+    try:
+        return read_json(tmp / CELL_FILE).get("kind") in _RESUMABLE_KINDS
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _claim_partial(cell: Cell, runs_dir: Path, tmp: Path) -> bool:
+    """Take over an interrupted attempt of ``cell`` as ``tmp`` (resumable kinds); True when one was taken.
+
+    An attempt is interrupted when its owner is gone, or when it belongs to this very SLURM
+    job (a requeued job's earlier run). Renaming claims it atomically: of two claimers one wins.
+    """
+    if cell.kind not in _RESUMABLE_KINDS:
+        return False
+    job = os.environ.get("SLURM_JOB_ID")
+    candidates = []
+    for old in cells_dir(runs_dir).glob(f"{_TMP_PREFIX}{cell.id}-*"):
+        status = _read_tmp_status(old)
+        same_job = bool(job) and status is not None and str(status.get("slurm_job_id")) == job
+        if (same_job and not _lock_held(old)) or not _owner_alive(old, status):
+            candidates.append(old)
+    for old in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            os.rename(old, tmp)
+        except OSError:
+            continue  # another attempt claimed it first
+        logger.info("cell %s: resuming the interrupted attempt %s", cell.id, old.name)
+        return True
+    return False
+
+
 def scan_states(runs_dir: Path, ids: list[str]) -> dict[str, CellStatus]:
-    """States of ``ids`` read from disk (running = a temporary folder with a live owner)."""
+    """States of ``ids`` read from disk (running: a temporary folder with a live owner, named in ``note``)."""
     running = _running_ids(runs_dir)
     out = {}
     for cid in ids:
         status = cell_state(runs_dir, cid)
         if status.state is CellState.PENDING and cid in running:
-            status = CellStatus(CellState.RUNNING)
+            status = CellStatus(CellState.RUNNING, note=running[cid])
         out[cid] = status
     return out
 
 
 def clean_stale(runs_dir: Path) -> list[str]:
     """Remove temporary folders whose owner is gone (a killed run) and leftover trash.
+
+    A ``train`` cell's folder is kept for its next attempt to resume from.
 
     Returns
     -------
@@ -183,8 +339,11 @@ def clean_stale(runs_dir: Path) -> list[str]:
     if not root.is_dir():
         return removed
     for tmp in sorted(root.glob(f"{_TMP_PREFIX}*")):
-        if not _owner_alive(read_status(tmp)):
-            removed.append(tmp.name[len(_TMP_PREFIX) :].split("-")[0])
+        status = _read_tmp_status(tmp)
+        if not _owner_alive(tmp, status):
+            if _is_resumable(tmp):
+                continue  # the cell's next attempt resumes from it (execute_cell)
+            removed.append(_tmp_cell(tmp))
             shutil.rmtree(tmp, ignore_errors=True)
     for trash in root.glob(f"{_TRASH_PREFIX}*"):
         shutil.rmtree(trash, ignore_errors=True)
@@ -243,6 +402,8 @@ def _status(cell: Cell, state: RunState, started_utc: str, **extra: Any) -> dict
         "label": cell.label,
         "state": state,
         "pid": os.getpid(),
+        "pid_start": _pid_start(os.getpid()),
+        "boot_id": _boot_id(),
         "host": socket.gethostname(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
@@ -254,7 +415,16 @@ def _status(cell: Cell, state: RunState, started_utc: str, **extra: Any) -> dict
 
 
 def _publish(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` to ``final`` atomically, replacing a previous (failed) result."""
+    """Move ``tmp`` to ``final`` atomically, replacing a previous (failed) result.
+
+    A cell already done (published by another attempt meanwhile) is kept and ``tmp`` dropped.
+    """
+    if cell_state(final.parent.parent, final.name).state is CellState.DONE:
+        logger.warning(
+            "cell %s was finished by another attempt meanwhile; this attempt's work is dropped", final.name
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if final.exists():
         trash = final.parent / f"{_TRASH_PREFIX}{final.name}-{uuid.uuid4().hex[:6]}"
         os.replace(final, trash)
@@ -262,6 +432,29 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def record_failure(cell: Cell, runs_dir: str | os.PathLike[str], error: str) -> CellStatus:
+    """Publish ``cells/<id>`` as failed with ``error``, for a cell whose worker ended without a result.
+
+    A job killed by its scheduler (``scancel``, a time limit with no requeue left, a node
+    failure) never reaches :func:`execute_cell`'s own failure record; this one makes the
+    failure last, so a later call keeps the cell failed and its dependents blocked until
+    ``--retry-failed``. Its partial temporary folder is left to :func:`clean_stale`.
+
+    Returns
+    -------
+    CellStatus
+        ``failed`` with ``error``.
+    """
+    runs_dir = Path(runs_dir)
+    tmp = cells_dir(runs_dir) / f"{_TMP_PREFIX}{cell.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir(parents=True)
+    now = now_utc()
+    atomic_write_json(tmp / CELL_FILE, cell.to_json())
+    write_status(tmp, _status(cell, RunState.FAILED, now, finished_utc=now, error=error))
+    _publish(tmp, cell_dir(runs_dir, cell.id))
+    return CellStatus(CellState.FAILED, error=error)
 
 
 def execute_cell(
@@ -297,7 +490,18 @@ def execute_cell(
     if missing:
         raise RunFailedError(f"cell {cell.id} ({cell.label}): dependencies not done: {', '.join(missing)}")
     tmp = cells_dir(runs_dir) / f"{_TMP_PREFIX}{cell.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir(parents=True)
+    if not _claim_partial(cell, runs_dir, tmp):
+        tmp.mkdir(parents=True)
+    owner = os.open(tmp / _OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX)
+        return _execute_in(cell, runs_dir, tmp, stage_fn)
+    finally:
+        os.close(owner)
+
+
+def _execute_in(cell: Cell, runs_dir: Path, tmp: Path, stage_fn: StageFunction) -> CellStatus:
+    """Compute ``cell`` in ``tmp`` (its owner lock held) and publish it; see :func:`execute_cell`."""
     started, started_utc = time.time(), now_utc()
     atomic_write_json(tmp / CELL_FILE, cell.to_json())
     write_status(tmp, _status(cell, RunState.RUNNING, started_utc))
@@ -353,5 +557,6 @@ def execute_cell(
             h.setLevel(level)
         handler.close()
     write_status(tmp, status)
+    (tmp / _OWNER_FILE).unlink(missing_ok=True)
     _publish(tmp, cell_dir(runs_dir, cell.id))
     return result
