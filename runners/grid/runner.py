@@ -236,6 +236,7 @@ def run_grid(
         states = plan_states(plan, runs_dir, retry_failed=retry_failed)
         executor = executor or make_executor(plan.grid.executor, runs_dir)
         running: set[str] = set()
+        waiting: set[str] = set()
         try:
             while True:
                 ready = [
@@ -253,6 +254,9 @@ def run_grid(
                     progress(states, running)
                 # cells still computed by a worker of an earlier, killed driver: wait for them
                 foreign = [cid for cid, s in states.items() if s.state is CellState.RUNNING]
+                for cid in set(foreign) - waiting:
+                    logger.warning("cell %s is %s", cid, states[cid].note)
+                waiting.update(foreign)
                 if not running:
                     if not foreign:
                         break
