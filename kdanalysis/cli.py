@@ -116,11 +116,11 @@ def report(
     """Build the study report: report.html, report.pdf, figures/ (PNG, SVG) and tables/ (CSV)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from kdanalysis.report import build_report, load_report_input
+    from kdanalysis.report import build_report, load_report_data
     from kdanalysis.report.build import DEFAULT_TITLE
     from kdanalysis.results import read_models
 
-    data, found_models, source = load_report_input(results)
+    data, found_models, source, items = load_report_data(results)
     models_table = read_models(models) if models is not None else found_models
     with Progress(
         SpinnerColumn(),
@@ -138,6 +138,7 @@ def report(
             progress=lambda message: bar.update(task, description=f"report: {message}"),
             models=models_table,
             source=source,
+            items=items,
         )
     for message in paths.messages:
         console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)

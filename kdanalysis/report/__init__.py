@@ -12,6 +12,6 @@ computed there). Modules: :mod:`~kdanalysis.report.content` (sections),
 :mod:`~kdanalysis.report.build`.
 """
 
-from kdanalysis.report.build import FORMATS, ReportPaths, build_report, load_report_input
+from kdanalysis.report.build import FORMATS, ReportPaths, build_report, load_report_data, load_report_input
 
-__all__ = ["FORMATS", "ReportPaths", "build_report", "load_report_input"]
+__all__ = ["FORMATS", "ReportPaths", "build_report", "load_report_data", "load_report_input"]

@@ -22,7 +22,7 @@ from kdanalysis.report.content import build_sections
 from kdanalysis.report.render import FigureDrawer, render_html, write_pdf, write_tables
 from kdanalysis.results import validate_models, validate_results
 
-__all__ = ["FORMATS", "ReportPaths", "build_report", "load_report_input"]
+__all__ = ["FORMATS", "ReportPaths", "build_report", "load_report_data", "load_report_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,25 +81,46 @@ def load_report_input(path: str | Path | None) -> tuple[pd.DataFrame, pd.DataFra
     SchemaError
         If the table fails the results contract.
     """
-    from kdanalysis.results import read_models, read_results
+    return load_report_data(path)[:3]
+
+
+def load_report_data(
+    path: str | Path | None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, str, pd.DataFrame | None]:
+    """:func:`load_report_input` and the per-item table of the same runs, if any.
+
+    The items of a results file are its folder's ``items.parquet`` or ``items.csv`` (as
+    ``kdanalysis collect`` writes them); those of a runs folder come from its run folders.
+
+    Returns
+    -------
+    (results, models, source, items)
+        As :func:`load_report_input`, and the validated per-item table or None (bundled
+        results, or no items file).
+    """
+    from kdanalysis.results import read_items, read_models, read_results
 
     if path is None:
         from kdanalysis.datasets import load_paper_models, load_paper_results
 
-        return load_paper_results(), load_paper_models(), BUNDLED_SOURCE
+        return load_paper_results(), load_paper_models(), BUNDLED_SOURCE, None
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"results not found: {path} (give a .parquet/.csv results table or a runs folder)")
     if path.is_dir():
         from kdanalysis.collect import collect_runs
 
-        results, _items = collect_runs(path)
+        results, items = collect_runs(path)
         models_file = next(
             (path / name for name in ("models.parquet", "models.csv") if (path / name).is_file()), None
         )
         models = read_models(models_file) if models_file is not None else None
-        return validate_results(results), models, f"runs folder {path}"
-    return read_results(path), None, f"results file {path.name}"
+        return validate_results(results), models, f"runs folder {path}", items
+    found = [
+        path.with_name(name) for name in ("items.parquet", "items.csv") if path.with_name(name).is_file()
+    ]
+    items = read_items(found[0]) if found else None
+    return read_results(path), None, f"results file {path.name}", items
 
 
 def _models_for_report(models: pd.DataFrame | None) -> pd.DataFrame:
@@ -173,6 +194,7 @@ def build_report(
     models: pd.DataFrame | None = None,
     source: str | None = None,
     workers: int | None = None,
+    items: pd.DataFrame | None = None,
 ) -> ReportPaths:
     """Write the study report: ``report.html``, ``report.pdf``, ``figures/``, ``tables/``.
 
@@ -199,6 +221,9 @@ def build_report(
         CPU core, at most 2; 1 draws them in this process). A script calling this with
         more than one worker must do so under ``if __name__ == "__main__":`` (Python's
         rule for code that starts processes).
+    items : DataFrame, optional
+        The per-item table of the runs in ``results`` (:func:`load_report_data`): adds the
+        per-item paired tests of each KD run against its SFT twin.
 
     Returns
     -------
@@ -235,6 +260,7 @@ def build_report(
                     models,
                     step=lambda name: step(f"computing: {name}"),
                     on_section=drawer.submit_all,
+                    items=items,
                 )
             messages = _warning_notes(caught)
             specs = [f for s in sections for f in s.figures]

@@ -27,6 +27,7 @@ from kdanalysis.report.findings import (
     finding_sentences,
     sensitivity_sentences,
 )
+from kdanalysis.report.paired_section import paired_items_section
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
 from kdanalysis.results import KD_METHODS, METHODS, NO_TEACHER
 from kdanalysis.studies import StudyTables
@@ -899,6 +900,7 @@ def build_sections(
     models: pd.DataFrame,
     step: Callable[[str], None] | None = None,
     on_section: Callable[[Section], None] | None = None,
+    items: pd.DataFrame | None = None,
 ) -> list[Section]:
     """All report sections, in display order (the claims audit first, the findings third).
 
@@ -913,6 +915,9 @@ def build_sections(
     on_section : callable, optional
         Called with each section as soon as it is built (e.g. to start drawing its figures
         while the next sections are built).
+    items : DataFrame, optional
+        The per-item table of the same runs: adds the per-item paired tests
+        (:mod:`kdanalysis.report.paired_section`) before the methods.
 
     Returns
     -------
@@ -929,6 +934,8 @@ def build_sections(
         if on_section is not None:
             on_section(section)
         sections.append(section)
+    if items is not None:
+        sections.insert(len(sections) - 1, paired_items_section(results, items))
     findings = finding_sentences(ctx.studies) if ctx.studies is not None and not ctx.studies_error else []
     summary = (
         Section(id="findings", title="Key findings", bullets=findings)

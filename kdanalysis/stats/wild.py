@@ -243,6 +243,10 @@ def _wild(
         return pd.DataFrame([row], columns=WILD_COLUMNS)
     draws, enumerated = _draws(weights, n_boot, seed, n_clusters)
     test = _WildTest(endog, exog, j, codes, n_clusters, impose_null, draws)
+    if not test.se > 0:
+        note = f"{label}: the residuals are all zero (exact fit); the bootstrap is not computed"
+        row.update(estimate=test.estimate, note=degenerate(note))
+        return pd.DataFrame([row], columns=WILD_COLUMNS)
     alpha = 1 - ci
     low, low_open = test.interval_end(alpha, -1.0)
     high, high_open = test.interval_end(alpha, 1.0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ TOY_LM_EVAL_RUNS: dict[str, dict[str, Any]] = {
     },
 }
 
+_CHOICE_PREFIX = "Please choose the correct answer to the question: "
 _CHOICE_METRICS = [
     {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
     {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
@@ -63,10 +65,11 @@ _CHOICE_METRICS = [
 
 
 def _choice_docs(n: int, seed: int, n_choices: int) -> list[dict[str, Any]]:
+    """The toy choice task's questions; the choices are the numbers (so they differ per item)."""
     return [
         {
-            "question": item["instruction"],
-            "choices": [f"answer{i}" for i in range(1, n_choices + 1)],
+            "question": item["instruction"].split("\n\n")[0].removeprefix(_CHOICE_PREFIX),
+            "choices": re.findall(r"Answer\d+: (\d+)", item["instruction"]),
             "label": int(item["answer"].removeprefix("answer")) - 1,
         }
         for item in make_choice_task(n, seed=seed, n_choices=n_choices)
