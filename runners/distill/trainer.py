@@ -144,6 +144,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: What a checkpoint's ``.pt`` files may hold besides tensors and builtins: numpy's RNG state.
+_CHECKPOINT_GLOBALS = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, np.dtypes.UInt32DType]
+
+
+def _load_pt(path: Path) -> Any:
+    """``torch.load`` of a checkpoint file without running arbitrary pickled code (``weights_only``)."""
+    with torch.serialization.safe_globals(_CHECKPOINT_GLOBALS):
+        return torch.load(path, weights_only=True)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -420,7 +430,7 @@ def train(
     student, optimizer = dev.accelerator.prepare(student, optimizer)
     unwrapped = dev.accelerator.unwrap_model(student)
     if resume_from is not None:
-        _set_rng_state(torch.load(resume_from / f"rng_{dev.rank}.pt", weights_only=False))
+        _set_rng_state(_load_pt(resume_from / f"rng_{dev.rank}.pt"))
     metrics = _MetricsLog(run_dir / "metrics.jsonl", start_step, dev.main)
     log.info(
         "%s: %d train / %d val examples, %d steps (batch %d = %d x %d micro x %d proc), %s",
@@ -636,8 +646,8 @@ def _restore(
         return 0, _Best()
     state = read_json(checkpoint / "state.json")
     load_trainable_state(student, checkpoint / "trainable.safetensors")
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
+    optimizer.load_state_dict(_load_pt(checkpoint / "optimizer.pt"))
+    scheduler.load_state_dict(_load_pt(checkpoint / "scheduler.pt"))
     step = int(state["step"])
     best_val = state["best_val_loss"]
     best = _Best(state["best_step"], float("inf") if best_val is None else float(best_val))
