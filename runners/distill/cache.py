@@ -5,7 +5,7 @@ file(s) and stores, for every token position, the top-k logits and their token i
 A student run points ``DistillConfig.teacher_cache`` at the folder and never loads the
 teacher; the grid builds one cache per (teacher, data) and shares it across cells.
 
-Layout of a cache folder::
+Layout of a cache folder (format 2)::
 
     index.json                  written last: its presence means the cache is complete
     shard_00000.safetensors     values [N, k] (float32/bfloat16/float16), indices [N, k] int32,
@@ -14,18 +14,56 @@ Layout of a cache folder::
 
 ``values``/``indices`` are the teacher's top-k raw logits and token ids over the
 tokenizer's vocabulary (embedding padding rows excluded); ``rest_tau_<τ>`` is the log of
-the un-normalised mass of all other tokens at temperature τ, which makes the top-k loss
-of :mod:`runners.distill.losses` exact (see :class:`~runners.distill.losses.TopKTeacher`).
-The top-k set does not depend on τ, so one pass serves every temperature listed at
-build time (default 1, 2, 5: the paper's grid).
+the un-normalised mass of all other tokens at temperature τ. The top-k set does not depend
+on τ, so one pass serves every temperature listed at build time (default 1, 2, 5).
+
+What is exact and what is not
+-----------------------------
+*Exact* (up to the storage dtype of ``values``): the teacher's top-k probabilities and its
+probability mass outside the top-k, ``R_T(τ)``, at every cached τ — ``rest_tau_<τ>`` is the
+log-sum-exp of ``logits / τ`` over the tail, computed from the full logits. With k at least
+the vocabulary size the cached loss equals the live teacher's.
+
+*Approximated*: the loss (:class:`~runners.distill.losses.TopKTeacher`) is the divergence
+between the teacher and student distributions each collapsed to k + 1 buckets (top-k and
+one tail bucket). That is the full divergence with the teacher's *tail distribution taken
+equal to the student's*; it misses exactly the within-tail divergence and is never larger
+than the full loss (data processing). With ``t̃``, ``s̃`` the teacher/student distributions
+renormalised over the tail and ``R_S`` the student's tail mass:
+
+- forward KL: full − cached = ``τ²·R_T·KL(t̃ ‖ s̃)``; the gradient is exact on the top-k
+  logits, on a tail logit it uses ``R_T·s̃`` for the teacher's probability;
+- reverse KL: full − cached = ``τ²·R_S·KL(s̃ ‖ t̃)``; all gradient entries are approximate.
+
+No per-τ summary of the teacher's tail makes these exact: the forward-KL tail term
+``Σ_tail p_T·log p_S`` is a dot product of the teacher's tail probabilities with the student's
+logits, and the reverse-KL term needs ``log p_T`` at every tail token the student puts mass on,
+so both need the tail token by token (spreading ``R_T`` uniformly over the tail instead of
+in proportion to the student is no better: its error is of the same order, set by the spread
+of the tail logits). The error is instead *bounded through* ``R_T``: the relative error is
+``R_T·KL(t̃‖s̃) / KL(p_T‖p_S)``, which ``bench/cache_error.py`` measures at about ``R_T`` for
+forward KL and up to about ``3·R_T`` for reverse KL. An adaptive k per position covering a
+target mass is not used either: at τ = 2 and 5 the tail of an LM teacher holds tens of per
+cent of the mass even outside the top few thousand tokens (the same bench), so such a cache
+would approach the size of the full logits, and the live teacher is then the cheaper signal.
+
+Hence the rule (:meth:`TeacherCache.bound_problem`): a cache serves a run at τ only when
+the teacher's mean tail mass at τ over all cached positions, measured when the cache is
+built and recorded in ``index.json``, is at most :data:`TAIL_MASS_BOUND`; otherwise the run
+uses the live teacher (the trainer logs why). A grid plans the cache only at the
+temperatures of :data:`PLANNED_TEMPERATURES` and the live teacher elsewhere
+(:func:`planned_teacher_signal`, shown per cell by ``kdanalysis run-grid --dry-run``).
 
 ``index.json`` holds ``format``, the ``fingerprint`` (the fields of :class:`CacheKey` —
 teacher, teacher_gguf_file, tokenizer hash, data files and their SHA-256, max_length,
 prompt_style, temperatures — plus k, vocab_size and dtype), ``n_examples``, ``n_tokens``,
-``shards`` and ``examples``: content key of the token sequence
+``shards``, ``tail_mass`` (per cached τ, the ``mean`` and ``max`` over positions of the
+teacher's mass outside the top-k) and ``examples``: content key of the token sequence
 (:func:`runners.distill.data.example_key`) → ``[shard, start, length]``.
 Examples are found by content, so the validation split and the epoch order of a
 student run do not matter; a sequence that is not in the cache is a clear error.
+Format 1 caches (no ``tail_mass``) are still read; their tail mass is computed from the
+shards when first needed.
 """
 
 from __future__ import annotations
@@ -46,17 +84,33 @@ from runners.evaluate.prompts import PromptStyle
 
 __all__ = [
     "CACHE_FORMAT",
+    "PLANNED_TEMPERATURES",
+    "SERVED_METHODS",
+    "TAIL_MASS_BOUND",
     "CacheKey",
     "tokenizer_fingerprint",
     "build_teacher_cache",
     "build_teacher_cache_for",
     "TeacherCache",
+    "planned_teacher_signal",
+    "tail_mass",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Version of the folder layout; bumped when it changes.
-CACHE_FORMAT = 1
+#: Version of the folder layout; bumped when it changes (2: ``tail_mass`` in ``index.json``).
+CACHE_FORMAT = 2
+#: Formats this version reads.
+_READABLE_FORMATS = (1, 2)
+#: Largest mean teacher probability mass outside the top-k at which a cache serves a run.
+TAIL_MASS_BOUND = 0.002
+#: Temperatures at which a grid plans the cache (elsewhere the tail mass of LM teachers is
+#: far above :data:`TAIL_MASS_BOUND` for any practical k).
+PLANNED_TEMPERATURES = (1.0,)
+#: KD methods a cache serves: those whose cache error is the teacher's tail mass times a
+#: within-tail divergence (forward and skew-forward KL); the others' error scales with the
+#: *student's* tail mass, which no teacher-side record bounds.
+SERVED_METHODS = ("fkl", "skl")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -201,6 +255,64 @@ def _rest_key(temperature: float) -> str:
     return f"rest_tau_{float(temperature):g}"
 
 
+def tail_mass(values: Any, rest: Any, temperature: float) -> Any:
+    """The teacher's probability mass outside its top-k at ``temperature``, per position.
+
+    Parameters
+    ----------
+    values : Tensor
+        ``[..., k]`` top-k raw logits (τ = 1 scale).
+    rest : Tensor
+        ``[...]`` log-sum-exp of ``logits / temperature`` over the other tokens.
+    temperature : float
+        The temperature ``rest`` was computed at.
+
+    Returns
+    -------
+    Tensor
+        ``[...]`` float32 ``exp(rest − logsumexp(values / τ, rest))``.
+    """
+    import torch
+
+    logits = torch.cat([values.float() / temperature, rest.float().unsqueeze(-1)], dim=-1)
+    return (rest.float() - logits.logsumexp(-1)).exp()
+
+
+def planned_teacher_signal(method: str, temperature: float, top_k: int | None) -> tuple[str, str]:
+    """Which teacher signal a grid plans for a token-level KD cell, and why.
+
+    Parameters
+    ----------
+    method : str
+        Method id of the cell (a token-level KD method).
+    temperature : float
+        The cell's KD temperature.
+    top_k : int or None
+        The grid's cache k (None: the builder's default).
+
+    Returns
+    -------
+    tuple of (str, str)
+        ``("cache", why)`` or ``("live", why)``.
+    """
+    k = f"top-{top_k}" if top_k is not None else "top-k"
+    if method not in SERVED_METHODS:
+        return "live", (
+            f"{method}: its cache error grows with the student's mass outside the teacher's {k}, "
+            f"which the cache cannot bound (cached: {', '.join(SERVED_METHODS)})"
+        )
+    if float(temperature) in PLANNED_TEMPERATURES:
+        return "cache", (
+            f"{k} at τ={temperature:g}; the run uses the live teacher if the teacher's mean mass "
+            f"outside the {k} exceeds {TAIL_MASS_BOUND:.1%} (measured when the cache is built)"
+        )
+    return "live", (
+        f"{method} at τ={temperature:g}: an LM teacher's mass outside its {k} is far above "
+        f"{TAIL_MASS_BOUND:.1%} at τ > 1, and the cached loss misses about that share "
+        "(bench/cache_error.py)"
+    )
+
+
 def build_teacher_cache(
     teacher: str,
     data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -212,7 +324,7 @@ def build_teacher_cache(
     teacher_gguf_file: str | None = None,
     batch_size: int = 8,
     shard_tokens: int = 1 << 20,
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16",
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
     temperatures: Sequence[float] = (1.0, 2.0, 5.0),
     device: str | None = None,
 ) -> Path:
@@ -240,7 +352,9 @@ def build_teacher_cache(
     shard_tokens : int
         Token positions per shard file.
     dtype : {"float32", "bfloat16", "float16"}
-        Storage type of the logit values.
+        Storage type of the logit values. float32 keeps them exactly; bfloat16 rounds a logit
+        near 20 by up to 0.06, which alone moves a forward KL near 0.2 by about 1 %
+        (``bench/cache_error.py --dtype bfloat16``).
     temperatures : sequence of float
         KD temperatures the cache serves (the rest mass is stored for each; 1 is always
         added, for the KL to the teacher that runs log).
@@ -314,6 +428,8 @@ def build_teacher_cache(
     pending: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     pending_rows = 0
     n_tokens = 0
+    tail_sum = dict.fromkeys(temperatures, 0.0)
+    tail_max = dict.fromkeys(temperatures, 0.0)
 
     def flush() -> None:
         nonlocal pending, pending_rows
@@ -348,6 +464,9 @@ def build_teacher_cache(
                 pending["indices"].append(tops[0].indices[row, :n].to(torch.int32).cpu())
                 for t, top in zip(temperatures, tops, strict=True):
                     pending[_rest_key(t)].append(top.rest[row, :n].cpu())  # type: ignore[index]
+                    mass = tail_mass(top.values[row, :n], top.rest[row, :n], t)  # type: ignore[index]
+                    tail_sum[t] += float(mass.sum())
+                    tail_max[t] = max(tail_max[t], float(mass.max()))
                 pending_rows += n
                 n_tokens += n
     flush()
@@ -359,6 +478,9 @@ def build_teacher_cache(
             "n_examples": len(index),
             "n_tokens": n_tokens,
             "shards": shards,
+            "tail_mass": {
+                f"{t:g}": {"mean": tail_sum[t] / max(n_tokens, 1), "max": tail_max[t]} for t in temperatures
+            },
             "examples": index,
         },
     )
@@ -421,6 +543,7 @@ class TeacherCache:
         self._examples: dict[str, list[int]] = index["examples"]
         self._shard_names: list[str] = index["shards"]
         self._shards: dict[int, Any] = {}
+        self._tail_mass: dict[str, dict[str, float]] | None = index.get("tail_mass")
 
     @classmethod
     def open(cls, root: str | os.PathLike[str]) -> TeacherCache:
@@ -435,10 +558,11 @@ class TeacherCache:
         if not (root / "index.json").is_file():
             raise ConfigError(f"teacher cache {root} is missing or unfinished (no index.json)")
         index = read_json(root / "index.json")
-        if index.get("format") != CACHE_FORMAT:
+        if index.get("format") not in _READABLE_FORMATS:
             raise ConfigError(
-                f"teacher cache {root} has format {index.get('format')!r}; "
-                f"this version reads format {CACHE_FORMAT}"
+                f"teacher cache {root} has format {index.get('format')!r}; this version reads formats "
+                f"{', '.join(map(str, _READABLE_FORMATS))}; rebuild it with build_teacher_cache "
+                "in a new folder"
             )
         return cls(root, index)
 
@@ -454,6 +578,62 @@ class TeacherCache:
         problems = self.key.mismatches(run)
         if problems:
             raise ConfigError(f"teacher cache {self.root} does not match this run: " + "; ".join(problems))
+
+    def tail_mass(self, temperature: float) -> dict[str, float]:
+        """Mean and max over cached positions of the teacher's mass outside the top-k at τ.
+
+        Read from ``index.json`` (format 2) or, for a format-1 cache, computed from its shards
+        once (the stored, possibly rounded, top-k values with the exact rest mass).
+
+        Raises
+        ------
+        ConfigError
+            If ``temperature`` is not cached.
+        """
+        self._check_temperature(temperature)
+        if self._tail_mass is None:
+            self._tail_mass = {f"{t:g}": self._tail_mass_from_shards(t) for t in self.key.temperatures}
+        return self._tail_mass[f"{float(temperature):g}"]
+
+    def _tail_mass_from_shards(self, temperature: float) -> dict[str, float]:
+        total, largest, count = 0.0, 0.0, 0
+        for i in range(len(self._shard_names)):
+            handle = self._shard(i)
+            mass = tail_mass(
+                handle.get_tensor("values"), handle.get_tensor(_rest_key(temperature)), temperature
+            )
+            total, count = total + float(mass.sum()), count + mass.numel()
+            largest = max(largest, float(mass.max())) if mass.numel() else largest
+        return {"mean": total / max(count, 1), "max": largest}
+
+    def bound_problem(self, method: str, temperature: float) -> str | None:
+        """Why this cache does not serve a ``method`` run at ``temperature`` within the error bound.
+
+        None when it does: k covers the vocabulary (exact), or ``method`` is one of
+        :data:`SERVED_METHODS` and the teacher's mean mass outside the top-k at τ is at most
+        :data:`TAIL_MASS_BOUND` (see the module docstring).
+        """
+        if self.k >= self.vocab_size:
+            return None
+        if method not in SERVED_METHODS:
+            return (
+                f"{method} from a top-{self.k} cache has an error set by the student's mass outside "
+                f"the top-k, which the cache cannot bound (cached: {', '.join(SERVED_METHODS)})"
+            )
+        mean = self.tail_mass(temperature)["mean"]
+        if mean <= TAIL_MASS_BOUND:
+            return None
+        return (
+            f"the teacher's mean mass outside its top-{self.k} at τ={float(temperature):g} is {mean:.2%} "
+            f"> {TAIL_MASS_BOUND:.1%}: the cached loss would be about that much too small"
+        )
+
+    def _check_temperature(self, temperature: float) -> None:
+        if float(temperature) not in self.key.temperatures:
+            raise ConfigError(
+                f"teacher cache {self.root} holds temperatures {list(self.key.temperatures)}, "
+                f"not {temperature}"
+            )
 
     def _shard(self, i: int) -> Any:
         from safetensors import safe_open
@@ -480,12 +660,8 @@ class TeacherCache:
 
         from runners.distill.losses import TopKTeacher
 
+        self._check_temperature(temperature)
         rest_key = _rest_key(temperature)
-        if float(temperature) not in self.key.temperatures:
-            raise ConfigError(
-                f"teacher cache {self.root} holds temperatures {list(self.key.temperatures)}, "
-                f"not {temperature}"
-            )
         values = torch.zeros((len(keys), width, self.k), dtype=torch.float32)
         indices = torch.zeros((len(keys), width, self.k), dtype=torch.long)
         rest = torch.zeros((len(keys), width), dtype=torch.float32)

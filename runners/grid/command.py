@@ -14,7 +14,7 @@ from kdanalysis.errors import ConfigError, RunFailedError
 from runners.env import THREADS_ENV, cpu_threads
 from runners.grid.estimate import estimate_plan
 from runners.grid.inputs import MissingInput, input_failures, missing_inputs
-from runners.grid.plan import build_plan
+from runners.grid.plan import build_plan, teacher_signal_lines
 from runners.grid.progress import GridProgress, estimate_table
 from runners.grid.runner import plan_states, resolve_grid, run_grid
 from runners.grid.spec import load_grid
@@ -131,6 +131,8 @@ def run_grid_command(
                     f"{cell.id}  {cell.stage:<18} {states[cell.id].state.value:<8} {cell.label}",
                     highlight=False,
                 )
+        for line in teacher_signal_lines(plan):
+            out.print(line, highlight=False, soft_wrap=True)
         for cid, status in states.items():
             if status.state is CellState.FAILED and cid not in no_input:
                 out.print(f"failed {cid} {plan.cells[cid].label}: {status.error}", highlight=False)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kdanalysis.errors import ConfigError
+from runners.distill.cache import planned_teacher_signal
 from runners.distill.config import TOKEN_KD_METHODS
 from runners.distill.schedule import n_train_items, total_steps
 from runners.grid.settings import check_settings
@@ -44,6 +45,8 @@ __all__ = [
     "Plan",
     "cell_id",
     "build_plan",
+    "teacher_signal",
+    "teacher_signal_lines",
     "training_steps",
 ]
 
@@ -400,6 +403,27 @@ def _kd_axes(grid: GridSpec, pair: PairSpec) -> list[tuple[str, float, float, st
     return axes
 
 
+def teacher_signal(grid: GridSpec, method: str, temperature: float) -> tuple[str, str]:
+    """``("cache" | "live", why)`` for a token-level KD cell (:func:`planned_teacher_signal`);
+    ``("", "")`` for other methods."""
+    if method not in TOKEN_KD_METHODS:
+        return "", ""
+    if not grid.teacher_cache.enabled:
+        return "live", "teacher_cache is not enabled"
+    return planned_teacher_signal(method, temperature, grid.teacher_cache.top_k)
+
+
+def teacher_signal_lines(plan: Plan) -> list[str]:
+    """One line per token-level KD cell: ``<id> <label>: teacher signal: cache|live (why)``."""
+    lines = []
+    for cell in plan:
+        if cell.stage == "kd":
+            source, why = teacher_signal(plan.grid, cell.config["method"], cell.config["temperature"])
+            if source:
+                lines.append(f"{cell.id} {cell.label}: teacher signal: {source} ({why})")
+    return lines
+
+
 def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
     """Expand ``grid`` into its cells (see the module docstring for the stages).
 
@@ -449,8 +473,9 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
             )
         if grid.teacher_cache.enabled:
             for pair in pairs:
-                for method, _tau, _sigma, kind, _params in _kd_axes(grid, pair):
-                    if method in TOKEN_KD_METHODS and (pair.teacher, kind) not in caches:
+                for method, tau, _sigma, kind, _params in _kd_axes(grid, pair):
+                    cached = teacher_signal(grid, method, tau)[0] == "cache"
+                    if cached and (pair.teacher, kind) not in caches:
                         caches[pair.teacher, kind] = b.cache(teacher_ref[pair.teacher, kind], domain)
         for seed in grid.seeds:
             sft_eval: dict[str, str] = {}
@@ -468,7 +493,8 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
                 )
             for pair in pairs:
                 for method, tau, sigma, kind, params in _kd_axes(grid, pair):
-                    cache = caches.get((pair.teacher, kind)) if method in TOKEN_KD_METHODS else None
+                    cached = teacher_signal(grid, method, tau)[0] == "cache"
+                    cache = caches.get((pair.teacher, kind)) if cached else None
                     ref = b.train(
                         "kd",
                         pair.student,
