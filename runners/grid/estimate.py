@@ -86,6 +86,8 @@ def _plan_configs(plan: Plan) -> dict[str, Mapping[str, Any]]:
 def _n_train(data: Mapping[str, Any], prepared: Mapping[str, Mapping[str, Any]]) -> int | None:
     if "data_cell" in data:
         return int(prepared[data["data_cell"]]["n_train"])
+    if "heldout_cell" in data:
+        return int(prepared[data["heldout_cell"]]["per_task"]) * len(data["tasks"])
     return _json_len(data["train_path"])
 
 

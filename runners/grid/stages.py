@@ -8,6 +8,8 @@ relative to ``work_dir``), which :func:`runners.grid.state.execute_cell` records
     prepare (toy_model)  model/                 runners.toy.save_toy_model
     prepare (toy_data)   data/train.json, data/<task>.json   runners.toy.make_arithmetic_task
                          (difficulty, max_number, operations from the grid's domain)
+    prepare (smollm2)    model/                 runners.pretrained.save_smollm2
+    prepare (heldout_data)  data/train.json     runners.evaluate.heldout.heldout_items
     train                run/  (run/model = LoRA adapter or full model)   runners.distill.run.run_distill
     cache                cache/ (index.json + shards)   runners.distill.cache.build_teacher_cache
     eval                 run/  (items.parquet, results.parquet, run_meta.json)   runners.evaluate.run.run_eval
@@ -77,6 +79,8 @@ def _teacher(ref: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
 def _train_file(data: Mapping[str, Any], deps: Mapping[str, Path]) -> str:
     if "data_cell" in data:
         return str(_dep(deps, data["data_cell"]) / "data" / "train.json")
+    if "heldout_cell" in data:
+        return str(_dep(deps, data["heldout_cell"]) / "data" / "train.json")
     return str(data["train_path"])
 
 
@@ -87,6 +91,18 @@ def _prepare(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]
 
         save_toy_model(work / "model", family=cfg["family"], size=cfg["size"], seed=cfg["seed"])
         return {"model": "model"}
+    if cfg["what"] == "smollm2":
+        from runners.pretrained import save_smollm2
+
+        save_smollm2(work / "model", keep_every=cfg["keep_every"])
+        return {"model": "model"}
+    if cfg["what"] == "heldout_data":
+        from runners.evaluate.heldout import heldout_items
+        from runners.toy import write_task_json
+
+        items = heldout_items(cfg["tasks"], cfg["data_dir"], skip=cfg["skip"], per_task=cfg["per_task"])
+        write_task_json(work / "data" / "train.json", items)
+        return {"train": "data/train.json"}
     from runners.toy import make_arithmetic_task, write_task_json
 
     options = {
@@ -223,7 +239,7 @@ _STAGE_FUNCTIONS: dict[str, Callable[[Cell, Path, Mapping[str, Path]], dict[str,
 
 def _uses_torch(cell: Cell) -> bool:
     if cell.kind == "prepare":
-        return bool(cell.config["what"] == "toy_model")
+        return cell.config["what"] in ("toy_model", "smollm2")
     return cell.kind != "fidelity" or bool(cell.config["kl"])
 
 
