@@ -46,6 +46,9 @@ __all__ = [
     "OptimConfig",
     "GenerationConfig",
     "DistillConfig",
+    "PRESETS",
+    "PUBLISHED_METHODS",
+    "preset_values",
     "load_config",
 ]
 
@@ -53,6 +56,59 @@ __all__ = [
 TRAIN_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in {"base", "kd"})
 #: Token-level KD methods: a loss of :func:`runners.distill.losses.kd_loss` on ground-truth sequences.
 TOKEN_KD_METHODS: frozenset[str] = frozenset({"fkl", "rkl", "jsd", "tvd", "skl", "srkl"})
+
+
+#: Training presets: ``project`` (this toolkit's defaults) and ``published`` (the released
+#: code's choices, LCS2-IIITD/KD_generalization; every difference in docs/published_preset.md).
+PRESETS: tuple[str, ...] = ("project", "published")
+#: Methods the released code trains (``sft``, ``kld`` = fkl, ``reversekld`` = rkl, ``gkd``).
+PUBLISHED_METHODS: frozenset[str] = frozenset({"sft", "fkl", "rkl", "gkd"})
+
+
+def preset_values(preset: str, method: str) -> dict[str, Any]:
+    """The loss and data fields that ``preset`` sets for ``method``.
+
+    ``published`` follows the released code (file:line in docs/published_preset.md):
+    ``train_on_inputs`` (finetune.py:81), KD over every attention-mask position with
+    the student's and teacher's logits at the same position (kd_trainer.py:262, 266, 270),
+    per-sequence mean and eps = 1e-9 for fkl/rkl (kd_trainer.py:37, 45-51, 70, 77-83),
+    the micro-batch token mean for gkd (kd_trainer.py:121-127), the Trainer's
+    ``loss / gradient_accumulation_steps`` weighting, gkd samples decoded and
+    re-tokenised (kd_trainer.py:216-221) and the best checkpoint chosen by the
+    cross-entropy validation loss (kd_trainer.py:260; finetune.py:434).
+
+    Raises
+    ------
+    ConfigError
+        Unknown preset, or ``published`` with a method the released code does not train.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    if preset == "project":
+        return {
+            "train_on_inputs": False,
+            "kd_positions": "targets",
+            "kd_reduction": "token_mean",
+            "kd_eps": 0.0,
+            "grad_accum": "tokens",
+            "gkd_retokenize": False,
+            "select_best_on": "loss",
+        }
+    if method not in PUBLISHED_METHODS:
+        raise ConfigError(
+            f"preset 'published' follows the released code, which has no method {method!r}; "
+            f"allowed: {', '.join(sorted(PUBLISHED_METHODS))}"
+        )
+    sequence_kd = method in ("fkl", "rkl")
+    return {
+        "train_on_inputs": True,
+        "kd_positions": "attention",
+        "kd_reduction": "sequence_mean" if sequence_kd else "token_mean",
+        "kd_eps": 1e-9 if sequence_kd else 0.0,
+        "grad_accum": "micro_batches",
+        "gkd_retokenize": method == "gkd",
+        "select_best_on": "ce",
+    }
 
 
 class _Strict(BaseModel):
@@ -189,8 +245,35 @@ class DistillConfig(_Strict):
         Sampling of the generating model (``gkd``: student, ``seqkd``: teacher).
     teacher_noise : float
         Std of Gaussian noise added to the teacher logits (the noise ablation), >= 0.
+    preset : {"project", "published"}
+        Fills the fields below that are not given (:func:`preset_values`); under
+        ``published`` a given value must equal the preset's, and the released code's
+        fixed settings must hold (LoRA dropout 0.05; ``gkd``: temperature 1, beta and
+        gkd_lambda 0.5).
     train_on_inputs : bool
         False: prompt tokens are masked out of every loss (only the response is learnt).
+    kd_positions : {"targets", "attention"}
+        Where the KD loss is taken: ``targets``, the positions whose next token has a
+        label (the logits at t against the teacher's at t for token t+1); ``attention``,
+        every non-padding position, the last one included (the released code).
+    kd_reduction : {"token_mean", "sequence_mean"}
+        KD over a micro-batch: mean over its positions, or mean over sequences of each
+        sequence's mean (the released fkl/rkl).
+    kd_eps : float
+        Added to the teacher's probabilities (fkl) or the student's (rkl) as the released
+        code does (1e-9); 0 for the exact divergence. Only fkl and rkl take it.
+    grad_accum : {"tokens", "micro_batches"}
+        Weighting of the micro-batches of an optimiser step: ``tokens``, by their target
+        tokens (the step's loss is the sum over all its target tokens, on all processes,
+        over their count: the gradient of one big batch); ``micro_batches``, each
+        micro-batch's own mean times 1 / number of micro-batches (the HF Trainer the
+        released code uses).
+    gkd_retokenize : bool
+        ``gkd``: decode the on-policy sequences (special tokens dropped) and tokenise the
+        text again, as the released code does.
+    select_best_on : {"loss", "ce"}
+        Validation value that picks the best weights: the method's loss or the student's
+        cross-entropy (the released Trainer's ``eval_loss``).
     prompt_style : str
         Template of :func:`runners.evaluate.prompts.format_prompt` (default: the
         released training prompt).
@@ -230,7 +313,14 @@ class DistillConfig(_Strict):
     gkd_lambda: float = Field(0.5, ge=0, le=1)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     teacher_noise: float = Field(0.0, ge=0)
-    train_on_inputs: bool = False
+    preset: Literal["project", "published"] = "project"
+    train_on_inputs: bool | None = None
+    kd_positions: Literal["targets", "attention"] | None = None
+    kd_reduction: Literal["token_mean", "sequence_mean"] | None = None
+    kd_eps: float | None = Field(None, ge=0, lt=1e-3)
+    grad_accum: Literal["tokens", "micro_batches"] | None = None
+    gkd_retokenize: bool | None = None
+    select_best_on: Literal["loss", "ce"] | None = None
     prompt_style: PromptStyle = "published_train"
     data: DataConfig
     max_length: int = Field(256, ge=8)
@@ -285,6 +375,31 @@ class DistillConfig(_Strict):
         if not (path / "index.json").is_file():
             raise ValueError(f"teacher cache not found (no index.json): {path}")
         return path
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> DistillConfig:
+        for name, value in preset_values(self.preset, self.method).items():
+            given = getattr(self, name)
+            if given is None:
+                object.__setattr__(self, name, value)
+            elif self.preset == "published" and given != value:
+                raise ValueError(
+                    f"preset 'published' sets {name}={value!r} for method {self.method!r}; "
+                    f"got {name}={given!r} (use preset 'project' to choose freely)"
+                )
+        if self.preset == "published":
+            if self.finetuning == "lora" and self.lora.dropout != 0.05:
+                raise ValueError(f"preset 'published' trains with LoRA dropout 0.05, got {self.lora.dropout}")
+            if self.method == "gkd" and (self.temperature, self.beta, self.gkd_lambda) != (1.0, 0.5, 0.5):
+                raise ValueError(
+                    "preset 'published': the released gkd has temperature 1 (none is passed to its "
+                    "loss), beta 0.5 and lambda 0.5"
+                )
+        if self.kd_eps and self.method not in ("fkl", "rkl"):
+            raise ValueError(f"kd_eps applies to fkl and rkl only, not {self.method!r}")
+        if self.gkd_retokenize and self.method != "gkd":
+            raise ValueError(f"gkd_retokenize applies to method 'gkd' only, not {self.method!r}")
+        return self
 
     @model_validator(mode="after")
     def _combinations(self) -> DistillConfig:

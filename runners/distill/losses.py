@@ -10,7 +10,10 @@ Every loss takes
   multiplied by τ² (Hinton et al.), so gradient scales match across τ;
 
 and returns the **masked token mean** of a per-token divergence (a 0-dim float32 tensor;
-0 when the mask is empty). Softmaxes are computed in float32 whatever the input dtype, except
+0 when the mask is empty), or with ``reduction="sequence_mean"`` the mean over sequences (all
+dimensions of the mask but the last; sequences without a masked position left out) of each
+sequence's mean over its masked positions, as the released code of the paper reduces.
+Softmaxes are computed in float32 whatever the input dtype, except
 that float64 student logits are computed (and returned) in float64 (for gradient checks).
 
 Definitions (``p_T``, ``p_S`` the teacher/student distributions at τ; ``KL(p‖q) = Σ p log(p/q)``):
@@ -239,6 +242,21 @@ def _reverse_kl(log_s: Tensor, log_t: Tensor) -> Tensor:
     return _kl_on_support(log_s, log_t)
 
 
+def _forward_kl_eps(eps: float) -> Divergence:
+    """Σ (p_T + ε)·(log(p_T + ε) − log p_S): the released fkl (teacher probabilities + ε)."""
+
+    def divergence(log_s: Tensor, log_t: Tensor) -> Tensor:
+        target = log_t.exp() + eps
+        return (target * (target.log() - log_s)).sum(-1)
+
+    return divergence
+
+
+def _reverse_kl_eps(eps: float) -> Divergence:
+    """Σ (p_S + ε)·(log p_S − log p_T): the released rkl (student probabilities + ε)."""
+    return lambda log_s, log_t: ((log_s.exp() + eps) * (log_s - log_t)).sum(-1)
+
+
 def _jsd(beta: float) -> Divergence:
     if beta == 0.0:
         return _forward_kl
@@ -310,19 +328,19 @@ class _ChunkedDivergence(torch.autograd.Function):
         positions: Tensor,
         divergence: Divergence,
         temperature: float,
-        scale: float,
+        scale: float | Tensor,
         chunk_rows: int,
     ) -> Tensor:
         need_grad = bool(ctx.needs_input_grad[0])
         grad = torch.zeros_like(student_logits) if need_grad else None
         dtype = _compute_dtype(student_logits)
         total = torch.zeros((), dtype=dtype, device=student_logits.device)
-        for chunk in positions.split(chunk_rows):
+        for n, chunk in enumerate(positions.split(chunk_rows)):
             index = tuple(chunk.unbind(1))
             with torch.enable_grad():
                 rows = student_logits[index].detach().to(dtype).requires_grad_(need_grad)
                 log_s, log_t = _log_probs(rows, teacher[index], temperature)
-                value = divergence(log_s, log_t).sum() * scale
+                value = _weighted_sum(divergence(log_s, log_t), scale, n * chunk_rows)
             if grad is not None and value.requires_grad:  # not for a constant divergence (skew α=1)
                 (row_grad,) = torch.autograd.grad(value, rows)
                 grad[index] = row_grad.to(grad.dtype)
@@ -354,6 +372,25 @@ def _positions(student_logits: Tensor, mask: Tensor | None) -> Tensor:
             raise ConfigError("mask must be boolean or contain only 0 and 1")
         mask = mask != 0
     return mask.to(student_logits.device).nonzero()
+
+
+def _weights(positions: Tensor, temperature: float, reduction: str) -> float | Tensor:
+    """τ² times each position's weight in the reduction: a number (token mean) or a tensor [M]."""
+    if reduction == "token_mean":
+        return temperature**2 / max(len(positions), 1)
+    if reduction != "sequence_mean":
+        raise ConfigError(f"unknown reduction {reduction!r}; allowed: token_mean, sequence_mean")
+    if not len(positions) or positions.shape[1] == 1:  # no position, or one sequence
+        return temperature**2 / max(len(positions), 1)
+    _, sequence, counts = positions[:, :-1].unique(dim=0, return_inverse=True, return_counts=True)
+    return temperature**2 / (counts[sequence].double() * len(counts))
+
+
+def _weighted_sum(values: Tensor, scale: float | Tensor, start: int = 0) -> Tensor:
+    """Σ values·weight for the rows ``start, start + 1, ...`` of the weights (see :func:`_weights`)."""
+    if isinstance(scale, Tensor):
+        return (values * scale[start : start + len(values)].to(values.dtype)).sum()
+    return values.sum() * scale
 
 
 def _check_teacher(student_logits: Tensor, teacher: Tensor | TopKTeacher, temperature: float) -> None:
@@ -392,6 +429,7 @@ def _loss(
     temperature: float,
     chunk_size: int | None,
     chunked: bool,
+    reduction: str = "token_mean",
 ) -> Tensor:
     if not (isinstance(temperature, int | float) and temperature > 0):
         raise ConfigError(f"temperature must be a positive number, got {temperature!r}")
@@ -404,14 +442,20 @@ def _loss(
     if isinstance(teacher, Tensor):
         teacher = teacher.detach()
     positions = _positions(student_logits, mask)
-    scale = temperature**2 / max(len(positions), 1)
+    scale = _weights(positions, temperature, reduction)
     if not chunked:
         index = tuple(positions.unbind(1))
         rows = student_logits[index].to(_compute_dtype(student_logits))
         log_s, log_t = _log_probs(rows, teacher[index], temperature)
-        return divergence(log_s, log_t).sum() * scale
+        return _weighted_sum(divergence(log_s, log_t), scale)
     rows = chunk_size or max(1, _CHUNK_ELEMENTS // student_logits.shape[-1])
     return _ChunkedDivergence.apply(student_logits, teacher, positions, divergence, temperature, scale, rows)
+
+
+def _check_eps(value: float) -> float:
+    if not (isinstance(value, int | float) and 0.0 <= value < 1e-3):
+        raise ConfigError(f"eps must be a number in [0, 1e-3), got {value!r}")
+    return float(value)
 
 
 def _check_weight(name: str, value: float) -> float:
@@ -437,12 +481,14 @@ _DOC_PARAMS = """
         Tokens per chunk; ``None``: about 2**21 logits per chunk.
     chunked : bool
         ``False`` computes densely with plain autograd (reference / benchmark baseline).
+    reduction : {"token_mean", "sequence_mean"}
+        Mean over the masked positions, or over sequences of each sequence's mean.
 
     Returns
     -------
     Tensor
-        0-dim float32 (float64 for float64 student logits): τ² × mean over masked positions
-        of the per-token divergence.
+        0-dim float32 (float64 for float64 student logits): τ² × the reduction over masked
+        positions of the per-token divergence.
 """
 
 
@@ -452,10 +498,13 @@ def forward_kl(
     mask: Tensor | None = None,
     temperature: float = 1.0,
     *,
+    eps: float = 0.0,
     chunk_size: int | None = None,
     chunked: bool = True,
+    reduction: str = "token_mean",
 ) -> Tensor:
-    return _loss(_forward_kl, student_logits, teacher, mask, temperature, chunk_size, chunked)
+    divergence = _forward_kl_eps(_check_eps(eps)) if eps else _forward_kl
+    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked, reduction)
 
 
 def reverse_kl(
@@ -464,10 +513,13 @@ def reverse_kl(
     mask: Tensor | None = None,
     temperature: float = 1.0,
     *,
+    eps: float = 0.0,
     chunk_size: int | None = None,
     chunked: bool = True,
+    reduction: str = "token_mean",
 ) -> Tensor:
-    return _loss(_reverse_kl, student_logits, teacher, mask, temperature, chunk_size, chunked)
+    divergence = _reverse_kl_eps(_check_eps(eps)) if eps else _reverse_kl
+    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked, reduction)
 
 
 def generalized_jsd(
@@ -479,9 +531,10 @@ def generalized_jsd(
     beta: float = 0.5,
     chunk_size: int | None = None,
     chunked: bool = True,
+    reduction: str = "token_mean",
 ) -> Tensor:
     divergence = _jsd(_check_weight("beta", beta))
-    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked)
+    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked, reduction)
 
 
 def total_variation(
@@ -492,8 +545,9 @@ def total_variation(
     *,
     chunk_size: int | None = None,
     chunked: bool = True,
+    reduction: str = "token_mean",
 ) -> Tensor:
-    return _loss(_tvd, student_logits, teacher, mask, temperature, chunk_size, chunked)
+    return _loss(_tvd, student_logits, teacher, mask, temperature, chunk_size, chunked, reduction)
 
 
 def skew_forward_kl(
@@ -505,9 +559,10 @@ def skew_forward_kl(
     alpha: float = 0.1,
     chunk_size: int | None = None,
     chunked: bool = True,
+    reduction: str = "token_mean",
 ) -> Tensor:
     divergence = _skew_forward(_check_weight("alpha", alpha))
-    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked)
+    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked, reduction)
 
 
 def skew_reverse_kl(
@@ -519,13 +574,20 @@ def skew_reverse_kl(
     alpha: float = 0.1,
     chunk_size: int | None = None,
     chunked: bool = True,
+    reduction: str = "token_mean",
 ) -> Tensor:
     divergence = _skew_reverse(_check_weight("alpha", alpha))
-    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked)
+    return _loss(divergence, student_logits, teacher, mask, temperature, chunk_size, chunked, reduction)
 
 
-forward_kl.__doc__ = 'Forward KL(p_T ‖ p_S), the paper\'s "SeqKD" loss.\n' + _DOC_PARAMS
-reverse_kl.__doc__ = 'Reverse KL(p_S ‖ p_T), the paper\'s "RevKD" loss.\n' + _DOC_PARAMS
+forward_kl.__doc__ = (
+    'Forward KL(p_T ‖ p_S), the paper\'s "SeqKD" loss.\n\n'
+    "    ``eps`` > 0: Σ (p_T + ε)·(log(p_T + ε) − log p_S), the released code's variant.\n" + _DOC_PARAMS
+)
+reverse_kl.__doc__ = (
+    'Reverse KL(p_S ‖ p_T), the paper\'s "RevKD" loss.\n\n'
+    "    ``eps`` > 0: Σ (p_S + ε)·(log p_S − log p_T), the released code's variant.\n" + _DOC_PARAMS
+)
 generalized_jsd.__doc__ = (
     "Generalized JSD(β) of GKD: β·KL(p_T‖m) + (1−β)·KL(p_S‖m), m = β·p_T + (1−β)·p_S.\n\n"
     "    β = 0 is forward KL and β = 1 reverse KL (see the module docstring); ``beta`` in [0, 1].\n"
@@ -543,8 +605,8 @@ skew_reverse_kl.__doc__ = (
 
 #: Losses by function name, with the keyword parameters each accepts.
 LOSSES: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {
-    "forward_kl": (forward_kl, ()),
-    "reverse_kl": (reverse_kl, ()),
+    "forward_kl": (forward_kl, ("eps",)),
+    "reverse_kl": (reverse_kl, ("eps",)),
     "generalized_jsd": (generalized_jsd, ("beta",)),
     "total_variation": (total_variation, ()),
     "skew_forward_kl": (skew_forward_kl, ("alpha",)),
@@ -570,6 +632,7 @@ def kd_loss(
     *,
     chunk_size: int | None = None,
     chunked: bool = True,
+    reduction: str = "token_mean",
     **params: float,
 ) -> Tensor:
     """Compute a KD loss chosen by name.
@@ -579,10 +642,10 @@ def kd_loss(
     name : str
         A method id (``fkl``, ``rkl``, ``jsd``, ``tvd``, ``skl``, ``srkl``) or a function
         name of :data:`LOSSES` (``forward_kl``, ...).
-    student_logits, teacher, mask, temperature, chunk_size, chunked
+    student_logits, teacher, mask, temperature, chunk_size, chunked, reduction
         As in :func:`forward_kl`.
     **params : float
-        The loss's own parameters: ``beta`` (jsd), ``alpha`` (skl, srkl).
+        The loss's own parameters: ``beta`` (jsd), ``alpha`` (skl, srkl), ``eps`` (fkl, rkl).
 
     Returns
     -------
@@ -605,5 +668,12 @@ def kd_loss(
             f"KD loss {name!r} does not take {unknown}; it accepts {list(accepted) or 'no parameters'}"
         )
     return function(
-        student_logits, teacher, mask, temperature, chunk_size=chunk_size, chunked=chunked, **params
+        student_logits,
+        teacher,
+        mask,
+        temperature,
+        chunk_size=chunk_size,
+        chunked=chunked,
+        reduction=reduction,
+        **params,
     )

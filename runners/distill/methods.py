@@ -13,6 +13,9 @@
 
 Shapes: logits at position t predict token t+1, so every loss compares
 ``logits[:, :-1]`` with ``labels[:, 1:]``; the token mask is ``labels[:, 1:] != -100``.
+With ``kd_positions: attention`` (the released code) the KD loss instead compares the
+student's and the teacher's logits at every non-padding position, the last one included;
+the cross-entropy and the logged ``kl`` keep the target mask.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "cross_entropy",
     "add_teacher_noise",
     "sample_continuations",
+    "retokenize",
     "generate_teacher_outputs",
 ]
 
@@ -152,6 +156,8 @@ class Method:
     vocab_size : int or None
         Shared vocabulary size (``len(tokenizer)``): logits are sliced to it, which drops
         embedding padding rows (:func:`runners.distill.vocab.align_logits`).
+    tokenizer : tokenizer or None
+        Needed when ``config.gkd_retokenize`` (:func:`retokenize`).
     """
 
     def __init__(
@@ -161,12 +167,16 @@ class Method:
         pad_id: int,
         eos_id: int,
         vocab_size: int | None = None,
+        tokenizer: Any = None,
     ) -> None:
         self.config = config
         self.teacher = teacher
         self.pad_id = pad_id
         self.eos_id = eos_id
         self.vocab_size = vocab_size
+        self.tokenizer = tokenizer
+        if config.gkd_retokenize and tokenizer is None:
+            raise ValueError("gkd_retokenize needs the tokenizer")
         name = config.method
         self.kd_name: str | None = (
             {"gkd": "jsd"}.get(name, name) if name in TOKEN_KD_METHODS | {"gkd"} else None
@@ -176,6 +186,8 @@ class Method:
             self.kd_params = {"beta": config.beta}
         elif self.kd_name in ("skl", "srkl"):
             self.kd_params = {"alpha": config.skew_alpha}
+        if config.kd_eps:
+            self.kd_params["eps"] = config.kd_eps
         if self.kd_name is not None and teacher is None:
             raise ValueError(f"method {name!r} needs a teacher signal")
 
@@ -231,6 +243,8 @@ class Method:
                 device=device,
                 autocast=autocast,
             )
+            if self.config.gkd_retokenize:
+                examples = retokenize(self.tokenizer, examples)
         batch = {k: v.to(device) for k, v in collate(examples, self.pad_id).items()}
         with autocast():
             student_logits = student(
@@ -246,9 +260,20 @@ class Method:
         teacher = self.teacher.logits(batch, examples, self.config.temperature)
         mask = labels[:, 1:] != IGNORE_INDEX
         s_logits, t_logits = align_logits(student_logits[:, :-1], teacher[:, :-1], self.vocab_size)
-        noisy = add_teacher_noise(t_logits, self.config.teacher_noise if noise else 0.0)
+        kd_mask = mask
+        s_kd, t_kd = s_logits, t_logits
+        if self.config.kd_positions == "attention":
+            kd_mask = batch["attention_mask"] != 0
+            s_kd, t_kd = align_logits(student_logits, teacher, self.vocab_size)
+        noisy = add_teacher_noise(t_kd, self.config.teacher_noise if noise else 0.0)
         kd = kd_loss(
-            self.kd_name, s_logits, noisy, mask, temperature=self.config.temperature, **self.kd_params
+            self.kd_name,
+            s_kd,
+            noisy,
+            kd_mask,
+            temperature=self.config.temperature,
+            reduction=self.config.kd_reduction,
+            **self.kd_params,
         )
         with torch.no_grad():
             kl = self._kl_to_teacher(s_logits.detach(), t_logits, batch, examples, mask)
@@ -279,6 +304,7 @@ def build_method(config: DistillConfig, teacher: TeacherSignal | None, tokenizer
         pad_id=tokenizer.pad_token_id,
         eos_id=tokenizer.eos_token_id,
         vocab_size=len(tokenizer),
+        tokenizer=tokenizer,
     )
 
 
@@ -348,6 +374,26 @@ def sample_continuations(
         ids = (ex.prompt_ids + tuple(cont))[:max_length]
         prompt_labels = ex.prompt_ids if train_on_inputs else (IGNORE_INDEX,) * ex.prompt_len
         new.append(Example(ids, (prompt_labels + tuple(cont))[:max_length], ex.prompt_len))
+    return new
+
+
+def retokenize(tokenizer: Any, examples: Sequence[Example]) -> list[Example]:
+    """Decode each sequence (special tokens dropped) and tokenise the text again (``gkd_retokenize``).
+
+    What the released GKD does with its samples (``batch_decode(..., skip_special_tokens=True)``
+    and the tokenizer on the texts, kd_trainer.py:216-221): the EOS and any special token go,
+    the tokenizer's own special tokens (e.g. a BOS) are added, and the token boundaries are
+    those of the text. Every token gets a label (the released labels are the input ids with
+    padding ignored); ``prompt_len`` is the length of the common prefix with the old prompt.
+    """
+    new = []
+    for ex in examples:
+        text = tokenizer.decode(list(ex.input_ids), skip_special_tokens=True)
+        ids = tuple(tokenizer(text)["input_ids"])
+        prompt_len = 0
+        while prompt_len < min(len(ids), ex.prompt_len) and ids[prompt_len] == ex.input_ids[prompt_len]:
+            prompt_len += 1
+        new.append(Example(ids, ids, prompt_len))
     return new
 
 

@@ -37,7 +37,13 @@ WRITE = os.environ.get("KDANALYSIS_WRITE_GOLDEN") == "1"
 RUNS: dict[str, tuple[str, dict[str, Any], bool]] = {
     "sft_lora_accum2": (
         "sft",
-        {"optim": {"max_steps": 6}, "log_every": 2, "eval_every": 3, "checkpoint_every": 3},
+        {
+            "grad_accum": "micro_batches",
+            "optim": {"max_steps": 6},
+            "log_every": 2,
+            "eval_every": 3,
+            "checkpoint_every": 3,
+        },
         False,
     ),
     "fkl_cache_epochs": (
