@@ -13,9 +13,20 @@ named step after the other:
 4. ``_make_trainable`` (LoRA adapters or full fine-tuning), AdamW + linear warm-up/decay,
    ``_restore`` from the latest checkpoint if there is one,
 5. the step loop, written out in :func:`train`: gradient accumulation over
-   ``_micro_batches``, clipping, logging (running sums in ``_LossSums``), periodic
-   ``_validate`` (``_save_best`` keeps the best weights) and atomic ``_save_checkpoint``,
+   ``_micro_batches`` (weighted by ``_accumulation_weight``: token-weighted by default,
+   see below), clipping, logging (running sums in ``_LossSums``), periodic ``_validate``
+   (``_save_best`` keeps the best weights) and atomic ``_save_checkpoint``,
 6. ``_save_final``: the final weights (best or last) in ``model/`` with the tokenizer.
+
+Gradient accumulation (``grad_accum``). ``tokens`` (default, as TRL and HF Trainer with
+``num_items_in_batch``): micro-batch m's token-mean loss is back-propagated times
+``n_m * world / N``, ``n_m`` its target tokens and ``N`` those of the whole global batch (all
+processes; DDP averages over processes), so a step's gradient is that of the loss summed
+over all its target tokens divided by their number: the gradient of one big batch. ``N`` is
+known from the data before the step; when ``gkd`` samples change the counts, the gradients
+are multiplied by ``N / N_actual`` (``N_actual`` all-reduced) before clipping.
+``micro_batches`` (the released code's HF Trainer): each micro-batch's own mean times
+``1 / accum``, so micro-batches count equally whatever their lengths.
 
 Multi-GPU: launch with ``accelerate launch -m runners.distill CONFIG.yaml``. Process r
 takes the r-th contiguous share of each global batch, so with the same
@@ -54,7 +65,7 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
 from runners.distill.cache import CacheKey, TeacherCache
 from runners.distill.config import TOKEN_KD_METHODS, DistillConfig
-from runners.distill.data import Example, encode_pairs, epoch_batches, load_items, split_items
+from runners.distill.data import IGNORE_INDEX, Example, encode_pairs, epoch_batches, load_items, split_items
 from runners.distill.methods import LossOutput, TeacherSignal, build_method, generate_teacher_outputs
 from runners.distill.schedule import steps_per_epoch, total_steps
 from runners.distill.vocab import check_same_tokenizer
@@ -324,14 +335,19 @@ class _Best:
 class _LossSums:
     """Running sums of the logged loss parts over micro-batches, until a record is written.
 
-    Each micro-batch adds its values times a weight: 1 in training (a record holds means
-    over micro-batches), its target tokens in validation (token-weighted means).
+    Each micro-batch adds its values times a weight: in training the weight it has in the
+    gradient (its target tokens with ``grad_accum: tokens``, 1 with ``micro_batches``), its
+    target tokens in validation (token-weighted means).
 
     Attributes
     ----------
-    loss, ce, kd, kl, on_policy : float
+    loss, ce, kd, kl : float
         Weighted sums of :class:`~runners.distill.methods.LossOutput`'s parts (``kd`` and
-        ``kl`` over the micro-batches that have them; ``on_policy`` counts ``gkd`` batches).
+        ``kl`` over the micro-batches that have them).
+    on_policy : float
+        Number of on-policy (``gkd``) micro-batches.
+    micro_batches : float
+        Number of micro-batches.
     weight : float
         Sum of the weights.
     kd_weight : float
@@ -345,6 +361,7 @@ class _LossSums:
     kd: float = 0.0
     kl: float = 0.0
     on_policy: float = 0.0
+    micro_batches: float = 0.0
     weight: float = 0.0
     kd_weight: float = 0.0
     tokens: float = 0.0
@@ -358,7 +375,8 @@ class _LossSums:
             self.kd_weight += weight
         if out.kl is not None:
             self.kl += out.kl.item() * weight
-        self.on_policy += out.on_policy * weight
+        self.on_policy += out.on_policy
+        self.micro_batches += 1
         self.weight += weight
 
     def reduced(self, accelerator: Any) -> _LossSums:
@@ -367,8 +385,12 @@ class _LossSums:
         return _LossSums(*accelerator.reduce(values, reduction="sum").cpu().tolist())
 
     def mean(self, part: str) -> float:
-        """Weighted mean of ``loss``, ``ce`` or ``on_policy``."""
+        """Weighted mean of ``loss`` or ``ce``."""
         return float(getattr(self, part)) / max(self.weight, 1.0)
+
+    def on_policy_fraction(self) -> float:
+        """Fraction of the micro-batches that were on-policy."""
+        return self.on_policy / max(self.micro_batches, 1.0)
 
     def kd_mean(self, part: str) -> float | None:
         """Weighted mean of ``kd`` or ``kl`` over the micro-batches with a teacher (None without)."""
@@ -389,9 +411,11 @@ def train(
 
     ``metrics.jsonl`` training records: ``step, epoch, lr, loss, ce, kd, kl, grad_norm,
     tokens, tokens_per_s, on_policy_frac`` (means over the micro-batches since the last
-    record; ``kd``/``kl`` null without a teacher signal; ``tokens`` = non-padding input
+    record, weighted as in the gradient: by target tokens with ``grad_accum: tokens``;
+    ``kd``/``kl`` null without a teacher signal; ``tokens`` = non-padding input
     tokens of all processes). Validation records: ``step, val_loss, val_ce, val_kd,
-    val_kl, best`` (token-weighted over the validation set, teacher noise off).
+    val_kl, best`` (token-weighted over the validation set, teacher noise off; ``best``
+    compares ``val_loss``, or ``val_ce`` with ``select_best_on: ce``).
 
     Parameters
     ----------
@@ -448,8 +472,10 @@ def train(
     # 5. the step loop
     sums, window_start = _LossSums(), time.perf_counter()
     for step in range(start_step, n_steps):
-        step_start, step_tokens = time.perf_counter(), 0
-        for m, examples in enumerate(_micro_batches(data.train, config, dev, per_epoch, step)):
+        step_start, step_tokens, step_targets = time.perf_counter(), 0, 0
+        batch = _global_batch(data.train, config, per_epoch, step)
+        planned = sum(_targets(data.train[i]) for i in batch)
+        for m, examples in enumerate(_micro_batches(data.train, batch, dev)):
             on_policy = method.on_policy_coin(step, m, dev.rank)
             last = m == dev.accum - 1  # DDP all-reduces the gradients on the last micro-batch only
             with contextlib.nullcontext() if last else dev.accelerator.no_sync(student):
@@ -461,9 +487,12 @@ def train(
                     on_policy=on_policy,
                     generator_model=unwrapped,
                 )
-                dev.accelerator.backward(out.loss / dev.accum)
-            sums.add(out, weight=1)
+                dev.accelerator.backward(out.loss * _accumulation_weight(config, out.n_tokens, planned, dev))
+            sums.add(out, weight=out.n_tokens if config.grad_accum == "tokens" else 1)
             step_tokens += sum(len(ex.input_ids) for ex in examples)
+            step_targets += out.n_tokens
+        if config.grad_accum == "tokens" and config.method == "gkd":
+            _rescale_to_sampled_tokens(params, planned, step_targets, dev)
         sums.tokens += step_tokens
         grad_norm = (
             dev.accelerator.clip_grad_norm_(params, config.optim.max_grad_norm)
@@ -489,13 +518,15 @@ def train(
                     "grad_norm": None if grad_norm is None else float(grad_norm),
                     "tokens": int(total.tokens),
                     "tokens_per_s": total.tokens / max(time.perf_counter() - window_start, 1e-9),
-                    "on_policy_frac": total.mean("on_policy") if config.method == "gkd" else None,
+                    "on_policy_frac": total.on_policy_fraction() if config.method == "gkd" else None,
                 }
             )
             sums, window_start = _LossSums(), time.perf_counter()
         if data.val and ((config.eval_every and done % config.eval_every == 0) or done == n_steps):
             record = _validate(method, student, data.val, dev, done)
-            record["best"] = best.update(record["val_loss"], done)
+            record["best"] = best.update(
+                record["val_ce" if config.select_best_on == "ce" else "val_loss"], done
+            )
             if record["best"] and dev.main:
                 _save_best(unwrapped, run_dir, done)
             metrics.write(record)
@@ -663,16 +694,47 @@ def _restore(
     return step, best
 
 
-def _micro_batches(
-    examples: list[Example], config: DistillConfig, dev: _Devices, per_epoch: int, step: int
-) -> list[list[Example]]:
-    """This process's micro-batches of optimiser step ``step``: the r-th contiguous share of the
-    step's global batch, so N processes see the same micro-batches as one."""
+def _global_batch(examples: list[Example], config: DistillConfig, per_epoch: int, step: int) -> list[int]:
+    """Indices of the examples of optimiser step ``step`` (all processes)."""
     epoch, index = divmod(step, per_epoch)
-    batch = epoch_batches(len(examples), config.optim.batch_size, config.seed, epoch)[index]
+    return epoch_batches(len(examples), config.optim.batch_size, config.seed, epoch)[index]
+
+
+def _targets(example: Example) -> int:
+    """Target tokens of an example: the labelled positions after the first (the CE and KD mask)."""
+    return sum(label != IGNORE_INDEX for label in example.labels[1:])
+
+
+def _micro_batches(examples: list[Example], batch: list[int], dev: _Devices) -> list[list[Example]]:
+    """This process's micro-batches of a global ``batch``: its r-th contiguous share, so N
+    processes see the same micro-batches as one."""
     share = len(batch) // dev.world
     mine = batch[dev.rank * share : (dev.rank + 1) * share]
     return [[examples[i] for i in mine[m * dev.micro : (m + 1) * dev.micro]] for m in range(dev.accum)]
+
+
+def _accumulation_weight(config: DistillConfig, n_tokens: int, planned: int, dev: _Devices) -> float:
+    """Factor of a micro-batch's mean loss in the step's gradient (see the module docstring).
+
+    ``tokens``: ``n_tokens * world / planned`` (DDP divides the summed gradients by
+    ``world``), ``micro_batches``: ``1 / accum``.
+    """
+    if config.grad_accum == "tokens":
+        return n_tokens * dev.world / planned
+    return 1.0 / dev.accum
+
+
+def _rescale_to_sampled_tokens(
+    params: list[torch.nn.Parameter], planned: int, actual: int, dev: _Devices
+) -> None:
+    """Token weighting when on-policy samples changed the step's target count: gradients times
+    ``planned / actual``, ``actual`` summed over all processes."""
+    total = dev.accelerator.reduce(torch.tensor(float(actual), device=dev.device), reduction="sum")
+    factor = planned / float(total)
+    if factor != 1.0:
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(factor)
 
 
 def _validate(method: Any, student: Any, examples: list[Example], dev: _Devices, step: int) -> dict[str, Any]:
