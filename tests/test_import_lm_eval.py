@@ -152,7 +152,9 @@ def test_runs_matched_by_folder_glob(lm_dir: Path) -> None:
     assert sorted(results["run_id"].unique()) == ["tiny-fkl", "tiny-sft"]
 
 
-def test_cli_writes_validated_tables(lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_collects_and_reports_with_the_paired_section(
+    lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     code = _run_cli(
         monkeypatch,
@@ -168,6 +170,21 @@ def test_cli_writes_validated_tables(lm_dir: Path, tmp_path: Path, monkeypatch: 
     assert code == 0
     results, items = read_results(out / "results.parquet"), read_items(out / "items.parquet")
     assert _check_against_files(lm_dir, results, items) == 36
+    report = tmp_path / "report"
+    code = _run_cli(
+        monkeypatch, "report", str(out / "results.parquet"), "--out", str(report), "--format", "html"
+    )
+    assert code == 0
+    paired = pd.read_csv(report / "tables" / "paired_items.csv")
+    assert sorted(paired["task"]) == ["toy_arith", "toy_choice2", "toy_choice4"]
+    assert set(paired["kd_run"]) == {"tiny-fkl"} and set(paired["sft_run"]) == {"tiny-sft"}
+    choice4 = paired[paired["task"] == "toy_choice4"].iloc[0]
+    kd, sft = (
+        items[(items["run_id"] == r) & (items["task"] == "toy_choice4")] for r in ("tiny-fkl", "tiny-sft")
+    )
+    merged = kd.merge(sft, on="item_id")
+    assert choice4["n_discordant"] == int((merged["correct_x"] != merged["correct_y"]).sum())
+    assert "Per-item paired tests" in (report / "report.html").read_text(encoding="utf-8")
 
 
 def _damage_truncated(directory: Path) -> None:
