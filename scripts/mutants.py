@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Tests run against every mutant.
-TESTS = ("tests/runners/distill/test_wiring_mutants.py",)
+TESTS = ("tests/runners/distill/test_wiring_mutants.py", "tests/runners/distill/test_cache_bound.py")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,12 @@ MUTANTS = (
         "runners/distill/methods.py",
         "cut = row.index(eos_id) + 1 if eos_id in row else len(row)",
         "cut = row.index(eos_id) if eos_id in row else len(row)",
+    ),
+    Mutant(
+        "the cache returns the τ = 1 rest mass at any τ",
+        "runners/distill/cache.py",
+        "rest_key = _rest_key(temperature)",
+        "rest_key = _rest_key(1.0)",
     ),
 )
 

@@ -82,7 +82,7 @@ def _loss_and_grad(
     value = kd_loss(loss, logits, teacher, temperature=temperature)
     value.backward()
     assert logits.grad is not None
-    return float(value), logits.grad.flatten()
+    return float(value.detach()), logits.grad.flatten()
 
 
 def cache_error(
