@@ -27,8 +27,9 @@ What becomes what
 - One row of the per-item table per (run, task, item) from the samples of the primary
   key: ``item_id`` = ``doc_id``, ``prompt_hash`` lm-eval's, ``correct`` the item's value
   of the primary metric, ``gold`` the target, ``output`` the model's raw response (the
-  JSON list of log-likelihoods for multiple choice), ``pred`` the filtered response (for
-  ``acc``, the index of the most likely choice; empty for ``acc_norm``), ``n_tokens`` NA.
+  JSON list of ``[log-likelihood, is_greedy]`` for log-likelihood tasks), ``pred`` the
+  filtered response (multiple choice scored by ``acc``: the index of the likeliest choice;
+  empty for ``acc_norm`` and single log-likelihood requests), ``n_tokens`` NA.
 - ``run_id`` is the run's name in the mapping file (:mod:`kdanalysis.importers.mapping`),
   ``source`` the results file relative to ``DIR``.
 
@@ -300,10 +301,10 @@ def _samples(path: Path) -> Iterator[dict[str, Any]]:
 def _item_texts(record: dict[str, Any], metric: str) -> tuple[str, str]:
     """``(output, pred)`` of one sample: raw response and extracted answer."""
     resps, filtered = record.get("resps") or [], record.get("filtered_resps") or []
-    if filtered and all(isinstance(r, list) and len(r) == 2 for r in filtered):  # log-likelihood per choice
+    if filtered and all(isinstance(r, list) and len(r) == 2 for r in filtered):  # [log-likelihood, is_greedy]
         lls = [_number(r[0]) for r in filtered]
-        pred = str(max(range(len(lls)), key=lls.__getitem__)) if metric == "acc" else ""
-        return json.dumps(filtered), pred
+        choice = len(lls) > 1 and metric == "acc"  # one request per choice: the prediction is the likeliest
+        return json.dumps(filtered), str(max(range(len(lls)), key=lls.__getitem__)) if choice else ""
     output = resps[0][0] if resps and isinstance(resps[0], list) and resps[0] else ""
     pred = filtered[0] if filtered and isinstance(filtered[0], str) else ""
     return str(output), pred
