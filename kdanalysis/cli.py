@@ -8,7 +8,8 @@ this app alone (``python -m runners`` runs the whole command).
 
 The commands are thin: each parses its arguments and delegates to a library function,
 imported lazily so that ``kdanalysis --help`` stays fast and torch-free. Any
-:class:`~kdanalysis.errors.KDAnalysisError` becomes one line on stderr and exit code 2
+:class:`~kdanalysis.errors.KDAnalysisError`, and any error of the file system (a full
+disk names the path and the free space), becomes one line on stderr and exit code 2
 (``--debug`` shows the traceback instead).
 """
 
@@ -22,7 +23,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from kdanalysis.errors import ConfigError, KDAnalysisError
+from kdanalysis.errors import ConfigError, KDAnalysisError, SchemaError
 
 __all__ = ["app", "main"]
 
@@ -56,6 +57,8 @@ def validate(
     from kdanalysis.results import read_results
 
     df = read_results(path)
+    if df.empty:
+        raise SchemaError(f"{path}: the results table has no rows")
     typer.echo(
         f"{path}: valid results table, {len(df)} rows, "
         f"{df['student'].nunique()} students, {df['task'].nunique()} tasks, "
@@ -157,4 +160,13 @@ def main() -> None:
         if _state["debug"]:
             raise
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:  # the file system refused (full disk, permissions): one line too
+        if _state["debug"]:
+            raise
+        from kdanalysis.io import disk_full_error
+
+        error = disk_full_error(exc.filename or Path.cwd(), exc)
+        message = str(error) if error is not None else f"{exc.filename or 'a file'}: {exc.strerror or exc}"
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)

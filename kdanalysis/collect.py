@@ -30,8 +30,7 @@ from kdanalysis.results import (
     read_results,
     validate_items,
     validate_results,
-    write_items,
-    write_results,
+    write_results_and_items,
 )
 from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE, is_done
 
@@ -195,7 +194,7 @@ def write_collected(
     *,
     within: Iterable[str | os.PathLike[str]] | None = None,
 ) -> tuple[Path, Path]:
-    """Collect ``runs_dir`` and write ``results.parquet`` and ``items.parquet`` atomically.
+    """Collect ``runs_dir`` and write ``results.parquet`` and ``items.parquet``, both or neither.
 
     Parameters
     ----------
@@ -212,4 +211,4 @@ def write_collected(
     """
     results, items = collect_runs(runs_dir, within=within)
     out = Path(out_dir) if out_dir is not None else Path(runs_dir)
-    return write_results(results, out / RESULTS_FILE), write_items(items, out / ITEMS_FILE)
+    return write_results_and_items(results, items, out / RESULTS_FILE, out / ITEMS_FILE)

@@ -14,6 +14,7 @@ __all__ = [
     "BackendUnavailableError",
     "RunFailedError",
     "RunFolderError",
+    "DiskFullError",
 ]
 
 
@@ -39,3 +40,7 @@ class RunFailedError(KDAnalysisError, RuntimeError):
 
 class RunFolderError(KDAnalysisError, ValueError):
     """A run folder's files are damaged or not in the run-folder contract (names the file)."""
+
+
+class DiskFullError(KDAnalysisError, OSError):
+    """A file could not be written for lack of space; the message names the path and the free space."""

@@ -76,7 +76,7 @@ import numpy as np
 import pandas as pd
 
 from kdanalysis.errors import SchemaError
-from kdanalysis.io import atomic_write_bytes
+from kdanalysis.io import atomic_write_bytes, atomic_write_many
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -98,6 +98,7 @@ __all__ = [
     "write_models",
     "read_items",
     "write_items",
+    "write_results_and_items",
     "check_choice",
 ]
 
@@ -244,6 +245,26 @@ def _check_allowed(df: pd.DataFrame, col: str, allowed: Iterable[str], what: str
                           f"{_rows_repr(df, bad, [col])}; allowed: {', '.join(allowed)}")
 
 
+def _check_units(out: pd.DataFrame, bare_metric: pd.Series, what: str) -> None:
+    """Values the units of :data:`METRICS` forbid: percents outside 0-100, negative ``n``,
+    ``ci_low`` above ``ci_high``, and task ids that are not lower-case."""
+    percent = (bare_metric != "kl") & ((out["value"] < 0) | (out["value"] > 100))
+    if percent.any():
+        raise SchemaError(f"{what}: percent value outside 0-100 ({out.loc[percent, 'value'].iloc[0]!r}) "
+                          f"in {_rows_repr(out, percent, ['metric', 'value'])}")
+    negative = (out["n"] < 0).fillna(False).astype(bool)
+    if negative.any():
+        raise SchemaError(f"{what}: negative item count in {_rows_repr(out, negative, ['n'])}")
+    crossed = out["ci_low"] > out["ci_high"]
+    if crossed.any():
+        raise SchemaError(f"{what}: ci_low above ci_high in "
+                          f"{_rows_repr(out, crossed, ['ci_low', 'ci_high'])}")
+    upper = out["task"] != out["task"].str.lower()
+    if upper.any():
+        raise SchemaError(f"{what}: task ids are lower-case, got {out.loc[upper, 'task'].iloc[0]!r} "
+                          f"in {_rows_repr(out, upper, ['task'])}")
+
+
 def results_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Build a validated results table from dict records, filling optional columns.
 
@@ -278,7 +299,9 @@ def validate_results(df: pd.DataFrame, *, what: str = "results") -> pd.DataFrame
     SchemaError
         Naming the column(s) and the first offending rows, for missing columns, wrong
         types, NaN in key columns, unknown method/metric/teacher_kind ids, an
-        inconsistent teacher/teacher_kind pair, or duplicate keys.
+        inconsistent teacher/teacher_kind pair, values the units forbid (a percent outside
+        0-100, a negative ``n``, ``ci_low`` above ``ci_high``, an upper-case task id), or
+        duplicate keys.
     """
     _require_columns(df, _REQUIRED, what)
     out = df.copy()
@@ -312,6 +335,7 @@ def validate_results(df: pd.DataFrame, *, what: str = "results") -> pd.DataFrame
     if inconsistent.any():
         raise SchemaError(f"{what}: teacher_kind must be 'none' exactly when teacher is 'none': "
                           f"{_rows_repr(out, inconsistent, ['teacher', 'teacher_kind'])}")
+    _check_units(out, bare, what)
     dup = out.duplicated(subset=list(KEY_COLUMNS), keep=False)
     if dup.any():
         raise SchemaError(f"{what}: duplicate key ({', '.join(KEY_COLUMNS)}): "
@@ -386,16 +410,20 @@ def _read_table(path: str | os.PathLike[str], what: str) -> pd.DataFrame:
     raise SchemaError(f"{path}: unsupported file type {path.suffix!r}; use .parquet or .csv")
 
 
-def _write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Serialise in memory, then write atomically (:func:`kdanalysis.io.atomic_write_bytes`)."""
-    path = Path(path)
+def _table_bytes(df: pd.DataFrame, path: Path) -> bytes:
+    """``df`` serialised in memory as the file type of ``path``."""
     if path.suffix == ".parquet":
         buffer = io.BytesIO()
         df.to_parquet(buffer, index=False)
-        return atomic_write_bytes(path, buffer.getvalue())
+        return buffer.getvalue()
     if path.suffix == ".csv":
-        return atomic_write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+        return df.to_csv(index=False).encode("utf-8")
     raise SchemaError(f"{path}: unsupported file type {path.suffix!r}; use .parquet or .csv")
+
+
+def _write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Serialise in memory, then write atomically (:func:`kdanalysis.io.atomic_write_bytes`)."""
+    return atomic_write_bytes(path, _table_bytes(df, Path(path)))
 
 
 def _read_validated(path: str | os.PathLike[str], what: str, validate: Any) -> pd.DataFrame:
@@ -440,3 +468,31 @@ def read_items(path: str | os.PathLike[str]) -> pd.DataFrame:
 def write_items(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Validate and atomically write a per-item table."""
     return _write_table(validate_items(df), path)
+
+
+def write_results_and_items(
+    results: pd.DataFrame,
+    items: pd.DataFrame,
+    results_path: str | os.PathLike[str],
+    items_path: str | os.PathLike[str],
+) -> tuple[Path, Path]:
+    """Validate and write a results table and its per-item table, both or neither.
+
+    Both are serialised and written to temporary files before either replaces its
+    previous version (:func:`kdanalysis.io.atomic_write_many`), so a failure (a full disk)
+    never leaves a results table beside the items of another run.
+
+    Raises
+    ------
+    SchemaError
+        If either table fails its contract.
+    DiskFullError
+        If the disk fills up (both previous files are left as they were).
+    """
+    results_path, items_path = Path(results_path), Path(items_path)
+    data = {
+        results_path: _table_bytes(validate_results(results), results_path),
+        items_path: _table_bytes(validate_items(items), items_path),
+    }
+    written = atomic_write_many(data)
+    return written[0], written[1]

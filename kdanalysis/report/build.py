@@ -1,7 +1,9 @@
 """``build_report``: a results table in, a report folder out (HTML, PDF, figures, tables).
 
 The report is built in a temporary folder next to the output folder and moved into place
-only when everything succeeded, so a failure never leaves a partial report behind.
+only when everything succeeded, so a failure (a full disk included) never leaves a partial
+report behind and the previous report stays intact. A build killed outright leaves its
+folder behind: the next build removes it (:mod:`kdanalysis.report.orphans`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdanalysis.errors import BackendUnavailableError, ConfigError
+from kdanalysis.errors import BackendUnavailableError, ConfigError, DiskFullError, SchemaError
+from kdanalysis.io import reporting_disk_full
 from kdanalysis.report.content import build_sections
+from kdanalysis.report.orphans import BuildMark, remove_stale
 from kdanalysis.report.render import FigureDrawer, render_html, write_pdf, write_tables
 from kdanalysis.results import validate_models, validate_results
 
@@ -170,6 +174,29 @@ def _warning_notes(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     return [f"warning while computing the report ({count}x): {text}" for text, count in counts.items()]
 
 
+def _prepare_out(out_dir: Path) -> Path:
+    """Check that ``out_dir`` can hold a report, remove leftovers of killed builds; return a new build folder.
+
+    Raises
+    ------
+    ConfigError
+        If ``out_dir`` is a file or cannot be written (the message names it).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"report output {out_dir} is a file, not a folder; give a folder with --out")
+    try:
+        with reporting_disk_full(out_dir):
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(out_dir.parent.glob(f".{out_dir.name}-building-*"))
+            if out_dir.is_dir():
+                remove_stale(out_dir.glob(".*-old-*"))
+            return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report to {out_dir}: {exc.strerror or exc}") from exc
+
+
 def _move_into_place(build_dir: Path, out_dir: Path) -> None:
     """Move the built entries into ``out_dir``, replacing earlier report files of the same names."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,9 +259,11 @@ def build_report(
     Raises
     ------
     SchemaError
-        If ``results`` fails the contract.
+        If ``results`` fails the contract or has no rows.
     ConfigError
-        For an unknown format.
+        For an unknown format, or an output folder that is a file or cannot be written.
+    DiskFullError
+        If the disk fills up (the previous report is left as it was).
     """
     from kdanalysis.datasets import load_paper_results
 
@@ -244,48 +273,51 @@ def build_report(
         results = load_paper_results()
         source = source or BUNDLED_SOURCE
     results = validate_results(results)
+    if results.empty:
+        raise SchemaError("the results table has no rows: nothing to report")
     models = _models_for_report(models)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    build_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-building-", dir=out_dir.parent))
+    build_dir = _prepare_out(out_dir)
     try:
-        figure_dir, table_dir = build_dir / "figures", build_dir / "tables"
-        figure_dir.mkdir()
-        table_dir.mkdir()
-        with FigureDrawer(figure_dir, workers=_workers(workers)) as drawer:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                sections = build_sections(
-                    results,
-                    models,
-                    step=lambda name: step(f"computing: {name}"),
-                    on_section=drawer.submit_all,
-                    items=items,
+        with BuildMark(build_dir) as mark, reporting_disk_full(out_dir):
+            figure_dir, table_dir = build_dir / "figures", build_dir / "tables"
+            figure_dir.mkdir()
+            table_dir.mkdir()
+            with FigureDrawer(figure_dir, workers=_workers(workers)) as drawer:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    sections = build_sections(
+                        results,
+                        models,
+                        step=lambda name: step(f"computing: {name}"),
+                        on_section=drawer.submit_all,
+                        items=items,
+                    )
+                messages = _warning_notes(caught)
+                specs = [f for s in sections for f in s.figures]
+                step(f"drawing {len(specs)} figures")
+                drawer.wait_png(step=lambda fid: step(f"figure {fid} drawn"))
+                write_tables([t for s in sections for t in s.tables], table_dir)
+                step("rendering HTML")
+                html = render_html(
+                    sections, figure_dir, title=title, source=source or "results table", n_rows=len(results)
                 )
-            messages = _warning_notes(caught)
-            specs = [f for s in sections for f in s.figures]
-            step(f"drawing {len(specs)} figures")
-            drawer.wait_png(step=lambda fid: step(f"figure {fid} drawn"))
-            write_tables([t for s in sections for t in s.tables], table_dir)
-            step("rendering HTML")
-            html = render_html(
-                sections, figure_dir, title=title, source=source or "results table", n_rows=len(results)
-            )
-            pdf_written = False
-            if "html" in chosen:
-                (build_dir / "report.html").write_text(html, encoding="utf-8")
-            if "pdf" in chosen:
-                # the figure workers write the SVG files meanwhile
-                step("rendering PDF")
-                try:
-                    write_pdf(html, build_dir / "report.pdf")
-                    pdf_written = True
-                except BackendUnavailableError as exc:
-                    messages.append(str(exc))
-                    logger.warning("%s", exc)
-            step("writing SVG figures")
-            drawer.wait()
-        _move_into_place(build_dir, out_dir)
+                pdf_written = False
+                if "html" in chosen:
+                    (build_dir / "report.html").write_text(html, encoding="utf-8")
+                if "pdf" in chosen:
+                    # the figure workers write the SVG files meanwhile
+                    step("rendering PDF")
+                    try:
+                        write_pdf(html, build_dir / "report.pdf")
+                        pdf_written = True
+                    except BackendUnavailableError as exc:
+                        messages.append(str(exc))
+                        logger.warning("%s", exc)
+                step("writing SVG figures")
+                drawer.wait()
+            mark.release()
+            _move_into_place(build_dir, out_dir)
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
     html_path, pdf_path = out_dir / "report.html", out_dir / "report.pdf"

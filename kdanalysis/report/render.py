@@ -28,7 +28,9 @@ import pandas as pd
 
 from kdanalysis.errors import BackendUnavailableError
 from kdanalysis.report.formatting import format_table
+from kdanalysis.report.orphans import exit_with
 from kdanalysis.report.sections import FigureSpec, Section, TableSpec
+from kdanalysis.report.spreadsheet import spreadsheet_safe
 
 __all__ = ["PDF_INSTALL_HINT", "FigureDrawer", "write_tables", "render_html", "write_pdf"]
 
@@ -44,8 +46,9 @@ _DPI = 150
 _READY: Any = None
 
 
-def _init_worker(ready: Any) -> None:
+def _init_worker(ready: Any, parent: int) -> None:
     global _READY
+    exit_with(parent)
     _READY = ready
 
 
@@ -98,7 +101,7 @@ class FigureDrawer:
                 max_workers=self.workers,
                 mp_context=context,
                 initializer=_init_worker,
-                initargs=(self._ready,),
+                initargs=(self._ready, os.getpid()),
             )
             # Starting the fork server (which imports the plotting modules) and the workers takes
             # seconds and would block the first submit: a thread does it while the caller computes.
@@ -163,9 +166,9 @@ class FigureDrawer:
 
 
 def write_tables(tables: Sequence[TableSpec], table_dir: Path) -> None:
-    """Write every table, at full precision, to ``table_dir/<id>.csv``."""
+    """Write every table, at full precision, to ``table_dir/<id>.csv`` (text cells spreadsheet-safe)."""
     for table in tables:
-        table.data.to_csv(table_dir / f"{table.id}.csv", index=False)
+        spreadsheet_safe(table.data).to_csv(table_dir / f"{table.id}.csv", index=False)
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
