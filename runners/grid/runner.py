@@ -22,7 +22,7 @@ import pandas as pd
 
 from kdanalysis.collect import write_collected
 from kdanalysis.errors import ConfigError
-from kdanalysis.io import atomic_write_json, atomic_write_text, read_json
+from kdanalysis.io import atomic_write_json, atomic_write_text, parquet_intact, read_json
 from kdanalysis.results import MODEL_COLUMNS, validate_models, write_models
 from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE
 from runners.grid.executors import Executor, make_executor
@@ -140,8 +140,8 @@ def _ended_state(status: CellStatus, cid: str, runs_dir: Path) -> CellStatus:
 
 
 def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path) -> bool:
-    """Whether the collected tables are newer than the plan and every finished measuring cell."""
-    if not all(p.is_file() for p in collected):
+    """Whether the collected tables are whole and newer than the plan and every finished measuring cell."""
+    if not all(map(parquet_intact, collected)):
         return False
     oldest = min(p.stat().st_mtime for p in collected)
     root = cells_dir(runs_dir)

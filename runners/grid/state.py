@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kdanalysis.errors import KDAnalysisError, RunFailedError, RunFolderError
-from kdanalysis.io import atomic_write_json, read_json
+from kdanalysis.io import atomic_write_json, parquet_intact, read_json
 from kdanalysis.runfolder import CELL_FILE, LOG_FILE, RunState, now_utc, read_status, write_status
 from runners.grid.plan import Cell
 
@@ -136,8 +136,17 @@ def cell_dir(runs_dir: Path, cid: str) -> Path:
     return cells_dir(runs_dir) / cid
 
 
+def _parquet_files(outputs: list[Path]) -> list[Path]:
+    """The parquet files among ``outputs`` and directly inside the output folders."""
+    files = [p for p in outputs if p.suffix == ".parquet"]
+    return files + [f for p in outputs if p.is_dir() for f in p.glob("*.parquet")]
+
+
 def cell_state(runs_dir: Path, cid: str) -> CellStatus:
     """State of one finished-or-not cell (``pending`` unless its final folder says otherwise).
+
+    A cell marked done whose outputs are missing, or whose parquet tables are truncated,
+    is ``pending``: it is computed again.
 
     Raises
     ------
@@ -150,10 +159,12 @@ def cell_state(runs_dir: Path, cid: str) -> CellStatus:
         return CellStatus(CellState.PENDING)
     state = status["state"]
     if state is RunState.DONE:
-        outputs = status.get("outputs", {})
-        if all((folder / rel).exists() for rel in outputs.values()):
+        outputs = [folder / rel for rel in status.get("outputs", {}).values()]
+        if all(p.exists() for p in outputs) and all(map(parquet_intact, _parquet_files(outputs))):
             return CellStatus(CellState.DONE, status.get("duration_s"))
-        logger.warning("cell %s is marked done but outputs are missing; it will be recomputed", cid)
+        logger.warning(
+            "cell %s is marked done but outputs are missing or truncated; it will be recomputed", cid
+        )
         return CellStatus(CellState.PENDING)
     if state is RunState.FAILED:
         return CellStatus(CellState.FAILED, status.get("duration_s"), status.get("error", ""))
@@ -440,7 +451,7 @@ def record_failure(cell: Cell, runs_dir: str | os.PathLike[str], error: str) -> 
     A job killed by its scheduler (``scancel``, a time limit with no requeue left, a node
     failure) never reaches :func:`execute_cell`'s own failure record; this one makes the
     failure last, so a later call keeps the cell failed and its dependents blocked until
-    ``--retry-failed``. Its partial temporary folder is left to :func:`clean_stale`.
+    ``--retry-failed``. Its partial temporary folder is left as it is.
 
     Returns
     -------
