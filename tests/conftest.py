@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,23 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _slurm_unavailable() -> str | None:
+    """Why the tests marked ``slurm`` cannot run here (None: a cluster answers)."""
+    if shutil.which("sbatch") is None:
+        return "no SLURM here (sbatch not found): start one with scripts/slurm-local.sh start"
+    if importlib.util.find_spec("submitit") is None:
+        return "submitit is not installed (pip install -e '.[slurm]')"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "the SLURM cluster does not answer (sinfo timed out): scripts/slurm-local.sh status"
+    states = proc.stdout.split()
+    if proc.returncode or not {"idle", "mixed", "allocated"} & set(states):
+        said = (proc.stderr.strip() or " ".join(states) or "no nodes").splitlines()[0]
+        return f"the SLURM cluster does not answer ({said}): scripts/slurm-local.sh start"
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reasons = {
         "slow": None if config.getoption("--runslow") else "slow test: use --runslow",
@@ -32,6 +50,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     }
     need_gpu = any("gpu" in item.keywords for item in items)
     reasons["gpu"] = None if (not need_gpu or _cuda_available()) else "no CUDA GPU"
+    if any("slurm" in item.keywords for item in items):
+        reasons["slurm"] = _slurm_unavailable()
     for item in items:
         for marker, reason in reasons.items():
             if reason and marker in item.keywords:

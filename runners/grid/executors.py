@@ -70,6 +70,10 @@ class Executor(ABC):
     def close(self) -> None:
         """Release workers/handles; cells not ended are abandoned (their state stays on disk)."""
 
+    def ended_reason(self, cid: str) -> str | None:
+        """Why the worker of ended cell ``cid`` stopped, when it ended without a result (None: unknown)."""
+        return None
+
 
 class SequentialExecutor(Executor):
     """Run cells one at a time in this process (CPU default; no start-up cost per cell).
@@ -213,9 +217,13 @@ class SubmititExecutor(Executor):
             folder=self.runs_dir / "submitit", cluster=spec.cluster, **extra
         )
         self._jobs: dict[str, Any] = {}
+        self._reasons: dict[str, str] = {}
 
     def capacity(self) -> int:
         return max(self.spec.array_parallelism - len(self._jobs), 0)
+
+    def ended_reason(self, cid: str) -> str | None:
+        return self._reasons.get(cid)
 
     def _parameters(self, stage: str) -> dict[str, Any]:
         params: dict[str, Any] = {"timeout_min": self.spec.timeout_min}
@@ -252,8 +260,12 @@ class SubmititExecutor(Executor):
                 if self.spec.cluster == "debug" or job.done():
                     try:
                         job.result()  # the debug executor runs the job here
-                    except Exception as exc:  # a job killed outside execute_cell: state stays on disk
+                    except Exception as exc:  # a job killed outside execute_cell (scancel, time limit, node)
                         logger.warning("job of cell %s ended abnormally: %s", cid, exc)
+                        self._reasons[cid] = (
+                            f"{self.spec.cluster} job {job.job_id} ended {job.state} without a result; "
+                            f"see {job.paths.stderr}"
+                        )
                     ended.append(cid)
                     if self.spec.cluster == "debug":
                         break

@@ -27,7 +27,7 @@ from kdanalysis.results import MODEL_COLUMNS, validate_models, write_models
 from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE
 from runners.grid.executors import Executor, make_executor
 from runners.grid.inputs import input_failures, missing_inputs
-from runners.grid.plan import Plan
+from runners.grid.plan import Cell, Plan
 from runners.grid.spec import GridSpec
 from runners.grid.state import (
     GRID_FILE,
@@ -37,6 +37,7 @@ from runners.grid.state import (
     GridLock,
     cells_dir,
     clean_stale,
+    record_failure,
     scan_states,
 )
 
@@ -128,15 +129,18 @@ def plan_states(plan: Plan, runs_dir: Path, *, retry_failed: bool = False) -> di
     return states
 
 
-def _ended_state(status: CellStatus, cid: str, runs_dir: Path) -> CellStatus:
-    """State of a cell its executor reported ended; no result on disk = failed (for this call)."""
+def _ended_state(status: CellStatus, cell: Cell, runs_dir: Path, reason: str | None) -> CellStatus:
+    """State of a cell its executor reported ended; no result on disk = failed, recorded on disk.
+
+    ``reason`` is the executor's account of the end (e.g. the scheduler's job state).
+    """
     if status.state in (CellState.DONE, CellState.FAILED):
         return status
-    return CellStatus(
-        CellState.FAILED,
-        error=f"cell ended without a result (worker crashed?); see "
-        f"{runs_dir}/logs/{cid}.txt or the executor's logs",
+    error = reason or (
+        f"cell ended without a result (worker crashed?); see {runs_dir}/logs/{cell.id}.txt "
+        "or the executor's logs"
     )
+    return record_failure(cell, runs_dir, error)
 
 
 def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path) -> bool:
@@ -269,7 +273,7 @@ def run_grid(
                 running -= set(ended)
                 computed.extend(ended)
                 fresh = {
-                    cid: _ended_state(status, cid, runs_dir)
+                    cid: _ended_state(status, plan.cells[cid], runs_dir, executor.ended_reason(cid))
                     for cid, status in scan_states(runs_dir, ended).items()
                 }
                 states.update(fresh)
