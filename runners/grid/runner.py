@@ -183,7 +183,12 @@ def _save_plan(plan: Plan, runs_dir: Path, grid_text: str | None) -> None:
     """Write plan.json (only when it changed: its age tells whether the collection is current)."""
     saved = {"study": plan.grid.study, "cells": [c.to_json() for c in plan]}
     path = runs_dir / PLAN_FILE
-    if not path.is_file() or read_json(path) != json.loads(json.dumps(saved, default=str)):
+    try:
+        current = read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        logger.warning("%s is damaged; it is written again from the grid", path)
+        current = None
+    if current != json.loads(json.dumps(saved, default=str)):
         atomic_write_json(path, saved)
         write_models(models_table(plan.grid), runs_dir / "models.parquet")
     if grid_text is not None:

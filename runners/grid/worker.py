@@ -2,7 +2,8 @@
 
 Used by :class:`runners.grid.executors.GpuPoolExecutor` (one process per cell, pinned to
 a GPU by ``CUDA_VISIBLE_DEVICES``). The cell is read from ``RUNS_DIR/plan.json``.
-Exit code 0 when the cell is done, 1 when it failed (its folder holds the traceback).
+Exit code 0 when the cell is done, 1 when it failed (its folder holds the traceback), 2
+when its cell cannot be read from ``plan.json`` (one line on stderr).
 """
 
 from __future__ import annotations
@@ -20,12 +21,26 @@ __all__ = ["load_cell", "main"]
 
 
 def load_cell(runs_dir: Path, cid: str) -> Cell:
-    """Cell ``cid`` of the plan saved in ``RUNS_DIR/plan.json``."""
-    plan = read_json(Path(runs_dir) / PLAN_FILE)
-    for data in plan["cells"]:
-        if data["id"] == cid:
-            return Cell.from_json(data)
-    raise RunFailedError(f"cell {cid} is not in {Path(runs_dir) / PLAN_FILE}")
+    """Cell ``cid`` of the plan saved in ``RUNS_DIR/plan.json``.
+
+    Raises
+    ------
+    RunFailedError
+        If ``plan.json`` is missing, damaged or lacks the cell (the message names it).
+    """
+    path = Path(runs_dir) / PLAN_FILE
+    try:
+        cells = read_json(path)["cells"]
+        found = [data for data in cells if data["id"] == cid]
+        cell = Cell.from_json(found[0]) if found else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise RunFailedError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); "
+            "run run-grid again to rewrite it from the grid"
+        ) from exc
+    if cell is None:
+        raise RunFailedError(f"cell {cid} is not in {path}")
+    return cell
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     runs_dir = Path(args[0])
-    status = execute_cell(load_cell(runs_dir, args[1]), runs_dir)
+    try:
+        cell = load_cell(runs_dir, args[1])
+    except RunFailedError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    status = execute_cell(cell, runs_dir)
     return 0 if status.state is CellState.DONE else 1
 
 

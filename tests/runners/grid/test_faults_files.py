@@ -1,0 +1,65 @@
+"""Damaged files of a runs folder: a corrupted ``plan.json`` or ``status.json`` is named, never a
+traceback, and never makes ``collect``/``report`` return fewer rows silently."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdanalysis.results import read_results
+from runners.cli import main
+from runners.grid.executors import SequentialExecutor
+from runners.grid.plan import build_plan
+from runners.grid.runner import run_grid
+from runners.grid.spec import parse_grid
+from runners.grid.state import cell_dir
+from runners.grid.worker import main as worker_main
+
+HERE = Path(__file__).parent
+fake_stage = runpy.run_path(str(HERE / "test_grid_run.py"))["fake_stage"]
+PLAN = build_plan(parse_grid((HERE / "small_grid.yaml").read_text(encoding="utf-8")))
+
+
+def _run(runs: Path):  # noqa: ANN202
+    return run_grid(PLAN, runs, executor=SequentialExecutor(runs, fake_stage))
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["kdanalysis", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_corrupted_plan_is_named_by_the_worker_and_rewritten_by_the_next_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _run(tmp_path)
+    (tmp_path / "plan.json").write_text('{"study": "x", "cells": [')
+    assert worker_main([str(tmp_path), next(iter(PLAN)).id]) == 2
+    err = capsys.readouterr().err
+    assert "plan.json cannot be read" in err and "run-grid again" in err and "Traceback" not in err
+    again = _run(tmp_path)
+    assert again.counts == first.counts and again.computed == []
+    assert worker_main([str(tmp_path), "nope"]) == 2  # readable again: only the unknown cell is refused
+
+
+def test_a_corrupted_status_of_a_done_cell_is_named_not_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = _run(tmp_path)
+    n_rows = len(read_results(result.results_path))
+    cid = next(c.id for c in PLAN if c.kind == "eval")
+    status = cell_dir(tmp_path, cid) / "status.json"
+    status.write_text(status.read_text()[:20])
+    for command in (["collect", str(tmp_path)], ["report", str(tmp_path), "--out", str(tmp_path / "r")]):
+        code, out = _cli(monkeypatch, capsys, *command)
+        assert code == 2 and str(status) in out and "Traceback" not in out
+    assert len(read_results(result.results_path)) == n_rows  # the earlier collection is left alone
