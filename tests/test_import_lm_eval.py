@@ -1,7 +1,8 @@
 """``kdanalysis collect --from lm-eval``: lm-evaluation-harness output into the results contract.
 
 The fixture (tests/fixtures/lm_eval) holds files lm-eval 0.4.13 wrote; the last test runs
-lm-eval itself (offline, CPU, toy models) and imports what it writes.
+lm-eval itself (offline, CPU, toy models) and imports what it writes (skipped without
+lm_eval, the ``dev`` extra).
 """
 
 from __future__ import annotations
@@ -296,20 +297,15 @@ def test_missing_map_names_the_models_found(lm_dir: Path) -> None:
         import_lm_eval(lm_dir)
 
 
-def test_real_lm_eval_run_imports_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """lm-eval itself (offline, CPU) on two toy models and three local tasks, then import and report."""
+def test_real_lm_eval_run_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-eval itself (offline, CPU) on two toy models and three local tasks, then the import."""
     pytest.importorskip("lm_eval")
     pytest.importorskip("torch")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from kdanalysis.report import build_report
     from runners.toy.lm_eval_study import write_toy_lm_eval_study
 
     lm_dir = write_toy_lm_eval_study(tmp_path / "study", runs=("tiny-sft", "tiny-fkl"), n_items=4)
     results, items = import_lm_eval(lm_dir)
     assert _check_against_files(lm_dir, results, items) == 2 * 3 * 4
-    paths = build_report(results, tmp_path / "report", formats=["html"], workers=1, items=items)
-    paired = pd.read_csv(paths.out_dir / "tables" / "paired_items.csv")
-    assert sorted(paired["task"]) == ["toy_arith", "toy_choice2", "toy_choice4"]
-    assert set(paired["kd_run"]) == {"tiny-fkl"} and set(paired["sft_run"]) == {"tiny-sft"}
-    assert "Per-item paired tests" in paths.html.read_text(encoding="utf-8")
+    assert sorted(results["run_id"].unique()) == ["tiny-fkl", "tiny-sft"]
