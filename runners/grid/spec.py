@@ -21,6 +21,7 @@ so the grid never duplicates their schemas.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import KD_METHODS
 from kdanalysis.tasks import TOY_TAG, bundled_tasks
+from runners.grid.settings import check_method_params
 from runners.toy.tasks import OPERATIONS, Operation, check_operations
 
 __all__ = [
@@ -61,6 +63,16 @@ SMOLLM2_PREFIX = "smollm2:"
 #: Training-data entry that takes the training items from the domain's own test sets, after
 #: the ``evaluation.limit`` items that are evaluated (real questions, disjoint from the scored ones).
 HELDOUT_TRAIN = "heldout:test-sets"
+
+
+def _positive_temperatures(value: list[float]) -> list[float]:
+    if not value or any(t <= 0 for t in value):
+        raise ValueError(f"temperatures must be a non-empty list of positive numbers, got {value}")
+    return value
+
+
+#: What a study name may look like: it names the default runs folder ``runs/<study>``.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class _Strict(BaseModel):
@@ -122,9 +134,7 @@ class MethodSpec(_Strict):
     @field_validator("temperatures")
     @classmethod
     def _positive(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and (not value or any(t <= 0 for t in value)):
-            raise ValueError("temperatures must be a non-empty list of positive numbers")
-        return value
+        return value if value is None else _positive_temperatures(value)
 
 
 class DomainSpec(_Strict):
@@ -199,6 +209,8 @@ class BaseTeacherAblation(_Strict):
     temperatures: list[float] = Field(default_factory=lambda: [1.0])
     teachers: list[str] | None = None
 
+    _positive = field_validator("temperatures")(_positive_temperatures)
+
 
 class NoiseAblation(_Strict):
     """KD from teacher logits with added Gaussian noise of standard deviation σ."""
@@ -207,6 +219,8 @@ class NoiseAblation(_Strict):
     methods: list[str] = Field(default_factory=lambda: ["fkl"])
     temperatures: list[float] = Field(default_factory=lambda: [1.0])
     teachers: list[str] | None = None
+
+    _positive_t = field_validator("temperatures")(_positive_temperatures)
 
     @field_validator("sigmas")
     @classmethod
@@ -292,6 +306,24 @@ class GridSpec(_Strict):
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     report: bool = Field(default=False, description="build the HTML report after collecting")
 
+    _positive = field_validator("temperatures")(_positive_temperatures)
+
+    @field_validator("study")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _STUDY_NAME.fullmatch(value) or ".." in value:
+            raise ValueError(
+                f"study names the runs folder runs/<study>: letters, digits, '_', '-', '.' "
+                f"(no '/', no '..', not starting with '.'), got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_method_params(self) -> GridSpec:
+        for spec in self.methods:
+            check_method_params(spec.method, spec.params, (spec.temperatures or self.temperatures)[0])
+        return self
+
     @model_validator(mode="after")
     def _check_references(self) -> GridSpec:
         def known(ids: list[str] | None, where: str) -> None:
@@ -363,6 +395,22 @@ def _node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _check_duplicate_keys(node: yaml.Node | None, source: str) -> None:
+    """Refuse a mapping that names a key twice (YAML loaders keep the last one silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            name = getattr(key, "value", None)
+            line = key.start_mark.line + 1
+            if isinstance(name, str) and name in seen:
+                raise ConfigError(f"{source}:{line}: duplicate key {name!r} (first at line {seen[name]})")
+            seen[name] = line
+            _check_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, source)
+
+
 def _format_loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for key in loc:
@@ -381,7 +429,8 @@ def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
     Raises
     ------
     ConfigError
-        One line: ``source:line:col: YAML syntax error ...`` or
+        One line: ``source:line:col: YAML syntax error ...``,
+        ``source:line: duplicate key 'models' (first at line N)`` or
         ``source: field.path (line N): message``.
     """
     try:
@@ -394,6 +443,7 @@ def parse_grid(text: str, source: str = "<grid>") -> GridSpec:
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a grid file must be a YAML mapping, got {type(data).__name__}")
+    _check_duplicate_keys(root, source)
     try:
         return GridSpec.model_validate(data)
     except ValidationError as exc:
