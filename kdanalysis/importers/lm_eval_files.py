@@ -61,8 +61,7 @@ from kdanalysis.results import (
     ITEM_COLUMNS,
     validate_items,
     validate_results,
-    write_items,
-    write_results,
+    write_results_and_items,
 )
 from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE
 
@@ -474,7 +473,8 @@ def write_lm_eval_import(
 ) -> tuple[Path, Path]:
     """Import ``directory`` (:func:`import_lm_eval`) and write ``results.parquet`` and ``items.parquet``.
 
-    Nothing is written unless the whole import succeeds.
+    Nothing is written unless the whole import succeeds; the two files are written both or
+    neither (:func:`kdanalysis.results.write_results_and_items`).
 
     Returns
     -------
@@ -483,4 +483,4 @@ def write_lm_eval_import(
     """
     results, items = import_lm_eval(directory, study)
     out = Path(out_dir)
-    return write_results(results, out / RESULTS_FILE), write_items(items, out / ITEMS_FILE)
+    return write_results_and_items(results, items, out / RESULTS_FILE, out / ITEMS_FILE)
