@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
 from kdanalysis.errors import SchemaError
-from kdanalysis.results import results_frame
+from kdanalysis.io import atomic_write_json
+from kdanalysis.report import load_report_data
+from kdanalysis.results import results_frame, write_items, write_results
 from kdanalysis.stats import DegenerateDataWarning
 from kdanalysis.studies.paired_items import PAIRED_ITEM_COLUMNS, paired_item_tests
 
@@ -124,3 +128,20 @@ def test_no_items_give_an_empty_table() -> None:
     results, items = _study()
     table = paired_item_tests(results, items.iloc[:0])
     assert table.empty and list(table.columns) == list(PAIRED_ITEM_COLUMNS)
+
+
+def test_runs_folder_of_kdanalysis_gives_the_same_pairs(tmp_path: Path) -> None:
+    """Run folders of kdanalysis' runners (status done, results.parquet, items.parquet)."""
+    results, items = _study()
+    for run in ("s-sft", "s-fkl"):
+        folder = tmp_path / "runs" / run
+        folder.mkdir(parents=True)
+        write_results(results[results["run_id"] == run], folder / "results.parquet")
+        write_items(items[items["run_id"] == run], folder / "items.parquet")
+        atomic_write_json(folder / "status.json", {"state": "done"})
+    collected, found_models, _, found_items = load_report_data(tmp_path / "runs")
+    assert found_models is None and len(found_items) == 2 * 2 * 12
+    table = paired_item_tests(collected, found_items, n_boot=500)
+    expected = paired_item_tests(results, items, n_boot=500)
+    expected = expected[expected["kd_run"] == "s-fkl"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table, expected)
