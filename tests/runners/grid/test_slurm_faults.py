@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cloudpickle
 import pandas as pd
 import pytest
 
@@ -34,8 +33,8 @@ HERE = Path(__file__).parent
 GRID = HERE / "slurm_grid.yaml"
 # the grid tests' fake stage (results rows from the cell id), loaded by path; submitit pickles it by value
 fake_stage = runpy.run_path(str(HERE / "test_grid_run.py"))["fake_stage"]
-# the jobs cannot import this test module: its functions travel by value
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
+# the jobs cannot import this test module: its functions travel by value (cloudpickle comes with submitit)
+pytest.importorskip("cloudpickle").register_pickle_by_value(sys.modules[__name__])
 
 WAIT_S = 120
 
