@@ -63,3 +63,29 @@ def test_a_corrupted_status_of_a_done_cell_is_named_not_dropped(
         code, out = _cli(monkeypatch, capsys, *command)
         assert code == 2 and str(status) in out and "Traceback" not in out
     assert len(read_results(result.results_path)) == n_rows  # the earlier collection is left alone
+
+
+def test_run_grid_on_a_full_disk_is_one_line_and_keeps_the_collected_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+    import tempfile
+
+    runs = tmp_path / "runs"
+    first = _run(runs)
+    items_before = first.items_path.read_bytes()
+    first.results_path.unlink()  # the collection must be written again
+    grid = tmp_path / "grid.yaml"
+    grid.write_text((HERE / "small_grid.yaml").read_text(encoding="utf-8"))
+    real = tempfile.mkstemp
+
+    def full(*args: object, **kwargs: object) -> tuple[int, str]:
+        if str(kwargs.get("prefix", "")).startswith(".results.parquet"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("kdanalysis.io.tempfile.mkstemp", full)
+    code, out = _cli(monkeypatch, capsys, "run-grid", str(grid), "--runs-dir", str(runs), "--no-progress")
+    assert code == 2 and "Traceback" not in out
+    assert "no space left writing" in out and "results.parquet" in out and "MiB free" in out
+    assert first.items_path.read_bytes() == items_before and not first.results_path.exists()
