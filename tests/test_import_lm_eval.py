@@ -8,6 +8,7 @@ lm_eval, the ``dev`` extra).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -17,8 +18,8 @@ import pytest
 import yaml
 
 from kdanalysis import cli
-from kdanalysis.errors import KDAnalysisError
-from kdanalysis.importers import import_lm_eval
+from kdanalysis.errors import ConfigError, KDAnalysisError
+from kdanalysis.importers import import_lm_eval, read_study_map
 from kdanalysis.results import read_items, read_results
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lm_eval"
@@ -309,3 +310,27 @@ def test_real_lm_eval_run_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     results, items = import_lm_eval(lm_dir)
     assert _check_against_files(lm_dir, results, items) == 2 * 3 * 4
     assert sorted(results["run_id"].unique()) == ["tiny-fkl", "tiny-sft"]
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        (
+            {"model": "m", "student": "s", "method": "kd2"},
+            "runs.a.method: unknown method 'kd2'; allowed: base, sft",
+        ),
+        ({"model": "m", "folder": "f", "student": "s", "method": "sft"}, "exactly one of 'model'"),
+        ({"student": "s", "method": "sft"}, "exactly one of 'model'"),
+        (
+            {"model": "m", "student": "s", "method": "fkl", "teacher": "t", "teacher_kind": "none"},
+            "exactly when",
+        ),
+        ({"model": "m", "student": "s", "method": "sft", "temprature": 2}, "runs.a.temprature: unknown key"),
+    ],
+)
+def test_bad_map_is_one_config_error_naming_the_file(tmp_path: Path, run: dict, expected: str) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({"runs": {"a": run}}))
+    with pytest.raises(ConfigError, match=re.escape(expected)) as info:
+        read_study_map(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)

@@ -114,6 +114,8 @@ class RunEntry(BaseModel):
     def _one_matcher(self) -> RunEntry:
         if (self.model is None) == (self.folder is None):
             raise ValueError("give exactly one of 'model' (lm-eval's model name) and 'folder' (a glob)")
+        if self.teacher_kind is not None and (self.teacher_kind == "none") != (self.teacher == NO_TEACHER):
+            raise ValueError("teacher_kind is 'none' exactly when there is no teacher")
         return self
 
     @property
