@@ -17,6 +17,9 @@ vocabulary (49,152 tokens for SmolLM2), so it distils from the full model withou
 vocabulary mapping. :func:`save_smollm2` writes either into a folder (what the grid's
 ``prepare`` cells of ``smollm2`` models call).
 
+Command line: ``python -m runners.pretrained`` converts into the cache and prints the
+folder; ``python -m runners.pretrained --out DIR --keep-every 5`` writes a pruned copy.
+
 What the GGUF checkpoint carries (checked by ``tests/runners/test_smollm2.py``): the
 tokenizer has ``<|im_start|>`` as BOS, ``<|im_end|>`` as EOS *and* pad, ``<|endoftext|>`` as
 unk, adds no BOS to a plain prompt, has the ChatML chat template and no length limit (the
@@ -50,6 +53,7 @@ __all__ = [
     "every_kth_layer",
     "prune_layers",
     "save_smollm2",
+    "main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -346,3 +350,39 @@ def save_smollm2(out_dir: str | Path, *, keep_every: int = 1, cache_dir: str | P
 
     n_layers = int(AutoConfig.from_pretrained(source).num_hidden_layers)
     return prune_layers(source, out, every_kth_layer(n_layers, keep_every))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m runners.pretrained [--out DIR] [--keep-every K] [--cache-dir DIR]``.
+
+    Without ``--out``: convert SmolLM2 into the cache (once) and print the folder. With
+    ``--out``: write the model, or its copy keeping every K-th layer, there and print it.
+    Errors the user can fix end in one line on stderr and exit code 2.
+    """
+    import argparse
+    import sys
+
+    from kdanalysis.errors import KDAnalysisError
+
+    parser = argparse.ArgumentParser(prog="python -m runners.pretrained", description=main.__doc__)
+    parser.add_argument("--out", type=Path, default=None, help="folder to write (default: print the cache)")
+    parser.add_argument("--keep-every", type=int, default=1, help="keep every K-th decoder layer (1: all)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="cache of converted checkpoints")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.out is None:
+            if args.keep_every != 1:
+                parser.error("--keep-every needs --out")
+            folder = smollm2_folder(args.cache_dir)
+        else:
+            folder = save_smollm2(args.out, keep_every=args.keep_every, cache_dir=args.cache_dir)
+    except KDAnalysisError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    sys.stdout.write(f"{folder}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

