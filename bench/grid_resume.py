@@ -13,12 +13,17 @@ teacher agreements (percent) per model and method, so that a run that learned no
 and the 1-minute load average at the start and the end (other work on the machine distorts
 every figure).
 
+Where a SLURM cluster answers ``sinfo`` (``scripts/slurm-local.sh start``), the small toy grid
+of ``tests/runners/grid/slurm_grid.yaml`` (13 cells) also runs through SLURM and, without its
+``executor:`` block, with the local executor: ``slurm_overhead_s`` is the difference of the two
+wall times (goal < 30 s); ``null`` with ``slurm_skipped`` saying why where there is no cluster.
+
 Usage::
 
-    python bench/grid_resume.py [--runs-dir DIR] [--reuse] [--no-loaded]
+    python bench/grid_resume.py [--runs-dir DIR] [--reuse] [--no-loaded] [--no-slurm]
 
 ``--reuse`` skips the full runs when DIR already holds a finished demo (rerun only);
-``--no-loaded`` skips the run under load.
+``--no-loaded`` skips the run under load; ``--no-slurm`` the SLURM comparison.
 """
 
 from __future__ import annotations
@@ -61,6 +66,42 @@ def _busy_cores() -> Iterator[int]:
             proc.wait()
 
 
+def _slurm_overhead(root: Path) -> dict[str, object]:
+    """Wall time of the small toy grid through SLURM and with the local executor (both via the CLI)."""
+    try:
+        answer = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+        reason = None if answer.returncode == 0 and answer.stdout.strip() else answer.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = str(exc)
+    if reason is not None:
+        return {"slurm_overhead_s": None, "slurm_skipped": f"no SLURM cluster answers: {reason}"}
+    import yaml
+
+    from runners.grid.plan import build_plan
+    from runners.grid.spec import load_grid
+
+    grid = Path(__file__).resolve().parents[1] / "tests" / "runners" / "grid" / "slurm_grid.yaml"
+    cells = len(build_plan(load_grid(grid), root=grid.parent))
+    root.mkdir(parents=True, exist_ok=True)
+    spec = yaml.safe_load(grid.read_text(encoding="utf-8"))
+    del spec["executor"]
+    local = root / "slurm_grid_local.yaml"
+    local.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    wall = {}
+    for name, path in (("slurm", grid), ("local", local)):
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "runners", "run-grid", str(path), "--runs-dir", str(root / name),
+                   "--no-progress", "--no-report"]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        wall[name] = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise SystemExit(f"run-grid {path.name} ({name}) failed with exit code {proc.returncode}")
+    return {"slurm_s": round(wall["slurm"], 2), "slurm_local_s": round(wall["local"], 2),
+            "slurm_overhead_s": round(wall["slurm"] - wall["local"], 2), "slurm_cells": cells,
+            "goal_slurm_overhead_s": 30}
+
+
 def _in_process_rerun(runs_dir: Path) -> dict[str, object]:
     from runners.grid.executors import SequentialExecutor
     from runners.grid.plan import build_plan
@@ -91,6 +132,7 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=None)
     parser.add_argument("--reuse", action="store_true", help="only time the rerun of an existing demo folder")
     parser.add_argument("--no-loaded", action="store_true", help="skip the demo under a competing load")
+    parser.add_argument("--no-slurm", action="store_true", help="skip the toy grid through SLURM")
     args = parser.parse_args()
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="kd_demo_")) / "runs"
     demo_s = loaded_s = None
@@ -106,12 +148,14 @@ def main() -> None:
         with _busy_cores() as busy:
             loaded_s, out = _cli(runs_dir.with_name(runs_dir.name + "-loaded"), report=True)
         print(out.strip(), file=sys.stderr)
+    slurm = {} if args.no_slurm else _slurm_overhead(runs_dir.with_name(runs_dir.name + "-slurm"))
     figures = {"demo_s": None if demo_s is None else round(demo_s, 2), "rerun_s": round(rerun_s, 3),
                **rerun, "goal_demo_s": 600, "goal_rerun_s": 3,
                "rerun_over_demo": None if demo_s is None else round(rerun_s / demo_s, 5),
                "demo_loaded_s": None if loaded_s is None else round(loaded_s, 2), "busy_processes": busy,
                "loaded_over_idle": None if None in (loaded_s, demo_s) else round(loaded_s / demo_s, 3),
                "goal_loaded_over_idle": 1.5,
+               **slurm,
                "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)], **_scores(runs_dir),
                "runs_dir": str(runs_dir)}
     print(json.dumps(figures))
