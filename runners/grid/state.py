@@ -428,8 +428,15 @@ def _status(cell: Cell, state: RunState, started_utc: str, **extra: Any) -> dict
 def _publish(tmp: Path, final: Path) -> None:
     """Move ``tmp`` to ``final`` atomically, replacing a previous (failed) result.
 
-    A cell already done (published by another attempt meanwhile) is kept and ``tmp`` dropped.
+    A cell already done (published by another attempt meanwhile) is kept and ``tmp`` dropped;
+    so is a ``tmp`` that lost its ``cell.json`` (removed under this attempt while it ran).
     """
+    if not (tmp / CELL_FILE).is_file():
+        logger.warning(
+            "cell %s: its folder %s was removed while it ran; its work is dropped", final.name, tmp
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     if cell_state(final.parent.parent, final.name).state is CellState.DONE:
         logger.warning(
             "cell %s was finished by another attempt meanwhile; this attempt's work is dropped", final.name

@@ -150,3 +150,17 @@ def test_a_late_attempt_never_replaces_a_done_cell(tmp_path: Path) -> None:
     assert (final / "out.txt").read_text() == "second"
     assert {"cell.json", "log.txt", "status.json", "out.txt"} <= {p.name for p in final.iterdir()}
     assert not [p for p in cells_dir(tmp_path).iterdir() if p.name.startswith(".")]
+
+
+def test_an_attempt_whose_folder_was_removed_under_it_publishes_nothing(tmp_path: Path) -> None:
+    import shutil
+
+    def stage(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
+        shutil.rmtree(work)  # what an earlier version's rerun did to a cell running elsewhere
+        (work / "run").mkdir(parents=True)  # the job goes on writing
+        (work / "run" / "out.txt").write_text("late")
+        return {"run": "run"}
+
+    execute_cell(_cell("train"), tmp_path, stage)
+    assert not cell_dir(tmp_path, "c0ffee").exists()
+    assert list(cells_dir(tmp_path).iterdir()) == []
