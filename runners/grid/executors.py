@@ -167,11 +167,12 @@ class GpuPoolExecutor(Executor):
 
 
 class _CellJob:
-    """Picklable submitit callable; a requeue after preemption re-runs the cell from scratch.
+    """Picklable submitit callable; a requeued job runs the cell again.
 
     ``checkpoint`` makes submitit requeue the job on preemption/timeout (up to
-    ``max_num_timeout`` times); the interrupted temporary folder is discarded by the next
-    attempt, so a requeued cell never mixes partial outputs.
+    ``max_num_timeout`` times). The next run of a training cell takes over the interrupted
+    run's temporary folder (same SLURM job id, :func:`~runners.grid.state.execute_cell`) and
+    resumes from its last checkpoint; other cells start again in a fresh folder.
     """
 
     def __init__(self, stage_fn: StageFunction | None = None) -> None:
