@@ -606,13 +606,16 @@ class TeacherCache:
             largest = max(largest, float(mass.max())) if mass.numel() else largest
         return {"mean": total / max(count, 1), "max": largest}
 
-    def bound_problem(self, method: str, temperature: float) -> str | None:
+    def bound_problem(
+        self, method: str, temperature: float, max_tail_mass: float | None = None
+    ) -> str | None:
         """Why this cache does not serve a ``method`` run at ``temperature`` within the error bound.
 
         None when it does: k covers the vocabulary (exact), or ``method`` is one of
         :data:`SERVED_METHODS` and the teacher's mean mass outside the top-k at τ is at most
-        :data:`TAIL_MASS_BOUND` (see the module docstring).
+        ``max_tail_mass`` (None: :data:`TAIL_MASS_BOUND`; see the module docstring).
         """
+        max_tail_mass = TAIL_MASS_BOUND if max_tail_mass is None else max_tail_mass
         if self.k >= self.vocab_size:
             return None
         if method not in SERVED_METHODS:
@@ -621,11 +624,11 @@ class TeacherCache:
                 f"the top-k, which the cache cannot bound (cached: {', '.join(SERVED_METHODS)})"
             )
         mean = self.tail_mass(temperature)["mean"]
-        if mean <= TAIL_MASS_BOUND:
+        if mean <= max_tail_mass:
             return None
         return (
             f"the teacher's mean mass outside its top-{self.k} at τ={float(temperature):g} is {mean:.2%} "
-            f"> {TAIL_MASS_BOUND:.1%}: the cached loss would be about that much too small"
+            f"> {max_tail_mass:.1%}: the cached loss would be about that much too small"
         )
 
     def _check_temperature(self, temperature: float) -> None:

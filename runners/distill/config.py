@@ -297,7 +297,13 @@ class DistillConfig(_Strict):
         Whether ``model/`` holds the weights with the best validation loss or the last ones.
     teacher_cache : Path or None
         Offline top-k teacher-logit cache (:mod:`runners.distill.cache`) for token-level
-        KD; the teacher model is then never loaded.
+        KD; the teacher model is then not loaded (unless the cache is out of its error
+        bound, see ``teacher_cache_max_tail_mass``).
+    teacher_cache_max_tail_mass : float or None
+        Largest mean teacher mass outside the cache's top-k (at the run's τ) at which the
+        cache is used; above it the run loads the live teacher. None:
+        :data:`runners.distill.cache.TAIL_MASS_BOUND`, which keeps the cached loss within about
+        1 % of the full-vocabulary loss; 1 accepts any cache of a method the cache serves.
     """
 
     student: str
@@ -335,6 +341,7 @@ class DistillConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
     save_model: Literal["best", "last"] = "best"
     teacher_cache: Path | None = None
+    teacher_cache_max_tail_mass: float | None = Field(None, gt=0, le=1)
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -591,7 +591,7 @@ def _load_models(config: DistillConfig, dev: _Devices) -> _Models:
     student, tokenizer = _load_model(config.student, config.student_gguf_file, weights_dtype, dev.device)
     if cache is not None:  # the config guarantees a teacher with a cache
         cache.check(CacheKey.for_run(config, tokenizer))
-        problem = cache.bound_problem(config.method, config.temperature)
+        problem = cache.bound_problem(config.method, config.temperature, config.teacher_cache_max_tail_mass)
         if problem is not None:
             log.warning("not using teacher cache %s: %s; using the live teacher", cache.root, problem)
             cache = None

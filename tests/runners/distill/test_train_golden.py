@@ -50,6 +50,7 @@ RUNS: dict[str, tuple[str, dict[str, Any], bool]] = {
         "fkl",
         {
             "temperature": 2.0,
+            "teacher_cache_max_tail_mass": 1.0,  # the toy teacher is flat: use its k=16 cache anyway
             "optim": {"max_steps": None, "epochs": 2, "batch_size": 16, "micro_batch_size": 16},
             "log_every": 1,
             "eval_every": 2,
@@ -110,7 +111,12 @@ def _record(run_dir: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def teacher_cache(toy, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     return build_teacher_cache(
-        str(toy["teacher"]), toy["data"], tmp_path_factory.mktemp("golden") / "cache", k=16, max_length=96
+        str(toy["teacher"]),
+        toy["data"],
+        tmp_path_factory.mktemp("golden") / "cache",
+        k=16,
+        max_length=96,
+        dtype="bfloat16",  # the storage the golden curve was written with
     )
 
 
