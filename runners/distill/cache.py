@@ -27,32 +27,41 @@ the vocabulary size the cached loss equals the live teacher's.
 *Approximated*: the loss (:class:`~runners.distill.losses.TopKTeacher`) is the divergence
 between the teacher and student distributions each collapsed to k + 1 buckets (top-k and
 one tail bucket). That is the full divergence with the teacher's *tail distribution taken
-equal to the student's*; it misses exactly the within-tail divergence and is never larger
-than the full loss (data processing). With ``t̃``, ``s̃`` the teacher/student distributions
-renormalised over the tail and ``R_S`` the student's tail mass:
+equal to the student's*; it misses exactly the within-tail divergence, so apart from
+rounding it is never larger than the full loss (data processing). With ``t̃``, ``s̃`` the
+teacher/student distributions renormalised over the tail and ``R_S`` the student's tail mass:
 
-- forward KL: full − cached = ``τ²·R_T·KL(t̃ ‖ s̃)``; the gradient is exact on the top-k
-  logits, on a tail logit it uses ``R_T·s̃`` for the teacher's probability;
-- reverse KL: full − cached = ``τ²·R_S·KL(s̃ ‖ t̃)``; all gradient entries are approximate.
+- forward KL (``fkl``): full − cached = ``τ²·R_T·KL(t̃ ‖ s̃)``; the gradient is exact on the
+  top-k logits, on a tail logit it uses ``R_T·s̃`` for the teacher's probability;
+- skew forward KL (``skl``, α > 0): full − cached = ``τ²·R_T·KL(t̃ ‖ m̃)`` with ``m̃`` the
+  tail of the mixture, at most ``τ²·R_T·log(1/α)``;
+- reverse KL (``rkl``): full − cached = ``τ²·R_S·KL(s̃ ‖ t̃)`` — set by the *student's* tail
+  mass, which nothing stored about the teacher bounds; likewise for the other losses whose
+  divergence weighs the student's distribution (``jsd``, ``srkl``, ``tvd``).
 
 No per-τ summary of the teacher's tail makes these exact: the forward-KL tail term
 ``Σ_tail p_T·log p_S`` is a dot product of the teacher's tail probabilities with the student's
-logits, and the reverse-KL term needs ``log p_T`` at every tail token the student puts mass on,
-so both need the tail token by token (spreading ``R_T`` uniformly over the tail instead of
-in proportion to the student is no better: its error is of the same order, set by the spread
-of the tail logits). The error is instead *bounded through* ``R_T``: the relative error is
-``R_T·KL(t̃‖s̃) / KL(p_T‖p_S)``, which ``bench/cache_error.py`` measures at about ``R_T`` for
-forward KL and up to about ``3·R_T`` for reverse KL. An adaptive k per position covering a
-target mass is not used either: at τ = 2 and 5 the tail of an LM teacher holds tens of per
-cent of the mass even outside the top few thousand tokens (the same bench), so such a cache
-would approach the size of the full logits, and the live teacher is then the cheaper signal.
+logits, and the reverse-KL term needs ``log p_T`` at every tail token the student puts mass
+on, so both need the tail token by token. Spreading ``R_T`` uniformly over the tail, or in
+proportion to the student as here, is an assumption about the tail's shape, not a record of
+it. The error of ``fkl``/``skl`` is therefore *bounded through* ``R_T``: its relative size
+is ``R_T·KL(t̃‖s̃) / KL(p_T‖p_S)``, which ``bench/cache_error.py`` measures at one to a few
+times ``R_T`` on synthetic teachers and on SmolLM2-135M; for ``rkl`` the same bench finds
+errors of tens of per cent even where ``R_T`` is far below the bound. An adaptive k per
+position covering a target mass is not used either: at τ = 2 and 5 an LM teacher's tail
+holds tens of per cent of the mass even outside its top few thousand tokens (same bench),
+so such a cache would approach the size of the full logits, and the live teacher is then
+the cheaper signal. Storage rounding matters too: bfloat16 top-k values alone move a small
+forward KL by about 1 %, hence the float32 default.
 
-Hence the rule (:meth:`TeacherCache.bound_problem`): a cache serves a run at τ only when
-the teacher's mean tail mass at τ over all cached positions, measured when the cache is
-built and recorded in ``index.json``, is at most :data:`TAIL_MASS_BOUND`; otherwise the run
-uses the live teacher (the trainer logs why). A grid plans the cache only at the
-temperatures of :data:`PLANNED_TEMPERATURES` and the live teacher elsewhere
-(:func:`planned_teacher_signal`, shown per cell by ``kdanalysis run-grid --dry-run``).
+Hence the rule (:meth:`TeacherCache.bound_problem`): a cache serves a run only for a method
+of :data:`SERVED_METHODS` and only when the teacher's mean tail mass at the run's τ over all
+cached positions, measured when the cache is built and recorded in ``index.json``, is at
+most :data:`TAIL_MASS_BOUND` (``DistillConfig.teacher_cache_max_tail_mass`` overrides it),
+or when k covers the vocabulary; otherwise the run uses the live teacher (the trainer logs
+why). A grid plans the cache only for those methods at the temperatures of
+:data:`PLANNED_TEMPERATURES` and the live teacher elsewhere (:func:`planned_teacher_signal`,
+shown per cell by ``kdanalysis run-grid --dry-run``).
 
 ``index.json`` holds ``format``, the ``fingerprint`` (the fields of :class:`CacheKey` —
 teacher, teacher_gguf_file, tokenizer hash, data files and their SHA-256, max_length,
