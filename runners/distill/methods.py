@@ -148,7 +148,8 @@ class Method:
     ----------
     config : DistillConfig
         The run's config (method, alpha, temperature, beta, skew_alpha, gkd_lambda,
-        generation, teacher_noise, train_on_inputs, max_length, seed).
+        generation, teacher_noise, train_on_inputs, kd_positions, kd_reduction, kd_eps,
+        gkd_retokenize, max_length, seed).
     teacher : TeacherSignal or None
         Teacher logits (None for ``sft`` and ``seqkd``).
     pad_id, eos_id : int

@@ -89,7 +89,7 @@ class TrainResult:
     best_step : int or None
         Step with the lowest validation loss (None without validation).
     best_val_loss : float or None
-        That loss.
+        That step's validation value (``val_loss``, or ``val_ce`` with ``select_best_on: ce``).
     model_dir : Path
         Folder with the saved adapter or model and the tokenizer.
     """

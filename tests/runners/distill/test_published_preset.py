@@ -315,3 +315,33 @@ def test_gkd_on_policy_samples_are_retokenised_under_published_only(
     )
     assert out.on_policy
     assert calls == ([2] if preset == "published" else [])
+
+
+# --------------------------------------------------------------------------- the best weights
+
+
+def test_published_picks_the_best_weights_by_validation_cross_entropy(
+    make_config: Callable[..., Any], tmp_path: Any
+) -> None:
+    import json
+
+    from runners.distill.trainer import train
+
+    config = make_config(
+        "fkl", **PUBLISHED, optim={"max_steps": 4, "warmup_steps": 1}, eval_every=1, checkpoint_every=0
+    )
+    result = train(config, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val_loss" in r]
+
+    def flags(key: str) -> list[bool]:
+        best, out = float("inf"), []
+        for r in val:
+            out.append(r[key] < best)
+            best = min(best, r[key])
+        return out
+
+    assert flags("val_ce") != flags("val_loss")  # the two choices differ on this run
+    assert [r["best"] for r in val] == flags("val_ce")
+    best = min(val, key=lambda r: r["val_ce"])
+    assert (result.best_step, result.best_val_loss) == (best["step"], best["val_ce"])
