@@ -298,14 +298,14 @@ def _is_resumable(tmp: Path) -> bool:
         return False
 
 
-def _claim_partial(cell: Cell, runs_dir: Path, tmp: Path) -> bool:
-    """Take over an interrupted attempt of ``cell`` as ``tmp`` (resumable kinds); True when one was taken.
+def _claim_partial(cell: Cell, runs_dir: Path, tmp: Path) -> str | None:
+    """Take over an interrupted attempt of ``cell`` as ``tmp`` (resumable kinds); the name of the one taken.
 
     An attempt is interrupted when its owner is gone, or when it belongs to this very SLURM
     job (a requeued job's earlier run). Renaming claims it atomically: of two claimers one wins.
     """
     if cell.kind not in _RESUMABLE_KINDS:
-        return False
+        return None
     job = os.environ.get("SLURM_JOB_ID")
     candidates = []
     for old in cells_dir(runs_dir).glob(f"{_TMP_PREFIX}{cell.id}-*"):
@@ -318,9 +318,8 @@ def _claim_partial(cell: Cell, runs_dir: Path, tmp: Path) -> bool:
             os.rename(old, tmp)
         except OSError:
             continue  # another attempt claimed it first
-        logger.info("cell %s: resuming the interrupted attempt %s", cell.id, old.name)
-        return True
-    return False
+        return old.name
+    return None
 
 
 def scan_states(runs_dir: Path, ids: list[str]) -> dict[str, CellStatus]:
@@ -508,18 +507,21 @@ def execute_cell(
     if missing:
         raise RunFailedError(f"cell {cell.id} ({cell.label}): dependencies not done: {', '.join(missing)}")
     tmp = cells_dir(runs_dir) / f"{_TMP_PREFIX}{cell.id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    if not _claim_partial(cell, runs_dir, tmp):
+    resumed = _claim_partial(cell, runs_dir, tmp)
+    if resumed is None:
         tmp.mkdir(parents=True)
     owner = os.open(tmp / _OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(owner, fcntl.LOCK_EX)
-        return _execute_in(cell, runs_dir, tmp, stage_fn)
+        return _execute_in(cell, runs_dir, tmp, stage_fn, resumed)
     finally:
         os.close(owner)
 
 
-def _execute_in(cell: Cell, runs_dir: Path, tmp: Path, stage_fn: StageFunction) -> CellStatus:
-    """Compute ``cell`` in ``tmp`` (its owner lock held) and publish it; see :func:`execute_cell`."""
+def _execute_in(
+    cell: Cell, runs_dir: Path, tmp: Path, stage_fn: StageFunction, resumed: str | None
+) -> CellStatus:
+    """Compute ``cell`` in ``tmp`` (owner lock held; ``resumed``: the attempt taken over) and publish it."""
     started, started_utc = time.time(), now_utc()
     atomic_write_json(tmp / CELL_FILE, cell.to_json())
     write_status(tmp, _status(cell, RunState.RUNNING, started_utc))
@@ -537,6 +539,8 @@ def _execute_in(cell: Cell, runs_dir: Path, tmp: Path, stage_fn: StageFunction) 
     root_logger.addHandler(handler)
     root_logger.setLevel(logging.INFO if old_level in (logging.NOTSET, 0) else min(old_level, logging.INFO))
     logger.info("cell %s: %s", cell.id, cell.label)
+    if resumed is not None:
+        logger.info("cell %s: resuming the interrupted attempt %s", cell.id, resumed)
     try:
         deps = {d: cell_dir(runs_dir, d) for d in cell.deps}
         outputs = dict(stage_fn(cell, tmp, deps))

@@ -128,8 +128,8 @@ def test_a_killed_train_cell_resumes_from_its_interrupted_attempt(tmp_path: Path
     assert seen == {"latest": "step_000007"}
     assert not old.exists()
     final = cell_dir(tmp_path, cell.id)
-    assert (final / "cell.json").is_file() and (final / "log.txt").is_file()
-    assert not (final / ".owner").exists()
+    assert (final / "cell.json").is_file() and (final / ".owner").exists() is False
+    assert "resuming the interrupted attempt .tmp-c0ffee-1-abcdef" in (final / "log.txt").read_text()
 
 
 def test_a_late_attempt_never_replaces_a_done_cell(tmp_path: Path) -> None:
