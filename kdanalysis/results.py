@@ -245,10 +245,18 @@ def _check_allowed(df: pd.DataFrame, col: str, allowed: Iterable[str], what: str
                           f"{_rows_repr(df, bad, [col])}; allowed: {', '.join(allowed)}")
 
 
+#: How far a percent value may stray outside 0-100 by floating-point rounding alone.
+PERCENT_SLACK = 1e-9
+
+
 def _check_units(out: pd.DataFrame, bare_metric: pd.Series, what: str) -> None:
     """Values the units of :data:`METRICS` forbid: percents outside 0-100, negative ``n``,
     ``ci_low`` above ``ci_high``, and task ids that are not lower-case."""
-    percent = (bare_metric != "kl") & ((out["value"] < 0) | (out["value"] > 100))
+    # float rounding of a computed percent (e.g. sacrebleu's BLEU of identical texts, 100.00000000000004)
+    # is not a unit error: allow PERCENT_SLACK beyond either end
+    percent = (bare_metric != "kl") & (
+        (out["value"] < -PERCENT_SLACK) | (out["value"] > 100 + PERCENT_SLACK)
+    )
     if percent.any():
         raise SchemaError(f"{what}: percent value outside 0-100 ({out.loc[percent, 'value'].iloc[0]!r}) "
                           f"in {_rows_repr(out, percent, ['metric', 'value'])}")
