@@ -169,7 +169,7 @@ start_db() {
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || die "could not create the slurm database user"
 }
 
-node_up() { sinfo -h -o %T | grep -qE '^(idle|mixed|allocated)'; }
+node_up() { sinfo -h -o %T | grep -qE '^(idle|mixed|allocated)[^*]*$'; } # "*": not responding
 cluster_ok() { node_up >/dev/null 2>&1 && sacct -n -X -S now >/dev/null 2>&1; }
 has_cluster() { sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; }
 

@@ -35,8 +35,8 @@ def _slurm_unavailable() -> str | None:
         proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         return "the SLURM cluster does not answer (sinfo timed out): scripts/slurm-local.sh status"
-    states = proc.stdout.split()
-    if proc.returncode or not {"idle", "mixed", "allocated"} & set(states):
+    states = proc.stdout.split()  # a suffix such as "-" (planned) is a flag; "*" is "not responding"
+    if proc.returncode or not {"idle", "mixed", "allocated"} & {s.rstrip("-~#!%$@^") for s in states}:
         said = (proc.stderr.strip() or " ".join(states) or "no nodes").splitlines()[0]
         return f"the SLURM cluster does not answer ({said}): scripts/slurm-local.sh start"
     return None
