@@ -1,10 +1,13 @@
 """A training cell whose SLURM job reaches its time limit is checkpointed, requeued and resumed.
 
-``slurm_timelimit_grid.yaml`` gives the KD job one minute, with SLURM's time-limit signal 15 s
-before the limit: submitit checkpoints the cell (``_CellJob.checkpoint``) and requeues the job;
-the next run takes over the killed run's folder and the trainer resumes from its last
-checkpoint. The resumed run must end where an uninterrupted run ends. Needs a cluster answering
-``sinfo`` (``scripts/slurm-local.sh start``); skipped otherwise (``tests/conftest.py``).
+Before a job's time limit SLURM sends it the signal submitit asks for (``--signal=USR2@90``);
+submitit then checkpoints the cell (``_CellJob.checkpoint``) and requeues the job, and the next
+run takes over the killed run's folder so the trainer resumes from its last checkpoint. SLURM's
+periodic timer sends that signal up to 30 s early, at a moment a test cannot choose, so the test
+sends the same signal to the job's step itself (``scancel --signal=USR2``, as submitit's own
+``_interrupt(timeout=True)`` does) once the KD run has a checkpoint. The resumed run must end
+where an uninterrupted run ends. Needs a cluster answering ``sinfo``
+(``scripts/slurm-local.sh start``); skipped otherwise (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -38,8 +41,17 @@ _faults = runpy.run_path(str(HERE / "test_slurm_faults.py"))
 WAIT_S = 240
 
 
+def _first_checkpoint(runs: Path, cid: str, deadline: float) -> None:
+    """Wait until the training run of cell ``cid`` saved a checkpoint."""
+    while time.monotonic() < deadline:
+        if any(cells_dir(runs).glob(f".tmp-{cid}-*/run/checkpoints/step_*")):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"cell {cid} saved no checkpoint\n{_faults['_report'](runs)}")
+
+
 def _requeued(job: str, deadline: float, report: str) -> None:
-    """Wait until the scheduler requeued ``job``; then let it start now with room to finish."""
+    """Wait until the scheduler requeued ``job``; then let it start now."""
     history: list[str] = []
     while time.monotonic() < deadline:
         history = subprocess.run(
@@ -49,11 +61,11 @@ def _requeued(job: str, deadline: float, report: str) -> None:
             ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
         ).stdout
         if history[:1] == ["REQUEUED"] and queued.startswith("PENDING"):
-            # SLURM holds a requeued job back ~2 min; the resumed run gets a limit it cannot reach
-            _faults["_scheduler"]("scontrol", "update", f"JobId={job}", "StartTime=now", "TimeLimit=10")
+            # SLURM holds a requeued job back ~2 min
+            _faults["_scheduler"]("scontrol", "update", f"JobId={job}", "StartTime=now")
             return
         time.sleep(0.5)
-    raise AssertionError(f"job {job} was not requeued at its time limit: {history}\n{report}")
+    raise AssertionError(f"job {job} was not requeued after its time-limit signal: {history}\n{report}")
 
 
 def _weights(cell: Path) -> dict[str, object]:
@@ -74,6 +86,8 @@ def test_time_limit_checkpoints_requeues_and_resumes_from_the_checkpoint(tmp_pat
         executor = SubmititExecutor(runs, plan.grid.executor.slurm)
         future = pool.submit(run_grid, plan, runs, executor=executor, poll_s=0.5)
         job = _faults["_running_job"](runs, kd, time.monotonic() + WAIT_S)
+        _first_checkpoint(runs, kd, time.monotonic() + WAIT_S)
+        _faults["_scheduler"]("scancel", "--signal=USR2", job)  # what SLURM sends before the time limit
         _requeued(job, time.monotonic() + WAIT_S, _faults["_report"](runs))
         result = future.result(timeout=WAIT_S)
     assert result.counts == {"done": len(plan)}, f"{result.failed}\n{_faults['_report'](runs)}"
