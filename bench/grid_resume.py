@@ -42,8 +42,17 @@ from pathlib import Path
 
 def _cli(runs_dir: Path, *, report: bool) -> tuple[float, str]:
     start = time.perf_counter()
-    command = [sys.executable, "-m", "runners", "run-grid", "demo", "--runs-dir", str(runs_dir),
-               "--no-progress", "--report" if report else "--no-report"]
+    command = [
+        sys.executable,
+        "-m",
+        "runners",
+        "run-grid",
+        "demo",
+        "--runs-dir",
+        str(runs_dir),
+        "--no-progress",
+        "--report" if report else "--no-report",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -90,16 +99,29 @@ def _slurm_overhead(root: Path) -> dict[str, object]:
     wall = {}
     for name, path in (("slurm", grid), ("local", local)):
         start = time.perf_counter()
-        command = [sys.executable, "-m", "runners", "run-grid", str(path), "--runs-dir", str(root / name),
-                   "--no-progress", "--no-report"]
+        command = [
+            sys.executable,
+            "-m",
+            "runners",
+            "run-grid",
+            str(path),
+            "--runs-dir",
+            str(root / name),
+            "--no-progress",
+            "--no-report",
+        ]
         proc = subprocess.run(command, capture_output=True, text=True)
         wall[name] = time.perf_counter() - start
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout + proc.stderr)
             raise SystemExit(f"run-grid {path.name} ({name}) failed with exit code {proc.returncode}")
-    return {"slurm_s": round(wall["slurm"], 2), "slurm_local_s": round(wall["local"], 2),
-            "slurm_overhead_s": round(wall["slurm"] - wall["local"], 2), "slurm_cells": cells,
-            "goal_slurm_overhead_s": 30}
+    return {
+        "slurm_s": round(wall["slurm"], 2),
+        "slurm_local_s": round(wall["local"], 2),
+        "slurm_overhead_s": round(wall["slurm"] - wall["local"], 2),
+        "slurm_cells": cells,
+        "goal_slurm_overhead_s": 30,
+    }
 
 
 def _in_process_rerun(runs_dir: Path) -> dict[str, object]:
@@ -111,8 +133,11 @@ def _in_process_rerun(runs_dir: Path) -> dict[str, object]:
     path = bundled_grids()["demo"]
     plan = build_plan(load_grid(path), root=path.parent)
     result = run_grid(plan, runs_dir, executor=SequentialExecutor(runs_dir))
-    return {"cells": len(plan), "computed_on_rerun": len(result.computed),
-            "torch_imported_on_rerun": "torch" in sys.modules}
+    return {
+        "cells": len(plan),
+        "computed_on_rerun": len(result.computed),
+        "torch_imported_on_rerun": "torch" in sys.modules,
+    }
 
 
 def _scores(runs_dir: Path) -> dict[str, dict[str, float]]:
@@ -149,15 +174,22 @@ def main() -> None:
             loaded_s, out = _cli(runs_dir.with_name(runs_dir.name + "-loaded"), report=True)
         print(out.strip(), file=sys.stderr)
     slurm = {} if args.no_slurm else _slurm_overhead(runs_dir.with_name(runs_dir.name + "-slurm"))
-    figures = {"demo_s": None if demo_s is None else round(demo_s, 2), "rerun_s": round(rerun_s, 3),
-               **rerun, "goal_demo_s": 600, "goal_rerun_s": 3,
-               "rerun_over_demo": None if demo_s is None else round(rerun_s / demo_s, 5),
-               "demo_loaded_s": None if loaded_s is None else round(loaded_s, 2), "busy_processes": busy,
-               "loaded_over_idle": None if None in (loaded_s, demo_s) else round(loaded_s / demo_s, 3),
-               "goal_loaded_over_idle": 1.5,
-               **slurm,
-               "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)], **_scores(runs_dir),
-               "runs_dir": str(runs_dir)}
+    figures = {
+        "demo_s": None if demo_s is None else round(demo_s, 2),
+        "rerun_s": round(rerun_s, 3),
+        **rerun,
+        "goal_demo_s": 600,
+        "goal_rerun_s": 3,
+        "rerun_over_demo": None if demo_s is None else round(rerun_s / demo_s, 5),
+        "demo_loaded_s": None if loaded_s is None else round(loaded_s, 2),
+        "busy_processes": busy,
+        "loaded_over_idle": None if None in (loaded_s, demo_s) else round(loaded_s / demo_s, 3),
+        "goal_loaded_over_idle": 1.5,
+        **slurm,
+        "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        **_scores(runs_dir),
+        "runs_dir": str(runs_dir),
+    }
     print(json.dumps(figures))
 
 

@@ -89,9 +89,20 @@ def measure(variant: str, batch: int, length: int, vocab: int, loss: str, seed: 
 
 def _run_child(variant: str, args: argparse.Namespace) -> dict:
     command = [
-        sys.executable, __file__, "--child", variant, "--batch", str(args.batch),
-        "--length", str(args.length), "--vocab", str(args.vocab),
-        "--loss", args.loss, "--seed", str(args.seed),
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--batch",
+        str(args.batch),
+        "--length",
+        str(args.length),
+        "--vocab",
+        str(args.vocab),
+        "--loss",
+        args.loss,
+        "--seed",
+        str(args.seed),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -111,21 +122,25 @@ def main() -> None:
         return
     dense = _run_child("dense", args)
     chunked = _run_child("chunked", args)
-    print(json.dumps({
-        "dense_peak_mb": round(dense["peak_mb"], 1),
-        "chunked_peak_mb": round(chunked["peak_mb"], 1),
-        "ratio": round(chunked["peak_mb"] / dense["peak_mb"], 4),
-        "dense_s": round(dense["seconds"], 3),
-        "chunked_s": round(chunked["seconds"], 3),
-        "time_ratio": round(chunked["seconds"] / dense["seconds"], 3),
-        "loss_abs_diff": abs(dense["loss"] - chunked["loss"]),
-        "logits_mb": round(args.batch * args.length * args.vocab * 4 / 2**20, 1),
-        "shape": [args.batch, args.length, args.vocab],
-        "loss": args.loss,
-        "dtype": "float32",
-        "device": "cpu",
-        "memory_method": chunked["method"],
-    }))
+    print(
+        json.dumps(
+            {
+                "dense_peak_mb": round(dense["peak_mb"], 1),
+                "chunked_peak_mb": round(chunked["peak_mb"], 1),
+                "ratio": round(chunked["peak_mb"] / dense["peak_mb"], 4),
+                "dense_s": round(dense["seconds"], 3),
+                "chunked_s": round(chunked["seconds"], 3),
+                "time_ratio": round(chunked["seconds"] / dense["seconds"], 3),
+                "loss_abs_diff": abs(dense["loss"] - chunked["loss"]),
+                "logits_mb": round(args.batch * args.length * args.vocab * 4 / 2**20, 1),
+                "shape": [args.batch, args.length, args.vocab],
+                "loss": args.loss,
+                "dtype": "float32",
+                "device": "cpu",
+                "memory_method": chunked["method"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -138,27 +138,78 @@ TEACHER_KINDS: dict[str, str] = {
 NO_TEACHER = "none"
 
 RESULT_COLUMNS: tuple[str, ...] = (
-    "study", "domain", "task", "student", "teacher", "method", "teacher_kind",
-    "temperature", "teacher_noise", "seed", "metric", "value", "n", "ci_low", "ci_high",
-    "run_id", "source", "method_label",
+    "study",
+    "domain",
+    "task",
+    "student",
+    "teacher",
+    "method",
+    "teacher_kind",
+    "temperature",
+    "teacher_noise",
+    "seed",
+    "metric",
+    "value",
+    "n",
+    "ci_low",
+    "ci_high",
+    "run_id",
+    "source",
+    "method_label",
 )
 KEY_COLUMNS: tuple[str, ...] = (
-    "study", "domain", "task", "student", "teacher", "method", "teacher_kind",
-    "temperature", "teacher_noise", "seed", "metric",
+    "study",
+    "domain",
+    "task",
+    "student",
+    "teacher",
+    "method",
+    "teacher_kind",
+    "temperature",
+    "teacher_noise",
+    "seed",
+    "metric",
 )
-_STR_COLS = ("study", "domain", "task", "student", "teacher", "method", "teacher_kind",
-             "metric", "run_id", "source", "method_label")
+_STR_COLS = (
+    "study",
+    "domain",
+    "task",
+    "student",
+    "teacher",
+    "method",
+    "teacher_kind",
+    "metric",
+    "run_id",
+    "source",
+    "method_label",
+)
 _FLOAT_COLS = ("temperature", "teacher_noise", "value", "ci_low", "ci_high")
 _REQUIRED = ("study", "domain", "task", "student", "method", "metric", "value")
 _DEFAULTS: dict[str, Any] = {
-    "teacher": NO_TEACHER, "teacher_kind": None, "temperature": np.nan, "teacher_noise": 0.0,
-    "seed": 0, "n": pd.NA, "ci_low": np.nan, "ci_high": np.nan, "run_id": "", "source": "",
+    "teacher": NO_TEACHER,
+    "teacher_kind": None,
+    "temperature": np.nan,
+    "teacher_noise": 0.0,
+    "seed": 0,
+    "n": pd.NA,
+    "ci_low": np.nan,
+    "ci_high": np.nan,
+    "run_id": "",
+    "source": "",
     "method_label": "",
 }
 
 MODEL_COLUMNS: tuple[str, ...] = ("model", "family", "params_b", "vocab_size", "role")
 ITEM_COLUMNS: tuple[str, ...] = (
-    "run_id", "task", "item_id", "prompt_hash", "output", "pred", "gold", "correct", "n_tokens",
+    "run_id",
+    "task",
+    "item_id",
+    "prompt_hash",
+    "output",
+    "pred",
+    "gold",
+    "correct",
+    "n_tokens",
 )
 _ROLES = ("student", "teacher", "both")
 _MAX_SHOWN = 5
@@ -218,8 +269,9 @@ def _coerce_int(df: pd.DataFrame, col: str, what: str, nullable: bool) -> None:
     values = df[col]
     frac = values.notna() & (values != values.round())
     if frac.any():
-        raise SchemaError(f"{what}: non-integer value {values[frac].iloc[0]!r} in "
-                          f"{_rows_repr(df, frac, [col])}")
+        raise SchemaError(
+            f"{what}: non-integer value {values[frac].iloc[0]!r} in {_rows_repr(df, frac, [col])}"
+        )
     if not nullable and values.isna().any():
         raise SchemaError(f"{what}: missing value in {_rows_repr(df, values.isna(), [col])}")
     df[col] = values.astype("Int64") if nullable else values.astype("int64")
@@ -232,8 +284,9 @@ def _coerce_str(df: pd.DataFrame, col: str, what: str, required: bool) -> None:
         raise SchemaError(f"{what}: missing value (NaN/None) in {_rows_repr(df, null, [col])}")
     not_str = ~null & ~values.map(lambda v: isinstance(v, str))
     if not_str.any():
-        raise SchemaError(f"{what}: non-string value {values[not_str].iloc[0]!r} in "
-                          f"{_rows_repr(df, not_str, [col])}")
+        raise SchemaError(
+            f"{what}: non-string value {values[not_str].iloc[0]!r} in {_rows_repr(df, not_str, [col])}"
+        )
     df[col] = values.where(~null, "")
 
 
@@ -241,8 +294,10 @@ def _check_allowed(df: pd.DataFrame, col: str, allowed: Iterable[str], what: str
     allowed = list(allowed)
     bad = ~df[col].isin(allowed)
     if bad.any():
-        raise SchemaError(f"{what}: unknown {col} {df.loc[bad, col].iloc[0]!r} in "
-                          f"{_rows_repr(df, bad, [col])}; allowed: {', '.join(allowed)}")
+        raise SchemaError(
+            f"{what}: unknown {col} {df.loc[bad, col].iloc[0]!r} in "
+            f"{_rows_repr(df, bad, [col])}; allowed: {', '.join(allowed)}"
+        )
 
 
 #: How far a percent value may stray outside 0-100 by floating-point rounding alone.
@@ -254,23 +309,26 @@ def _check_units(out: pd.DataFrame, bare_metric: pd.Series, what: str) -> None:
     ``ci_low`` above ``ci_high``, and task ids that are not lower-case."""
     # float rounding of a computed percent (e.g. sacrebleu's BLEU of identical texts, 100.00000000000004)
     # is not a unit error: allow PERCENT_SLACK beyond either end
-    percent = (bare_metric != "kl") & (
-        (out["value"] < -PERCENT_SLACK) | (out["value"] > 100 + PERCENT_SLACK)
-    )
+    percent = (bare_metric != "kl") & ((out["value"] < -PERCENT_SLACK) | (out["value"] > 100 + PERCENT_SLACK))
     if percent.any():
-        raise SchemaError(f"{what}: percent value outside 0-100 ({out.loc[percent, 'value'].iloc[0]!r}) "
-                          f"in {_rows_repr(out, percent, ['metric', 'value'])}")
+        raise SchemaError(
+            f"{what}: percent value outside 0-100 ({out.loc[percent, 'value'].iloc[0]!r}) "
+            f"in {_rows_repr(out, percent, ['metric', 'value'])}"
+        )
     negative = (out["n"] < 0).fillna(False).astype(bool)
     if negative.any():
         raise SchemaError(f"{what}: negative item count in {_rows_repr(out, negative, ['n'])}")
     crossed = out["ci_low"] > out["ci_high"]
     if crossed.any():
-        raise SchemaError(f"{what}: ci_low above ci_high in "
-                          f"{_rows_repr(out, crossed, ['ci_low', 'ci_high'])}")
+        raise SchemaError(
+            f"{what}: ci_low above ci_high in {_rows_repr(out, crossed, ['ci_low', 'ci_high'])}"
+        )
     upper = out["task"] != out["task"].str.lower()
     if upper.any():
-        raise SchemaError(f"{what}: task ids are lower-case, got {out.loc[upper, 'task'].iloc[0]!r} "
-                          f"in {_rows_repr(out, upper, ['task'])}")
+        raise SchemaError(
+            f"{what}: task ids are lower-case, got {out.loc[upper, 'task'].iloc[0]!r} "
+            f"in {_rows_repr(out, upper, ['task'])}"
+        )
 
 
 def results_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -291,8 +349,11 @@ def results_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         if row["teacher_kind"] is None:
             row["teacher_kind"] = "none" if row["teacher"] == NO_TEACHER else "task_aware"
         rows.append(row)
-    df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS)) if rows else pd.DataFrame(
-        {c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
+    df = (
+        pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        if rows
+        else pd.DataFrame({c: pd.Series(dtype=object) for c in RESULT_COLUMNS})
+    )
     return validate_results(df)
 
 
@@ -341,13 +402,16 @@ def validate_results(df: pd.DataFrame, *, what: str = "results") -> pd.DataFrame
     _check_allowed(out, "teacher_kind", TEACHER_KINDS, what)
     inconsistent = (out["teacher"] == NO_TEACHER) != (out["teacher_kind"] == "none")
     if inconsistent.any():
-        raise SchemaError(f"{what}: teacher_kind must be 'none' exactly when teacher is 'none': "
-                          f"{_rows_repr(out, inconsistent, ['teacher', 'teacher_kind'])}")
+        raise SchemaError(
+            f"{what}: teacher_kind must be 'none' exactly when teacher is 'none': "
+            f"{_rows_repr(out, inconsistent, ['teacher', 'teacher_kind'])}"
+        )
     _check_units(out, bare, what)
     dup = out.duplicated(subset=list(KEY_COLUMNS), keep=False)
     if dup.any():
-        raise SchemaError(f"{what}: duplicate key ({', '.join(KEY_COLUMNS)}): "
-                          f"{_rows_repr(out, dup, KEY_COLUMNS)}")
+        raise SchemaError(
+            f"{what}: duplicate key ({', '.join(KEY_COLUMNS)}): {_rows_repr(out, dup, KEY_COLUMNS)}"
+        )
     extra = [c for c in out.columns if c not in RESULT_COLUMNS]
     return out[list(RESULT_COLUMNS) + extra]
 

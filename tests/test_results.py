@@ -33,8 +33,14 @@ def _records() -> list[dict]:
         {**base, "method": "sft", "value": 30.1, "n": 1319},
         {**base, "method": "fkl", "teacher": "Qwen2.5-3B", "temperature": 1.0, "value": 35.0},
         {**base, "method": "fkl", "teacher": "Qwen2.5-3B", "temperature": 2.0, "value": 36.0},
-        {**base, "method": "fkl", "teacher": "Qwen2.5-3B", "teacher_kind": "base", "temperature": 1.0,
-         "value": 10.0},
+        {
+            **base,
+            "method": "fkl",
+            "teacher": "Qwen2.5-3B",
+            "teacher_kind": "base",
+            "temperature": 1.0,
+            "value": 10.0,
+        },
     ]
 
 
@@ -137,8 +143,15 @@ def test_key_columns_are_result_columns() -> None:
 
 
 def test_models_table(tmp_path) -> None:
-    models = pd.DataFrame({"model": ["a", "b"], "family": ["f", "f"], "params_b": [0.5, 3],
-                           "vocab_size": [151936, None], "role": ["student", "both"]})
+    models = pd.DataFrame(
+        {
+            "model": ["a", "b"],
+            "family": ["f", "f"],
+            "params_b": [0.5, 3],
+            "vocab_size": [151936, None],
+            "role": ["student", "both"],
+        }
+    )
     out = validate_models(models)
     assert tuple(out.columns) == MODEL_COLUMNS
     pd.testing.assert_frame_equal(read_models(write_models(out, tmp_path / "m.csv")), out)
@@ -149,10 +162,19 @@ def test_models_table(tmp_path) -> None:
 
 
 def test_items_table(tmp_path) -> None:
-    items = pd.DataFrame({"run_id": ["r", "r"], "task": ["gsm8k"] * 2, "item_id": ["0", "1"],
-                          "prompt_hash": ["ab", "cd"], "output": ["The answer is 3", None],
-                          "pred": ["3", ""], "gold": ["3", "4"], "correct": [True, False],
-                          "n_tokens": [5, 0]})
+    items = pd.DataFrame(
+        {
+            "run_id": ["r", "r"],
+            "task": ["gsm8k"] * 2,
+            "item_id": ["0", "1"],
+            "prompt_hash": ["ab", "cd"],
+            "output": ["The answer is 3", None],
+            "pred": ["3", ""],
+            "gold": ["3", "4"],
+            "correct": [True, False],
+            "n_tokens": [5, 0],
+        }
+    )
     out = validate_items(items)
     assert tuple(out.columns) == ITEM_COLUMNS and out.loc[1, "output"] == ""
     pd.testing.assert_frame_equal(read_items(write_items(out, tmp_path / "i.parquet")), out)

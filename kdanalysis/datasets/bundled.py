@@ -23,8 +23,10 @@ BUNDLED_PACKAGE = "kdanalysis._bundled"
 def _read_bundled(name: str, reader) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     resource = resources.files(BUNDLED_PACKAGE).joinpath(name)
     if not resource.is_file():
-        raise SchemaError(f"bundled file {name} is missing from package {BUNDLED_PACKAGE}; "
-                          "rebuild it with scripts/convert_paper_results.py")
+        raise SchemaError(
+            f"bundled file {name} is missing from package {BUNDLED_PACKAGE}; "
+            "rebuild it with scripts/convert_paper_results.py"
+        )
     with resources.as_file(resource) as path:
         return reader(path)
 

@@ -22,12 +22,15 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runners.evaluate", description=__doc__.split("\n\n")[1])
     parser.add_argument("config", type=Path, help="EvalConfig YAML file")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="run folder (default: runs/eval-<fingerprint>)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="evaluate only the first N items of each task")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: the cores free at the start)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="run folder (default: runs/eval-<fingerprint>)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="evaluate only the first N items of each task"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: the cores free at the start)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -36,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(message)s"
+    )
     from runners.env import torch_threads
     from runners.evaluate.config import load_eval_config
     from runners.evaluate.run import run_eval

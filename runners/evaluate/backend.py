@@ -189,7 +189,7 @@ def multiple_choice(
     picks: list[int] = []
     start = 0
     for options in choices:
-        block = [s.logprob for s in scores[start:start + len(options)]]
+        block = [s.logprob for s in scores[start : start + len(options)]]
         picks.append(max(range(len(block)), key=block.__getitem__))
         start += len(options)
     if progress is not None:

@@ -19,5 +19,15 @@ from runners.grid.plan import Cell, Plan, build_plan
 from runners.grid.runner import GridRunResult, bundled_grids, plan_states, resolve_grid, run_grid
 from runners.grid.spec import GridSpec, load_grid
 
-__all__ = ["Cell", "GridRunResult", "GridSpec", "Plan", "build_plan", "bundled_grids", "load_grid",
-           "plan_states", "resolve_grid", "run_grid"]
+__all__ = [
+    "Cell",
+    "GridRunResult",
+    "GridSpec",
+    "Plan",
+    "build_plan",
+    "bundled_grids",
+    "load_grid",
+    "plan_states",
+    "resolve_grid",
+    "run_grid",
+]

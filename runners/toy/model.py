@@ -39,12 +39,30 @@ FAMILIES: tuple[str, ...] = ("qwen2", "llama")
 
 #: Architecture of each size (see the module docstring).
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=64, tie_word_embeddings=True),
-    "small": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=128, tie_word_embeddings=True),
-    "teacher": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                    intermediate_size=384, tie_word_embeddings=False),
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        tie_word_embeddings=True,
+    ),
+    "small": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        tie_word_embeddings=True,
+    ),
+    "teacher": dict(
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=384,
+        tie_word_embeddings=False,
+    ),
 }
 
 

@@ -85,7 +85,11 @@ def check_operations(operations: Sequence[str]) -> tuple[str, ...]:
 
 
 def _arithmetic_item(
-    rng: random.Random, difficulty: int, style: AnswerStyle, max_start: int, max_step: int,
+    rng: random.Random,
+    difficulty: int,
+    style: AnswerStyle,
+    max_start: int,
+    max_step: int,
     operations: tuple[str, ...],
 ) -> dict[str, str]:
     name = rng.choice(_NAMES)

@@ -31,8 +31,15 @@ from kdanalysis.errors import ConfigError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-__all__ = ["PAD_TOKEN", "BOS_TOKEN", "EOS_TOKEN", "UNK_TOKEN", "TOY_VOCAB_SIZE", "MODEL_MAX_LENGTH",
-           "build_tokenizer"]
+__all__ = [
+    "PAD_TOKEN",
+    "BOS_TOKEN",
+    "EOS_TOKEN",
+    "UNK_TOKEN",
+    "TOY_VOCAB_SIZE",
+    "MODEL_MAX_LENGTH",
+    "build_tokenizer",
+]
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<s>"
@@ -44,8 +51,21 @@ TOY_VOCAB_SIZE = 1024
 MODEL_MAX_LENGTH = 1024
 
 _LABEL_WORDS = (
-    "true", "false", "solution1", "solution2", "answer1", "answer2", "answer3", "answer4", "answer5",
-    "ending1", "ending2", "ending3", "ending4", "option1", "option2",
+    "true",
+    "false",
+    "solution1",
+    "solution2",
+    "answer1",
+    "answer2",
+    "answer3",
+    "answer4",
+    "answer5",
+    "ending1",
+    "ending2",
+    "ending3",
+    "ending4",
+    "option1",
+    "option2",
 )
 _COMMONSENSE_TEMPLATES = (
     "Please answer the following question with true or false, question: is it true?\n\n"

@@ -69,8 +69,13 @@ def test_bad_arguments() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(p=st.lists(st.sampled_from([0.0, 0.001, 0.01, 0.02, 0.04, 0.3, 0.9, 1.0]) | st.floats(0, 1),
-                  min_size=1, max_size=40))
+@given(
+    p=st.lists(
+        st.sampled_from([0.0, 0.001, 0.01, 0.02, 0.04, 0.3, 0.9, 1.0]) | st.floats(0, 1),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_holm_equals_statsmodels_including_ties(p: list[float]) -> None:
     raw = np.array(p)
     with mock.patch("gc.collect", return_value=0):  # statsmodels' Holm collects garbage on every call

@@ -14,8 +14,14 @@ torch = pytest.importorskip("torch")
 
 from runners.distill.losses import TopKTeacher, forward_kl, kd_loss  # noqa: E402
 
-NAMES = [("fkl", {}), ("rkl", {}), ("jsd", {"beta": 0.5}), ("tvd", {}), ("skl", {"alpha": 0.1}),
-         ("srkl", {"alpha": 0.1})]
+NAMES = [
+    ("fkl", {}),
+    ("rkl", {}),
+    ("jsd", {"beta": 0.5}),
+    ("tvd", {}),
+    ("skl", {"alpha": 0.1}),
+    ("srkl", {"alpha": 0.1}),
+]
 IDS = [name for name, _ in NAMES]
 
 

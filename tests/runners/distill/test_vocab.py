@@ -48,7 +48,10 @@ def test_same_size_but_permuted_ids_is_refused() -> None:
     vocab[first], vocab[second] = vocab[second], vocab[first]
     student = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
-        pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
     )
     assert len(student) == len(teacher)
     with pytest.raises(ConfigError, match="2 tokens with different ids"):

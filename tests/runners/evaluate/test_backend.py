@@ -72,8 +72,13 @@ def test_context_manager_closes_even_on_error() -> None:
 
 
 def test_multiple_choice_picks_highest_and_keeps_order() -> None:
-    scores = {("q1", "true"): -2.0, ("q1", "false"): -1.0,
-              ("q2", "a"): -0.5, ("q2", "b"): -3.0, ("q2", "c"): -0.7}
+    scores = {
+        ("q1", "true"): -2.0,
+        ("q1", "false"): -1.0,
+        ("q2", "a"): -0.5,
+        ("q2", "b"): -3.0,
+        ("q2", "c"): -0.7,
+    }
     backend = _TableBackend(scores)
     done: list[int] = []
     picks = multiple_choice(backend, ["q1", "q2"], [("true", "false"), ("a", "b", "c")], progress=done.append)

@@ -28,7 +28,9 @@ def test_minimal_config_defaults() -> None:
 
 
 def test_yaml_with_preset_and_meta(tmp_path: Path) -> None:
-    path = _write(tmp_path, """
+    path = _write(
+        tmp_path,
+        """
 model: Qwen/Qwen2.5-0.5B
 adapter: runs/sft/adapter
 tasks: [gsm8k, boolq]
@@ -38,7 +40,8 @@ backend: vllm
 vllm: {tensor_parallel_size: 2, enable_prefix_caching: false}
 decoding: {preset: published, seed: 6}
 meta: {study: kd_generalization, student: Qwen2.5-0.5B, teacher: Qwen2.5-7B, method: fkl, temperature: 2.0}
-""")
+""",
+    )
     cfg = load_eval_config(path)
     # the prompt style's stop string is added: generation ends at a second "### Response:"
     assert cfg.decoding == decoding_preset("published", seed=6, stop=("### Response:",))
@@ -64,8 +67,10 @@ def test_fingerprint_ignores_run_id_only() -> None:
         ("model: m\ntasks: [gsm8k]\nbatch_size: 0\n", "batch_size: Input should be greater than or equal"),
         ("model: m\ntasks: [gsm8k]\ndecoding: beam\n", "unknown decoding preset 'beam'"),
         ("model: m\ntasks: [gsm8k]\ndecoding: {n: 4}\n", "n=4 samples per item needs do_sample"),
-        ("model: m\ntasks: [boolq]\nmode: multiple_choice\ndecoding: published\n",
-         "decoding must stay greedy"),
+        (
+            "model: m\ntasks: [boolq]\nmode: multiple_choice\ndecoding: published\n",
+            "decoding must stay greedy",
+        ),
         ("model: m\ntasks: [gsm8k]\nmeta: {temperature: -1}\n", "meta.temperature must be > 0"),
         ("model: m\ntasks: [gsm8k]\nvllm: {data_parallel: 2}\n", "vllm.data_parallel: unknown key"),
     ],

@@ -108,8 +108,14 @@ def test_missing_path_fails_before_transformers_is_imported() -> None:
 
 @pytest.mark.parametrize(
     ("name", "local"),
-    [("Qwen/Qwen2.5-0.5B", False), ("gpt2", False), ("./runs/model", True), ("/abs/model", True),
-     ("runs/cell/adapter", True), ("~/models/x", True)],
+    [
+        ("Qwen/Qwen2.5-0.5B", False),
+        ("gpt2", False),
+        ("./runs/model", True),
+        ("/abs/model", True),
+        ("runs/cell/adapter", True),
+        ("~/models/x", True),
+    ],
 )
 def test_hub_ids_and_local_paths_are_told_apart(name: str, local: bool) -> None:
     assert looks_like_local_path(name) is local

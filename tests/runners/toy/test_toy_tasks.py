@@ -84,11 +84,18 @@ def test_int_answer_style_matches_addsub() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"n": 0}, "n"), ({"n": 3, "difficulty": 0}, "difficulty"), ({"n": 2.5}, "n"),
-     ({"n": 3, "answer_style": "text"}, "answer_style"), ({"n": 3, "max_number": 1}, "max_number"),
-     ({"n": 3, "max_number": 4.0}, "max_number"), ({"n": 3, "max_number": True}, "max_number"),
-     ({"n": 3, "operations": ["sub"]}, "operations"), ({"n": 3, "operations": ["add", "div"]}, "operations"),
-     ({"n": 3, "operations": ["add", "add"]}, "operations")],
+    [
+        ({"n": 0}, "n"),
+        ({"n": 3, "difficulty": 0}, "difficulty"),
+        ({"n": 2.5}, "n"),
+        ({"n": 3, "answer_style": "text"}, "answer_style"),
+        ({"n": 3, "max_number": 1}, "max_number"),
+        ({"n": 3, "max_number": 4.0}, "max_number"),
+        ({"n": 3, "max_number": True}, "max_number"),
+        ({"n": 3, "operations": ["sub"]}, "operations"),
+        ({"n": 3, "operations": ["add", "div"]}, "operations"),
+        ({"n": 3, "operations": ["add", "add"]}, "operations"),
+    ],
 )
 def test_arithmetic_bad_arguments(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=rf"^(unknown )?{field} "):
