@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from kdanalysis.stats._checks import DegenerateDataWarning
 from kdanalysis.stats.correlation import corr, partial_corr
-from kdanalysis.stats.gains import gains  # KD gains: module owned by the paper-data work (H2)
+from kdanalysis.stats.gains import gains
 from kdanalysis.stats.mixed import MixedLMResult, mixedlm
 from kdanalysis.stats.multiplicity import adjust_pvalues
 from kdanalysis.stats.paired import mcnemar, paired_bootstrap

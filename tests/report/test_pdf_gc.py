@@ -1,4 +1,8 @@
-"""The PDF's garbage-collector settings are restored, also when the renderer fails."""
+"""The PDF's garbage-collector settings are restored, also when the renderer fails.
+
+Private names on purpose: the collector settings are an internal detail of ``write_pdf`` that
+no public call exposes, and the test must see them to prove they are restored.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """The pieces of the SmolLM2 pipeline that need neither the checkpoint nor much time: layer
 pruning (on a toy Llama), the package lookup's error, the held-out training items, and the
-grid's smollm2 and heldout entries (spec, plan, stage)."""
+grid's smollm2 and heldout entries (spec, plan, stage).
+
+``runners.grid.stages._distill_config`` is imported on purpose: it is the stage's config builder,
+which the test checks without running a training stage.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The vectorised rank statistics used by the bootstrap equal scipy's on every resample."""
+"""The vectorised rank statistics used by the bootstrap equal scipy's on every resample.
+
+Private names on purpose: ``kdanalysis.stats._rowwise`` is the bootstrap's kernel and has no
+public entry of its own; testing it directly pins it against scipy resample by resample.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The batched cell tests equal one scipy call per cell; degenerate cells give NaN."""
+"""The batched cell tests equal one scipy call per cell; degenerate cells give NaN.
+
+Private names on purpose: ``kdanalysis.studies._batched`` holds the batched kernels behind
+``paper_hypotheses``; testing them cell by cell against scipy localises a failure.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Beyond-paper studies: the declared primary analysis (pinned against R), checks, sensitivity rows."""
+"""Beyond-paper studies: the declared primary analysis (pinned against R), checks, sensitivity rows.
+
+``kdanalysis.studies._models`` is imported for the designs and column constants that the public
+studies build on, so the test can fit the same design with statsmodels and compare.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""run_all shares one gains table and one BLAS thread across its studies: same tables as alone."""
+"""run_all shares one gains table and one BLAS thread across its studies: same tables as alone.
+
+Private names on purpose: the shared gains table and BLAS limit are internals of ``run_all``;
+the test calls them to show each study gives the same table alone as inside ``run_all``.
+"""
 
 from __future__ import annotations
 

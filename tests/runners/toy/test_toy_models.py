@@ -1,4 +1,8 @@
-"""Toy tokenizer and models: offline, deterministic, loadable with from_pretrained."""
+"""Toy tokenizer and models: offline, deterministic, loadable with from_pretrained.
+
+``runners.toy.tokenizer._tokenizer_json`` is imported on purpose: the test checks that the
+tokenizer definition itself is deterministic across processes, below the public loader.
+"""
 
 from __future__ import annotations
 
