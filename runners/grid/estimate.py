@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from runners.distill.config import DistillConfig, OptimConfig
 from runners.grid.plan import STAGES, Cell, Plan, training_steps
 from runners.grid.state import CellState, CellStatus
 
@@ -104,13 +105,18 @@ def _n_test(
     return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
 
+#: The trainer's defaults, read from its config models (never restated here).
+_DEFAULT_BATCH: int = OptimConfig.model_fields["batch_size"].default
+_DEFAULT_MAX_LENGTH: int = DistillConfig.model_fields["max_length"].default
+
+
 def _work(cell: Cell, plan: Plan, prepared: Mapping[str, Mapping[str, Any]]) -> tuple[int | None, ...]:
     """(train_steps, train_tokens, eval_items) of one cell."""
     cfg = cell.config
     if cell.kind == "train":
         steps = training_steps(_n_train(cfg["data"], prepared), cfg["training"])
-        batch = int(cfg["training"].get("optim", {}).get("batch_size", 16))
-        max_len = int(cfg["training"].get("max_length", 256))
+        batch = int(cfg["training"].get("optim", {}).get("batch_size", _DEFAULT_BATCH))
+        max_len = int(cfg["training"].get("max_length", _DEFAULT_MAX_LENGTH))
         return steps, None if steps is None else steps * batch * max_len, 0
     if cell.kind == "cache":
         return 0, 0, _n_train(cfg["data"], prepared)

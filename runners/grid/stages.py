@@ -30,6 +30,7 @@ from typing import Any
 
 from kdanalysis.errors import ConfigError
 from kdanalysis.results import write_results
+from kdanalysis.runfolder import RESULTS_FILE
 from kdanalysis.tasks import bundled_tasks
 from runners.grid.plan import Cell
 
@@ -224,8 +225,8 @@ def _fidelity(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str
     rows = fidelity_rows(
         student_run, teacher_run, kl=cfg["kl"], data_dir=config.data_dir, tasks=config.task_registry()
     )
-    write_results(rows, work / "results.parquet")
-    return {"results": "results.parquet"}
+    write_results(rows, work / RESULTS_FILE)
+    return {"results": RESULTS_FILE}
 
 
 _STAGE_FUNCTIONS: dict[str, Callable[[Cell, Path, Mapping[str, Path]], dict[str, str]]] = {
