@@ -32,10 +32,12 @@ def default_runs_dir(study: str) -> Path:
 
 def _build_report(runs_dir: Path, console: Console) -> None:
     """The HTML report of the collected runs in ``RUNS_DIR/report`` (PDF: ``kdanalysis report``)."""
-    from kdanalysis.report import build_report, load_report_input
+    from kdanalysis.report import build_report, load_report_data
 
-    results, models, source = load_report_input(runs_dir)
-    paths = build_report(results, runs_dir / "report", formats=("html",), models=models, source=source)
+    results, models, source, items = load_report_data(runs_dir)
+    paths = build_report(
+        results, runs_dir / "report", formats=("html",), models=models, source=source, items=items
+    )
     console.print(
         f"report: {paths.html} (PDF too: kdanalysis report {runs_dir} --out {runs_dir / 'report'})",
         highlight=False,

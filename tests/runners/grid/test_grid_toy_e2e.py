@@ -115,3 +115,15 @@ def test_kill_minus_9_real_runners_resume_equals_uninterrupted(
     pd.testing.assert_frame_equal(
         read_results(runs / "results.parquet"), read_results(reference / "results.parquet")
     )
+
+
+def test_grid_report_shows_the_per_item_paired_tests(finished: tuple[Path, Path]) -> None:
+    """run-grid's own report reads the runs' per-item table, so KD-vs-SFT paired tests appear."""
+    from rich.console import Console
+
+    from runners.grid.command import _build_report  # the step run-grid ends with; no public entry of its own
+
+    _, runs = finished
+    _build_report(runs, Console(quiet=True))
+    html = (runs / "report" / "report.html").read_text(encoding="utf-8")
+    assert "Per-item paired tests: each KD student against its SFT twin" in html
