@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ __all__ = [
     "disk_full_error",
     "reporting_disk_full",
     "parquet_intact",
+    "lock_held",
 ]
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -78,6 +80,28 @@ def parquet_intact(path: str | os.PathLike[str]) -> bool:
     except OSError:
         return False
     return head == tail == b"PAR1"
+
+
+def lock_held(path: str | os.PathLike[str]) -> bool | None:
+    """Whether some process holds an ``fcntl.flock`` on the file ``path``.
+
+    Returns
+    -------
+    bool or None
+        True if a lock is held, False if none is, None if ``path`` does not exist. Other
+        :class:`OSError` (e.g. no permission to open it) propagate to the caller.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _umask() -> int:

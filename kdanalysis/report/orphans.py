@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from kdanalysis.io import lock_held
+
 __all__ = ["exit_with", "BuildMark", "remove_stale"]
 
 #: A folder without a mark is left alone this long (its builder may be about to create the mark).
@@ -80,21 +82,15 @@ class BuildMark:
 
 def _abandoned(folder: Path) -> bool:
     try:
-        fd = os.open(folder / _MARK, os.O_RDONLY)
-    except FileNotFoundError:
-        try:
-            return time.time() - folder.stat().st_mtime > _UNMARKED_GRACE_S
-        except OSError:
-            return False
+        held = lock_held(folder / _MARK)
     except OSError:
         return False
+    if held is not None:
+        return not held
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+        return time.time() - folder.stat().st_mtime > _UNMARKED_GRACE_S
+    except OSError:
         return False
-    finally:
-        os.close(fd)
-    return True
 
 
 def remove_stale(folders: Iterable[Path]) -> list[Path]:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kdanalysis.errors import KDAnalysisError, RunFailedError, RunFolderError
-from kdanalysis.io import atomic_write_json, parquet_intact, read_json
+from kdanalysis.io import atomic_write_json, lock_held, parquet_intact, read_json
 from kdanalysis.runfolder import CELL_FILE, LOG_FILE, RunState, now_utc, read_status, write_status
 from runners.grid.plan import Cell
 
@@ -190,16 +190,9 @@ def _pid_start(pid: int) -> str | None:
 def _lock_held(folder: Path) -> bool | None:
     """Whether some process holds ``flock`` on ``folder/.owner`` (None: the folder has no such file)."""
     try:
-        fd = os.open(folder / _OWNER_FILE, os.O_RDONLY)
+        return lock_held(folder / _OWNER_FILE)
     except OSError:
         return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _slurm_job_live(job_id: str) -> bool | None:
