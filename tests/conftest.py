@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., tuple[int, str]]:
+    """Run a command app's ``main`` (``kdanalysis.cli.main`` or ``runners.cli.main``) on ``args``
+    as its command line: returns (exit code, stdout + stderr)."""
+
+    def run(main: Callable[[], object], *args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["kdanalysis", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    return run

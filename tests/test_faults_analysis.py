@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -22,17 +23,6 @@ from kdanalysis.report.orphans import BuildMark, remove_stale
 from kdanalysis.report.render import write_tables
 from kdanalysis.report.sections import TableSpec
 from kdanalysis.results import read_items, read_results, results_frame, write_items, write_results
-
-
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["kdanalysis", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def _rows(**change: object) -> list[dict[str, object]]:
@@ -57,14 +47,13 @@ def _rows(**change: object) -> list[dict[str, object]]:
 )
 def test_validate_refuses_values_the_units_forbid_in_one_line(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    run_cli: Callable[..., tuple[int, str]],
     change: dict[str, object],
     said: str,
 ) -> None:
     path = tmp_path / "results.csv"
     pd.DataFrame(_rows(**change)).to_csv(path, index=False)
-    code, out = _cli(monkeypatch, capsys, "validate", str(path))
+    code, out = run_cli(main, "validate", str(path))
     assert code == 2
     assert said in out and "[1]" in out  # names the row
     assert "Traceback" not in out
@@ -75,26 +64,26 @@ def test_kl_values_are_not_percent(tmp_path: Path) -> None:
 
 
 def test_header_only_table_fails_validate_and_report_in_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str]]
 ) -> None:
     path = tmp_path / "results.csv"
     pd.DataFrame(_rows()).head(0).to_csv(path, index=False)
     for command in (["validate", str(path)], ["report", str(path), "--out", str(tmp_path / "r")]):
-        code, out = _cli(monkeypatch, capsys, *command)
+        code, out = run_cli(main, *command)
         assert code == 2 and "no rows" in out and "Traceback" not in out
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("where", ["file", "under-a-file", "proc"])
 def test_report_out_that_cannot_hold_a_report_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str]], where: str
 ) -> None:
     results = tmp_path / "results.csv"
     write_results(results_frame(_rows()), results)
     existing = tmp_path / "notes.txt"
     existing.write_text("keep me")
     out_dir = {"file": existing, "under-a-file": existing / "report", "proc": Path("/proc/kdanalysis/report")}
-    code, out = _cli(monkeypatch, capsys, "report", str(results), "--out", str(out_dir[where]))
+    code, out = run_cli(main, "report", str(results), "--out", str(out_dir[where]))
     assert code == 2 and str(out_dir[where]) in out and "Traceback" not in out
     assert existing.read_text() == "keep me"
 
@@ -112,7 +101,7 @@ def _runs(root: Path, value: float) -> Path:
 
 
 def test_collect_on_a_full_disk_keeps_both_previous_tables(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Callable[..., tuple[int, str]]
 ) -> None:
     runs = _runs(tmp_path / "runs", 60.0)
     write_collected(runs)
@@ -129,7 +118,7 @@ def test_collect_on_a_full_disk_keeps_both_previous_tables(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("kdanalysis.io.tempfile.mkstemp", second_write_fails)
-    code, out = _cli(monkeypatch, capsys, "collect", str(runs))
+    code, out = run_cli(main, "collect", str(runs))
     assert code == 2 and "Traceback" not in out
     assert "no space left writing" in out and "items.parquet" in out and "MiB free" in out
     assert {name: (runs / name).read_bytes() for name in before} == before
@@ -138,7 +127,7 @@ def test_collect_on_a_full_disk_keeps_both_previous_tables(
 
 
 def test_report_on_a_full_disk_keeps_the_previous_report_and_removes_leftovers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Callable[..., tuple[int, str]]
 ) -> None:
     results = tmp_path / "results.csv"
     write_results(results_frame(_rows()), results)
@@ -155,7 +144,7 @@ def test_report_on_a_full_disk_keeps_the_previous_report_and_removes_leftovers(
         )
 
     monkeypatch.setattr("kdanalysis.report.build.build_sections", full)
-    code, out = _cli(monkeypatch, capsys, "report", str(results), "--out", str(out_dir), "--format", "html")
+    code, out = run_cli(main, "report", str(results), "--out", str(out_dir), "--format", "html")
     assert code == 2 and "no space left writing" in out and "Traceback" not in out
     assert (out_dir / "report.html").read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

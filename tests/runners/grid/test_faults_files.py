@@ -4,7 +4,7 @@ traceback, and never makes ``collect``/``report`` return fewer rows silently."""
 from __future__ import annotations
 
 import runpy
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,17 +27,6 @@ def _run(runs: Path):  # noqa: ANN202
     return run_grid(PLAN, runs, executor=SequentialExecutor(runs, fake_stage))
 
 
-def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["kdanalysis", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
 def test_a_corrupted_plan_is_named_by_the_worker_and_rewritten_by_the_next_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -52,7 +41,7 @@ def test_a_corrupted_plan_is_named_by_the_worker_and_rewritten_by_the_next_run(
 
 
 def test_a_corrupted_status_of_a_done_cell_is_named_not_dropped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str]]
 ) -> None:
     result = _run(tmp_path)
     n_rows = len(read_results(result.results_path))
@@ -60,13 +49,13 @@ def test_a_corrupted_status_of_a_done_cell_is_named_not_dropped(
     status = cell_dir(tmp_path, cid) / "status.json"
     status.write_text(status.read_text()[:20])
     for command in (["collect", str(tmp_path)], ["report", str(tmp_path), "--out", str(tmp_path / "r")]):
-        code, out = _cli(monkeypatch, capsys, *command)
+        code, out = run_cli(main, *command)
         assert code == 2 and str(status) in out and "Traceback" not in out
     assert len(read_results(result.results_path)) == n_rows  # the earlier collection is left alone
 
 
 def test_run_grid_on_a_full_disk_is_one_line_and_keeps_the_collected_tables(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli: Callable[..., tuple[int, str]]
 ) -> None:
     import errno
     import tempfile
@@ -85,7 +74,7 @@ def test_run_grid_on_a_full_disk_is_one_line_and_keeps_the_collected_tables(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("kdanalysis.io.tempfile.mkstemp", full)
-    code, out = _cli(monkeypatch, capsys, "run-grid", str(grid), "--runs-dir", str(runs), "--no-progress")
+    code, out = run_cli(main, "run-grid", str(grid), "--runs-dir", str(runs), "--no-progress")
     assert code == 2 and "Traceback" not in out
     assert "no space left writing" in out and "results.parquet" in out and "MiB free" in out
     assert first.items_path.read_bytes() == items_before and not first.results_path.exists()
