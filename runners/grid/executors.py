@@ -35,6 +35,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,34 @@ from runners.grid.plan import Cell
 from runners.grid.spec import ExecutorSpec, SlurmSpec
 from runners.grid.state import StageFunction, execute_cell
 
-__all__ = ["Executor", "SequentialExecutor", "GpuPoolExecutor", "SubmititExecutor", "make_executor"]
+__all__ = [
+    "Executor",
+    "JobInfo",
+    "SequentialExecutor",
+    "GpuPoolExecutor",
+    "SubmititExecutor",
+    "make_executor",
+    "sbatch_parameters",
+]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A scheduler job computing (or queued to compute) a cell.
+
+    Attributes
+    ----------
+    job_id : str
+        The scheduler's id (SLURM: ``12345`` or ``12345_0`` for an array task).
+    state : str
+        The scheduler's state as it reports it (SLURM: ``PENDING``, ``RUNNING``,
+        ``REQUEUED``, ...; ``UNKNOWN`` until it has been asked).
+    """
+
+    job_id: str
+    state: str
 
 
 class Executor(ABC):
@@ -73,6 +99,10 @@ class Executor(ABC):
     def ended_reason(self, cid: str) -> str | None:
         """Why the worker of ended cell ``cid`` stopped, when it ended without a result (None: unknown)."""
         return None
+
+    def jobs(self) -> dict[str, JobInfo]:
+        """Scheduler jobs of the submitted cells not yet ended, by cell id (empty: no scheduler)."""
+        return {}
 
 
 class SequentialExecutor(Executor):
@@ -226,27 +256,12 @@ class SubmititExecutor(Executor):
     def ended_reason(self, cid: str) -> str | None:
         return self._reasons.get(cid)
 
-    def _parameters(self, stage: str) -> dict[str, Any]:
-        params: dict[str, Any] = {"timeout_min": self.spec.timeout_min}
-        if self.spec.cluster == "slurm":
-            params.update(
-                slurm_partition=self.spec.partition,
-                slurm_account=self.spec.account,
-                gpus_per_node=self.spec.gpus_per_node,
-                cpus_per_task=self.spec.cpus_per_task,
-                mem_gb=self.spec.mem_gb,
-                slurm_array_parallelism=self.spec.array_parallelism,
-            )
-            params = {k: v for k, v in params.items() if v is not None}
-        params.update(self.spec.stage_overrides.get(stage, {}))
-        return params
-
     def submit(self, cells: Sequence[Cell]) -> None:
         by_stage: dict[str, list[Cell]] = {}
         for cell in cells:
             by_stage.setdefault(cell.stage, []).append(cell)
         for stage, group in by_stage.items():
-            self._executor.update_parameters(name=f"kd-{stage}", **self._parameters(stage))
+            self._executor.update_parameters(name=f"kd-{stage}", **sbatch_parameters(self.spec, stage))
             job_fn = _CellJob(self.stage_fn)
             jobs = self._executor.map_array(job_fn, group, [str(self.runs_dir)] * len(group))
             for cell, job in zip(group, jobs, strict=True):
@@ -279,6 +294,23 @@ class SubmititExecutor(Executor):
 
     def close(self) -> None:
         self._jobs.clear()
+
+
+def sbatch_parameters(spec: SlurmSpec, stage: str) -> dict[str, Any]:
+    """submitit parameters of the jobs of ``stage``: the spec's resources, then its ``stage_overrides``."""
+    params: dict[str, Any] = {"timeout_min": spec.timeout_min}
+    if spec.cluster == "slurm":
+        params.update(
+            slurm_partition=spec.partition,
+            slurm_account=spec.account,
+            gpus_per_node=spec.gpus_per_node,
+            cpus_per_task=spec.cpus_per_task,
+            mem_gb=spec.mem_gb,
+            slurm_array_parallelism=spec.array_parallelism,
+        )
+        params = {k: v for k, v in params.items() if v is not None}
+    params.update(spec.stage_overrides.get(stage, {}))
+    return params
 
 
 def make_executor(spec: ExecutorSpec, runs_dir: Path, stage_fn: StageFunction | None = None) -> Executor:

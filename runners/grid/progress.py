@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from rich.console import Console
@@ -18,6 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from runners.grid.estimate import StageEstimate
+from runners.grid.executors import JobInfo
 from runners.grid.plan import Plan
 from runners.grid.state import CellState, CellStatus
 
@@ -70,7 +71,9 @@ class GridProgress:
     ) -> None:
         self._progress.stop()
 
-    def __call__(self, states: dict[str, CellStatus], running: set[str]) -> None:
+    def __call__(
+        self, states: dict[str, CellStatus], running: set[str], jobs: Mapping[str, JobInfo] | None = None
+    ) -> None:
         counts = Counter(s.state for s in states.values())
         finished = sum(counts[s] for s in _FINISHED)
         if self._start_done is None:  # cells done before this call do not inform the ETA

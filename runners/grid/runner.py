@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +25,7 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, atomic_write_text, parquet_intact, read_json
 from kdanalysis.results import MODEL_COLUMNS, validate_models, write_models
 from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE, STATUS_FILE
-from runners.grid.executors import Executor, make_executor
+from runners.grid.executors import Executor, JobInfo, make_executor
 from runners.grid.inputs import input_failures, missing_inputs
 from runners.grid.plan import Cell, Plan
 from runners.grid.spec import GridSpec
@@ -53,8 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Called after every change: ``(states by cell id, ids running now)``.
-ProgressCallback = Callable[[dict[str, CellStatus], set[str]], None]
+#: Called after every change: ``(states by cell id, ids running now, scheduler jobs by cell id)``.
+ProgressCallback = Callable[[dict[str, CellStatus], set[str], Mapping[str, JobInfo]], None]
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def run_grid(
                     executor.submit(batch)
                     running |= {c.id for c in batch}
                 if progress:
-                    progress(states, running)
+                    progress(states, running, executor.jobs())
                 # cells still computed by a worker of an earlier, killed driver: wait for them
                 foreign = [cid for cid, s in states.items() if s.state is CellState.RUNNING]
                 for cid in set(foreign) - waiting:
