@@ -8,6 +8,8 @@ Layout of ``RUNS_DIR``::
     cells/<id>/            a finished cell: cell.json, status.json, log.txt, its outputs
                            (the run-folder contract of kdanalysis.runfolder)
     cells/.tmp-<id>-<pid>  a cell being computed (moved to cells/<id> atomically when it ends)
+    cells/.job-<id>.json   the scheduler job a cell was submitted to (job id, submitter), written
+                           at submission and removed when the driver has seen the cell end
     results.parquet, items.parquet   collected tables (kdanalysis.collect)
 
 The disk is the only truth: a cell is *done* when ``cells/<id>/status.json``
@@ -59,6 +61,9 @@ __all__ = [
     "clean_stale",
     "execute_cell",
     "record_failure",
+    "record_job",
+    "recorded_job",
+    "forget_job",
     "StageFunction",
 ]
 
@@ -72,6 +77,7 @@ PLAN_FILE = "plan.json"
 GRID_FILE = "grid.yaml"
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
+_JOB_PREFIX = ".job-"
 #: File of a temporary folder that its owner keeps ``flock``'ed while it computes the cell.
 _OWNER_FILE = ".owner"
 #: Cell kinds whose stage resumes from what an interrupted attempt left (the trainer's checkpoints).
@@ -353,6 +359,48 @@ def clean_stale(runs_dir: Path) -> list[str]:
     if removed:
         logger.info("discarded partial work of %d interrupted cell(s): %s", len(removed), ", ".join(removed))
     return removed
+
+
+def _job_file(runs_dir: Path, cid: str) -> Path:
+    return cells_dir(runs_dir) / f"{_JOB_PREFIX}{cid}.json"
+
+
+def record_job(runs_dir: str | os.PathLike[str], cid: str, job_id: str, *, cluster: str = "slurm") -> Path:
+    """Record that cell ``cid`` was submitted as scheduler job ``job_id`` (``cells/.job-<cid>.json``).
+
+    A later run-grid (after this driver died) reads it back with :func:`recorded_job` to wait
+    for the job instead of submitting the cell again.
+
+    Returns
+    -------
+    Path
+        The record written.
+    """
+    record = {
+        "cell": cid,
+        "job_id": str(job_id),
+        "cluster": cluster,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "submitted_utc": now_utc(),
+    }
+    path = _job_file(Path(runs_dir), cid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(path, record)
+
+
+def recorded_job(runs_dir: str | os.PathLike[str], cid: str) -> dict[str, Any] | None:
+    """The job record of cell ``cid`` (:func:`record_job`), or None when there is none or it is unreadable."""
+    try:
+        record = read_json(_job_file(Path(runs_dir), cid))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("job_id") else None
+
+
+def forget_job(runs_dir: str | os.PathLike[str], cid: str) -> None:
+    """Remove the job record of cell ``cid`` (the driver has seen the cell end)."""
+    _job_file(Path(runs_dir), cid).unlink(missing_ok=True)
 
 
 class GridLock:
