@@ -85,11 +85,14 @@ def test_missing_paths_and_bad_arguments_fail_clearly(toy_dir: Path, tmp_path: P
         load_causal_lm(toy_dir, dtype="int8")  # type: ignore[arg-type]
 
 
-def test_missing_gguf_package_is_reported(toy_dir: Path) -> None:
+def test_missing_gguf_package_is_reported(toy_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("gguf") is not None:
-        pytest.skip("gguf is installed")
+    find_spec = importlib.util.find_spec
+    # where gguf is installed (the train extra), make it look absent
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else find_spec(name, *a)
+    )
     with pytest.raises(BackendUnavailableError, match="gguf"):
         load_causal_lm(toy_dir, gguf_file="model.Q8_0.gguf")
 
