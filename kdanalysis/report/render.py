@@ -176,6 +176,20 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+def _breakable(text: str) -> Any:
+    """``text`` escaped, with a line-break opportunity (``<wbr>``) after each ``_``, ``/`` and ``:``.
+
+    Identifiers such as ``smaller_students_benefit`` then wrap at their separators, not
+    mid-word, in the PDF's fixed-width table columns.
+    """
+    from markupsafe import Markup, escape
+
+    escaped = str(escape(text))
+    for sep in ("_", "/", ":"):
+        escaped = escaped.replace(sep, sep + "<wbr>")
+    return Markup(escaped)
+
+
 def _table_view(table: TableSpec, number: int) -> dict[str, Any]:
     shown, header = table.displayed()
     rows = format_table(shown)
@@ -233,6 +247,7 @@ def render_html(
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,
     )
+    env.filters["breakable"] = _breakable
     views, fig_no, tab_no = [], 0, 0
     for section in sections:
         figures, tables = [], []

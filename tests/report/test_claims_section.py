@@ -92,3 +92,11 @@ def test_bundled_findings_follow_their_primary_tests(bundled_report: ReportPaths
     naive = [s for s in sentences if s.startswith("Paper H") or "t-test of the mean KD gain" in s]
     assert naive and all(AS_PUBLISHED in s for s in naive)
     assert "singular fit" in findings  # said where a mixed model's variance component is ~0
+
+
+def test_identifiers_in_table_cells_wrap_at_their_separators(bundled_report: ReportPaths) -> None:
+    # the PDF's fixed-width columns otherwise split claim ids mid-word
+    html = read_html(bundled_report)
+    claims = html[html.index('id="claims"') : html.index('id="glance"')]
+    assert ">small_<wbr>students_<wbr>up_<wbr>to_<wbr>10</td>" in claims
+    assert "small_students_up_to_10</td>" not in claims
