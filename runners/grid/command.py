@@ -15,7 +15,7 @@ from runners.env import THREADS_ENV, cpu_threads
 from runners.grid.estimate import estimate_plan
 from runners.grid.inputs import MissingInput, input_failures, missing_inputs
 from runners.grid.plan import build_plan, teacher_signal_lines
-from runners.grid.progress import GridProgress, estimate_table
+from runners.grid.progress import GridProgress, estimate_table, sbatch_table
 from runners.grid.runner import plan_states, resolve_grid, run_grid
 from runners.grid.spec import load_grid
 from runners.grid.state import CellState
@@ -127,6 +127,8 @@ def run_grid_command(
         title = f"grid {spec.study} ({path}) → {runs_dir}: {len(plan)} cells"
         out.print(title, highlight=False, soft_wrap=True)
         out.print(estimate_table(estimate_plan(plan, states)))
+        if spec.executor.kind == "slurm":
+            out.print(sbatch_table(plan, spec.executor.slurm))
         if list_cells:
             for cell in plan:
                 out.print(
