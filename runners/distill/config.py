@@ -40,6 +40,7 @@ from runners.models import looks_like_local_path
 
 __all__ = [
     "TRAIN_METHODS",
+    "LOSS_ALIASES",
     "TOKEN_KD_METHODS",
     "DataConfig",
     "LoraConfig",
@@ -54,8 +55,20 @@ __all__ = [
 
 #: Method ids a run can train (``base`` is not trained, ``kd`` is only a label in the paper's files).
 TRAIN_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m not in {"base", "kd"})
-#: Token-level KD methods: a loss of :func:`runners.distill.losses.kd_loss` on ground-truth sequences.
-TOKEN_KD_METHODS: frozenset[str] = frozenset({"fkl", "rkl", "jsd", "tvd", "skl", "srkl"})
+#: Token-level KD method ids of the results contract and the loss of
+#: :data:`runners.distill.losses.LOSSES` each names (defined here, torch-free, so that planning
+#: a grid does not import torch; :func:`runners.distill.losses.kd_loss` reads it).
+LOSS_ALIASES: dict[str, str] = {
+    "fkl": "forward_kl",
+    "rkl": "reverse_kl",
+    "jsd": "generalized_jsd",
+    "tvd": "total_variation",
+    "skl": "skew_forward_kl",
+    "srkl": "skew_reverse_kl",
+}
+#: Token-level KD methods: a loss of :func:`runners.distill.losses.kd_loss` on ground-truth
+#: sequences (the keys of :data:`LOSS_ALIASES`).
+TOKEN_KD_METHODS: frozenset[str] = frozenset(LOSS_ALIASES)
 
 
 #: Training presets: ``project`` (this toolkit's defaults) and ``published`` (the released

@@ -103,6 +103,7 @@ import torch
 from torch import Tensor
 
 from kdanalysis.errors import ConfigError
+from runners.distill.config import LOSS_ALIASES
 
 __all__ = [
     "LOSSES",
@@ -611,15 +612,6 @@ LOSSES: dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]] = {
     "total_variation": (total_variation, ()),
     "skew_forward_kl": (skew_forward_kl, ("alpha",)),
     "skew_reverse_kl": (skew_reverse_kl, ("alpha",)),
-}
-#: Method ids of the results contract (``kdanalysis.results.METHODS``) naming each loss.
-LOSS_ALIASES: dict[str, str] = {
-    "fkl": "forward_kl",
-    "rkl": "reverse_kl",
-    "jsd": "generalized_jsd",
-    "tvd": "total_variation",
-    "skl": "skew_forward_kl",
-    "srkl": "skew_reverse_kl",
 }
 
 

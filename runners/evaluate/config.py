@@ -65,13 +65,32 @@ class CustomTaskConfig(_Strict):
 
 
 class VLLMOptions(_Strict):
-    """Engine options used only when ``backend: vllm``."""
+    """Engine options used only when ``backend: vllm`` (:class:`~runners.evaluate.vllm_backend.VLLMBackend`).
+
+    Attributes
+    ----------
+    tensor_parallel_size, data_parallel_size : int
+        GPUs per engine and number of engine replicas (>= 1).
+    enable_prefix_caching : bool
+        Reuse the KV cache of shared prompt prefixes.
+    gpu_memory_utilization : float
+        Fraction of GPU memory vLLM may take, in (0, 1].
+    max_model_len : int or None
+        Context length limit passed to vLLM.
+    replica_timeout_s : float or None
+        With ``data_parallel_size`` > 1: the longest wait, in seconds (> 0, finite), for the
+        replicas of one call before the run fails with ``RunFailedError``; ``None``: no
+        limit while they live (a dead replica is reported at once anyway). It does not change
+        the outputs, so it is left out of :meth:`EvalConfig.fingerprint` (a run may be
+        resumed with another limit).
+    """
 
     tensor_parallel_size: int = Field(1, ge=1)
     data_parallel_size: int = Field(1, ge=1)
     enable_prefix_caching: bool = True
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_model_len: int | None = Field(None, ge=1)
+    replica_timeout_s: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class RunMetaConfig(_Strict):
@@ -213,10 +232,12 @@ class EvalConfig(_Strict):
         """SHA-256 (16 hex chars) of the resolved configuration, ``run_id`` excluded.
 
         Two configs with the same fingerprint produce the same outputs; a run folder
-        refuses to resume under a different one.
+        refuses to resume under a different one. ``vllm.replica_timeout_s`` is excluded too
+        (a wait limit, not an output setting).
         """
         data = self.resolved()
         data.pop("run_id")
+        data["vllm"].pop("replica_timeout_s")
         blob = json.dumps(data, sort_keys=True).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -101,6 +101,7 @@ def make_backend(config: EvalConfig) -> Backend:
             enable_prefix_caching=opts.enable_prefix_caching,
             gpu_memory_utilization=opts.gpu_memory_utilization,
             max_model_len=opts.max_model_len,
+            replica_timeout_s=opts.replica_timeout_s,
         )
     from runners.evaluate.hf_backend import HFBackend
 

@@ -143,3 +143,17 @@ def test_cli_reports_one_line_and_exit_2(tmp_path: Path, data_file: Path) -> Non
     assert result.exit_code == 2
     assert "method 'gkd' needs a teacher" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_token_kd_methods_are_the_loss_aliases_and_each_is_a_loss() -> None:
+    """One list of token-level KD methods: the keys of ``LOSS_ALIASES``, each a loss of ``kd_loss``."""
+    import torch
+
+    from runners.distill.config import LOSS_ALIASES, TOKEN_KD_METHODS
+    from runners.distill.losses import LOSSES, kd_loss
+
+    assert TOKEN_KD_METHODS == frozenset(LOSS_ALIASES) == {"fkl", "rkl", "jsd", "tvd", "skl", "srkl"}
+    assert set(LOSS_ALIASES.values()) == set(LOSSES)
+    logits = torch.randn(1, 3, 5)
+    for method in TOKEN_KD_METHODS:
+        assert torch.isfinite(kd_loss(method, logits, logits + 0.1))

@@ -144,6 +144,32 @@ def test_every_request_gets_its_own_seed(stand_in_vllm: type[_Engine]) -> None:
     assert len(set(seeds)) == 3
 
 
+def test_the_configured_replica_timeout_reaches_the_replica_supervisor(
+    stand_in_vllm: type[_Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``vllm.replica_timeout_s`` of an EvalConfig goes through ``make_backend`` to ``run_replicas``."""
+    from runners.evaluate import vllm_backend
+    from runners.evaluate.backend import GenerationResult
+    from runners.evaluate.config import EvalConfig
+    from runners.evaluate.run import make_backend
+
+    seen: list[float | None] = []
+
+    def supervisor(target: Any, jobs: list[tuple], *, timeout_s: float | None = None) -> list:
+        seen.append(timeout_s)
+        return [[GenerationResult((p,), (1,)) for p in job[3]["prompts"]] for job in jobs]
+
+    monkeypatch.setattr(vllm_backend, "run_replicas", supervisor)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    for timeout in (12.5, None):
+        vllm_options = {"data_parallel_size": 2, "replica_timeout_s": timeout}
+        config = EvalConfig(model="base-model", tasks=["gsm8k"], backend="vllm", vllm=vllm_options)
+        requests = [GenerationRequest(p, config.decoding) for p in ("a", "b", "c")]
+        results = make_backend(config).generate(requests)
+        assert [r.texts for r in results] == [("a",), ("b",), ("c",)]
+    assert seen == [12.5, None]
+
+
 # --- replica supervision ----------------------------------------------------------------------
 
 

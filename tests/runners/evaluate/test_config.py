@@ -95,3 +95,24 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_direct_construction_raises_validation_error() -> None:
     with pytest.raises(ValidationError, match="extra_forbidden|Extra inputs"):
         EvalConfig(model="m", tasks=["gsm8k"], unknown=1)  # type: ignore[call-arg]
+
+
+def test_replica_timeout_is_validated_and_left_out_of_the_fingerprint() -> None:
+    base = EvalConfig(model="m", tasks=["gsm8k"], backend="vllm", vllm={"data_parallel_size": 2})
+    limited = EvalConfig(
+        model="m", tasks=["gsm8k"], backend="vllm", vllm={"data_parallel_size": 2, "replica_timeout_s": 90}
+    )
+    assert base.vllm.replica_timeout_s is None and limited.vllm.replica_timeout_s == 90.0
+    assert limited.resolved()["vllm"]["replica_timeout_s"] == 90.0
+    assert limited.fingerprint() == base.fingerprint()  # a wait limit, not an output setting
+    for bad in (0, -5, float("inf"), float("nan"), "soon"):
+        with pytest.raises(ValidationError, match="replica_timeout_s"):
+            EvalConfig(model="m", tasks=["gsm8k"], vllm={"replica_timeout_s": bad})
+
+
+def test_replica_timeout_from_a_yaml_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "model: m\ntasks: [gsm8k]\nbackend: vllm\nvllm: {replica_timeout_s: 0}\n")
+    with pytest.raises(ConfigError, match="replica_timeout_s"):
+        load_eval_config(path)
+    path = _write(tmp_path, "model: m\ntasks: [gsm8k]\nbackend: vllm\nvllm: {replica_timeout_s: 600}\n")
+    assert load_eval_config(path).vllm.replica_timeout_s == 600.0
