@@ -7,10 +7,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from kdanalysis.errors import ConfigError, RunFailedError
+from kdanalysis.runfolder import ITEMS_FILE, RESULTS_FILE
 from runners.env import THREADS_ENV, cpu_threads
 from runners.grid.estimate import estimate_plan
 from runners.grid.inputs import MissingInput, input_failures, missing_inputs
@@ -19,6 +21,9 @@ from runners.grid.progress import GridProgress, estimate_table, sbatch_table
 from runners.grid.runner import plan_states, resolve_grid, run_grid
 from runners.grid.spec import load_grid
 from runners.grid.state import CellState
+
+if TYPE_CHECKING:
+    from kdanalysis.report import ReportPaths
 
 __all__ = ["run_grid_command", "default_runs_dir"]
 
@@ -31,15 +36,41 @@ def default_runs_dir(study: str) -> Path:
 
 
 def _build_report(runs_dir: Path, console: Console) -> None:
-    """The HTML report of the collected runs in ``RUNS_DIR/report`` (PDF: ``kdanalysis report``)."""
-    from kdanalysis.report import build_report, load_report_data
+    """The HTML report of the grid's collected tables in ``RUNS_DIR/report`` (PDF: ``kdanalysis report``).
 
-    results, models, source, items = load_report_data(runs_dir)
-    paths = build_report(
-        results, runs_dir / "report", formats=("html",), models=models, source=source, items=items
+    Built only when its fingerprint (the collected tables, the models table, the options and
+    the code: :mod:`kdanalysis.report.fingerprint`) differs from the last complete build's,
+    or a file of that build changed; otherwise the report's path is printed with
+    "(unchanged)".
+    """
+    from kdanalysis.report.fingerprint import build_if_changed, report_fingerprint
+
+    out_dir, models_path = runs_dir / "report", runs_dir / "models.parquet"
+    results_path, items_path = runs_dir / RESULTS_FILE, runs_dir / ITEMS_FILE
+    source, formats = f"runs folder {runs_dir}", ("html",)
+
+    def build() -> ReportPaths:
+        from kdanalysis.report import build_report
+        from kdanalysis.results import read_items, read_models, read_results
+
+        models = read_models(models_path) if models_path.is_file() else None
+        return build_report(
+            read_results(results_path),
+            out_dir,
+            formats=formats,
+            models=models,
+            source=source,
+            items=read_items(items_path),
+        )
+
+    fingerprint = report_fingerprint(
+        [results_path, items_path, models_path], {"formats": formats, "source": source}
     )
+    built = build_if_changed(out_dir, fingerprint, build)
+    html = out_dir / "report.html" if built is None else built.html
     console.print(
-        f"report: {paths.html} (PDF too: kdanalysis report {runs_dir} --out {runs_dir / 'report'})",
+        f"report: {html}{' (unchanged)' if built is None else ''} "
+        f"(PDF too: kdanalysis report {runs_dir} --out {out_dir})",
         highlight=False,
     )
 
