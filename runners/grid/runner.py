@@ -4,7 +4,10 @@
 interrupted cells, then repeatedly submits every pending cell whose dependencies are
 done to the executor and waits for cells to end. A failed cell is recorded by
 :func:`~runners.grid.state.execute_cell`; cells that depend on it are *blocked*, all
-others go on. Done cells are never recomputed. At the end the run folders are collected
+others go on. Done cells are never recomputed. Cells still computed, or queued, by the
+jobs of an earlier driver that died (its job records, :func:`~runners.grid.state.scan_states`)
+are waited for, not submitted again; a cell whose job left the queue without its result
+is submitted again. At the end the run folders are collected
 into ``results.parquet`` and ``items.parquet`` (:func:`kdanalysis.collect.collect_runs`).
 """
 
@@ -38,7 +41,9 @@ from runners.grid.state import (
     cells_dir,
     clean_stale,
     record_failure,
+    recorded_job,
     scan_states,
+    settle_jobs,
 )
 
 __all__ = [
@@ -141,6 +146,41 @@ def _ended_state(status: CellStatus, cell: Cell, runs_dir: Path, reason: str | N
         "or the executor's logs"
     )
     return record_failure(cell, runs_dir, error)
+
+
+def _note_failures(plan: Plan, states: dict[str, CellStatus], fresh: Mapping[str, CellStatus]) -> None:
+    """Log the cells of ``fresh`` (already in ``states``) that failed and block their pending dependents."""
+    newly_failed = {cid for cid, s in fresh.items() if s.state is CellState.FAILED}
+    for cid in newly_failed:
+        logger.warning("cell %s failed: %s", cid, fresh[cid].error)
+    for cid in plan.dependents(newly_failed):
+        if states[cid].state is CellState.PENDING:
+            states[cid] = CellStatus(CellState.BLOCKED)
+
+
+def _rescan_foreign(plan: Plan, runs_dir: Path, states: dict[str, CellStatus], foreign: list[str]) -> None:
+    """Read again the cells computed by others (earlier drivers' jobs or workers) into ``states``.
+
+    A cell whose job left the queue without its result becomes pending (submitted again); one
+    whose job left between the record check and the scan stays running until the next look.
+    """
+    settle_jobs(runs_dir, foreign)
+    fresh = {
+        cid: status
+        for cid, status in scan_states(runs_dir, foreign).items()
+        if not (status.state is CellState.PENDING and recorded_job(runs_dir, cid))
+    }
+    states.update(fresh)
+    _note_failures(plan, states, fresh)
+
+
+def _adopted_jobs(states: Mapping[str, CellStatus]) -> dict[str, JobInfo]:
+    """The scheduler jobs of the running cells adopted from an earlier driver, by cell id."""
+    return {
+        cid: JobInfo(s.job_id, s.job_state)
+        for cid, s in states.items()
+        if s.state is CellState.RUNNING and s.job_id
+    }
 
 
 def _collection_is_current(runs_dir: Path, measured: list[str], *collected: Path) -> bool:
@@ -260,8 +300,9 @@ def run_grid(
                     executor.submit(batch)
                     running |= {c.id for c in batch}
                 if progress:
-                    progress(states, running, executor.jobs())
-                # cells still computed by a worker of an earlier, killed driver: wait for them
+                    progress(states, running, {**_adopted_jobs(states), **executor.jobs()})
+                # cells still computed or queued by a worker or job of an earlier, killed driver:
+                # wait for them
                 foreign = [cid for cid, s in states.items() if s.state is CellState.RUNNING]
                 for cid in set(foreign) - waiting:
                     logger.warning("cell %s is %s", cid, states[cid].note)
@@ -270,24 +311,18 @@ def run_grid(
                     if not foreign:
                         break
                     time.sleep(poll_s)
-                    states.update(scan_states(runs_dir, foreign))
-                    continue
-                ended = executor.wait(poll_s)
-                if not ended:
-                    continue
-                running -= set(ended)
-                computed.extend(ended)
-                fresh = {
-                    cid: _ended_state(status, plan.cells[cid], runs_dir, executor.ended_reason(cid))
-                    for cid, status in scan_states(runs_dir, ended).items()
-                }
-                states.update(fresh)
-                newly_failed = {cid for cid, s in fresh.items() if s.state is CellState.FAILED}
-                for cid in newly_failed:
-                    logger.warning("cell %s failed: %s", cid, fresh[cid].error)
-                for cid in plan.dependents(newly_failed):
-                    if states[cid].state is CellState.PENDING:
-                        states[cid] = CellStatus(CellState.BLOCKED)
+                else:
+                    ended = executor.wait(poll_s)
+                    running -= set(ended)
+                    computed.extend(ended)
+                    fresh = {
+                        cid: _ended_state(status, plan.cells[cid], runs_dir, executor.ended_reason(cid))
+                        for cid, status in (scan_states(runs_dir, ended) if ended else {}).items()
+                    }
+                    states.update(fresh)
+                    _note_failures(plan, states, fresh)
+                if foreign:
+                    _rescan_foreign(plan, runs_dir, states, foreign)
         finally:
             executor.close()
         results_path = items_path = None

@@ -20,7 +20,11 @@ temporary folder's owner process is alive. The owner holds ``flock`` on the fold
 ``status.json`` records host, boot id, pid and the pid's start time, so a reused pid or a
 reboot never passes for the owner. A folder written on another host counts as alive
 unless its SLURM job is known to have left the queue: a rerun never deletes work
-running elsewhere. A temporary folder whose owner is gone (a killed run) is removed and
+running elsewhere. A pending cell whose job record names a job still queued or running
+(``squeue``) is *running* too: a rerun after the driver died (``kill -9``) waits for the
+jobs it left behind and picks up their results instead of submitting the cells again; a
+record whose job left the queue without the cell's result is dropped and the cell is
+submitted again (:func:`settle_jobs`). A temporary folder whose owner is gone (a killed run) is removed and
 the cell is computed again, except a ``train`` cell, whose new attempt takes the folder
 over and resumes from the trainer's last checkpoint. A late worker never replaces a
 cell that is already done. Executors only have to call :func:`execute_cell` somewhere.
@@ -64,6 +68,7 @@ __all__ = [
     "record_job",
     "recorded_job",
     "forget_job",
+    "settle_jobs",
     "StageFunction",
 ]
 
@@ -124,12 +129,17 @@ class CellStatus:
         One-line error of a failed cell (``""`` otherwise).
     note : str
         For a cell computed by another process: who owns it and how to release it.
+    job_id, job_state : str
+        For a running cell adopted from an earlier driver: its scheduler job and that job's
+        state (``squeue``; ``""`` otherwise).
     """
 
     state: CellState
     duration_s: float | None = None
     error: str = ""
     note: str = ""
+    job_id: str = ""
+    job_state: str = ""
 
 
 def cells_dir(runs_dir: Path) -> Path:
@@ -201,8 +211,10 @@ def _lock_held(folder: Path) -> bool | None:
         return None
 
 
-def _slurm_job_live(job_id: str) -> bool | None:
-    """Whether SLURM job ``job_id`` is still queued or running (None: ``squeue`` cannot tell)."""
+def _slurm_job_state(job_id: str) -> str | None:
+    """SLURM state of job ``job_id`` (``squeue``): a live state when any of its tasks has one, else
+    the state it ended in while the controller still lists it, ``""`` once it left the controller;
+    None when ``squeue`` cannot tell."""
     try:
         proc = subprocess.run(
             ["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30
@@ -211,9 +223,38 @@ def _slurm_job_live(job_id: str) -> bool | None:
         return None
     if proc.returncode != 0:
         # squeue fails with "Invalid job id specified" once the job has left the controller
-        return False if "invalid job id" in proc.stderr.lower() else None
-    states = {line.strip().split()[0] for line in proc.stdout.splitlines() if line.strip()}
-    return bool(states & _SLURM_LIVE)
+        return "" if "invalid job id" in proc.stderr.lower() else None
+    states = [line.strip().split()[0] for line in proc.stdout.splitlines() if line.strip()]
+    return next((st for st in states if st in _SLURM_LIVE), states[0] if states else "")
+
+
+def _slurm_job_live(job_id: str) -> bool | None:
+    """Whether SLURM job ``job_id`` is still queued or running (None: ``squeue`` cannot tell)."""
+    state = _slurm_job_state(job_id)
+    return None if state is None else state in _SLURM_LIVE
+
+
+def _slurm_earlier_runs() -> list[str]:
+    """How the earlier runs of this process's SLURM job ended, when the scheduler restarted it.
+
+    ``sacct -D`` lists one line per run of a requeued job (e.g. ``NODE_FAIL`` after its node
+    went down, ``REQUEUED`` after ``scontrol requeue``), the last being this run. Empty for a
+    job's first run, outside SLURM, or when ``sacct`` cannot tell.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job or os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0"):
+        return []
+    try:
+        proc = subprocess.run(
+            ["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    states = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    return states[:-1] if proc.returncode == 0 else []
 
 
 def _read_tmp_status(tmp: Path) -> Mapping[str, Any] | None:
@@ -322,19 +363,36 @@ def _claim_partial(cell: Cell, runs_dir: Path, tmp: Path) -> str | None:
 
 
 def scan_states(runs_dir: Path, ids: list[str]) -> dict[str, CellStatus]:
-    """States of ``ids`` read from disk (running: a temporary folder with a live owner, named in ``note``)."""
+    """States of ``ids`` read from disk.
+
+    A pending cell is *running* when a temporary folder of it has a live owner, or when its
+    job record (:func:`record_job`) names a job that ``squeue`` lists as queued or running
+    (or cannot tell about: a job is never presumed gone); ``note`` names the owner or job,
+    ``job_id``/``job_state`` the adopted job.
+    """
     running = _running_ids(runs_dir)
-    out = {}
-    for cid in ids:
-        status = cell_state(runs_dir, cid)
-        if status.state is CellState.PENDING and cid in running:
-            status = CellStatus(CellState.RUNNING, note=running[cid])
-        out[cid] = status
+    out = {cid: cell_state(runs_dir, cid) for cid in ids}
+    pending = {cid for cid, status in out.items() if status.state is CellState.PENDING}
+    records = {cid: record for cid, record in _job_records(runs_dir).items() if cid in pending}
+    job_states = _job_states(records)
+    for cid in pending:
+        record = records.get(cid)
+        state = job_states[str(record["job_id"])] if record else ""
+        if record and (state is None or state in _SLURM_LIVE):
+            out[cid] = CellStatus(
+                CellState.RUNNING,
+                note=_adopted_note(runs_dir, cid, record, state),
+                job_id=str(record["job_id"]),
+                job_state=state or "UNKNOWN",
+            )
+        elif cid in running:
+            out[cid] = CellStatus(CellState.RUNNING, note=running[cid])
     return out
 
 
 def clean_stale(runs_dir: Path) -> list[str]:
-    """Remove temporary folders whose owner is gone (a killed run) and leftover trash.
+    """Remove temporary folders whose owner is gone (a killed run), leftover trash and the job
+    records whose job left the queue (:func:`settle_jobs`).
 
     A ``train`` cell's folder is kept for its next attempt to resume from.
 
@@ -358,6 +416,7 @@ def clean_stale(runs_dir: Path) -> list[str]:
         shutil.rmtree(trash, ignore_errors=True)
     if removed:
         logger.info("discarded partial work of %d interrupted cell(s): %s", len(removed), ", ".join(removed))
+    settle_jobs(runs_dir)
     return removed
 
 
@@ -401,6 +460,77 @@ def recorded_job(runs_dir: str | os.PathLike[str], cid: str) -> dict[str, Any] |
 def forget_job(runs_dir: str | os.PathLike[str], cid: str) -> None:
     """Remove the job record of cell ``cid`` (the driver has seen the cell end)."""
     _job_file(Path(runs_dir), cid).unlink(missing_ok=True)
+
+
+def _job_records(runs_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every readable job record of ``runs_dir``, by cell id."""
+    root = cells_dir(runs_dir)
+    if not root.is_dir():
+        return {}
+    records = {}
+    for path in root.glob(f"{_JOB_PREFIX}*.json"):
+        cid = path.name[len(_JOB_PREFIX) : -len(".json")]
+        record = recorded_job(runs_dir, cid)
+        if record is not None:
+            records[cid] = record
+    return records
+
+
+def _job_states(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
+    """``squeue`` state (:func:`_slurm_job_state`) of each distinct job of ``records``, by job id."""
+    return {job: _slurm_job_state(job) for job in {str(r["job_id"]) for r in records.values()}}
+
+
+def _adopted_note(runs_dir: Path, cid: str, record: Mapping[str, Any], state: str | None) -> str:
+    job = record["job_id"]
+    said = "squeue cannot tell its state" if state is None else state.lower()
+    return (
+        f"queued/running as SLURM job {job} ({said}), submitted by an earlier run-grid "
+        f"(pid {record.get('pid', '?')} on {record.get('host', '?')}); waiting for it "
+        f"(scancel {job} to stop it; if that job is gone, remove {_job_file(runs_dir, cid)})"
+    )
+
+
+def settle_jobs(runs_dir: str | os.PathLike[str], ids: list[str] | None = None) -> list[str]:
+    """Drop the job records (of ``ids``; default all) whose job has left the queue.
+
+    A record whose job ``squeue`` lists as queued or running, or cannot tell about, is kept:
+    its cell counts as running (:func:`scan_states`). A cell whose job left without its
+    result (cancelled, failed, or ended before computing it while no driver watched) is then
+    pending and is submitted again; its job's end state is logged.
+
+    Returns
+    -------
+    list of str
+        Ids of the cells whose job left the queue without their result.
+    """
+    runs_dir = Path(runs_dir)
+    records = _job_records(runs_dir)
+    if ids is not None:
+        records = {cid: r for cid, r in records.items() if cid in set(ids)}
+    job_states = _job_states(records)
+    lost = []
+    for cid, record in sorted(records.items()):
+        job, state = str(record["job_id"]), job_states[str(record["job_id"])]
+        if state is None or state in _SLURM_LIVE:
+            continue
+        try:
+            finished = cell_state(runs_dir, cid).state is not CellState.PENDING
+        except RunFolderError:
+            finished = True  # a damaged status.json is reported by whoever reads the cell
+        if not finished:
+            lost.append(cid)
+            logger.warning(
+                "cell %s: SLURM job %s (submitted by pid %s on %s) left the queue without its result "
+                "(%s); it is submitted again",
+                cid,
+                job,
+                record.get("pid", "?"),
+                record.get("host", "?"),
+                f"it ended {state}" if state else f"sacct -j {job} says why",
+            )
+        forget_job(runs_dir, cid)
+    return lost
 
 
 class GridLock:
@@ -522,7 +652,10 @@ def execute_cell(
 
     The cell's logging output goes to ``log.txt``; on success ``status.json`` lists the
     outputs, on failure it holds the error and traceback (the exception is not
-    re-raised, so independent cells go on). Already-done cells return at once.
+    re-raised, so independent cells go on). Already-done cells return at once. In a SLURM
+    job the scheduler restarted (its node failed, it was requeued) ``status.json`` lists how
+    the job's earlier runs ended (``slurm_earlier_runs``, e.g. ``["NODE_FAIL"]``), and so does
+    the log.
 
     Parameters
     ----------
@@ -564,8 +697,10 @@ def _execute_in(
 ) -> CellStatus:
     """Compute ``cell`` in ``tmp`` (owner lock held; ``resumed``: the attempt taken over) and publish it."""
     started, started_utc = time.time(), now_utc()
+    earlier = _slurm_earlier_runs()
+    restarts = {"slurm_earlier_runs": earlier} if earlier else {}
     atomic_write_json(tmp / CELL_FILE, cell.to_json())
-    write_status(tmp, _status(cell, RunState.RUNNING, started_utc))
+    write_status(tmp, _status(cell, RunState.RUNNING, started_utc, **restarts))
     handler = logging.FileHandler(tmp / LOG_FILE, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
@@ -582,6 +717,13 @@ def _execute_in(
     logger.info("cell %s: %s", cell.id, cell.label)
     if resumed is not None:
         logger.info("cell %s: resuming the interrupted attempt %s", cell.id, resumed)
+    if earlier:
+        logger.warning(
+            "cell %s: SLURM job %s was restarted by the scheduler; its earlier runs ended %s",
+            cell.id,
+            os.environ.get("SLURM_JOB_ID"),
+            ", ".join(earlier),
+        )
     try:
         deps = {d: cell_dir(runs_dir, d) for d in cell.deps}
         outputs = dict(stage_fn(cell, tmp, deps))
@@ -593,6 +735,7 @@ def _execute_in(
             finished_utc=now_utc(),
             duration_s=round(duration, 3),
             outputs=outputs,
+            **restarts,
         )
         logger.info("cell %s done in %.1f s", cell.id, duration)
         result = CellStatus(CellState.DONE, duration)
@@ -609,6 +752,7 @@ def _execute_in(
             finished_utc=now_utc(),
             duration_s=round(duration, 3),
             error=error,
+            **restarts,
             traceback=traceback.format_exc(),
         )
         result = CellStatus(CellState.FAILED, duration, error)
