@@ -17,8 +17,9 @@ state from disk. An executor therefore needs four methods:
 
 Implementations: :class:`SequentialExecutor` (in-process, one cell at a time — the CPU
 default), :class:`GpuPoolExecutor` (one worker subprocess per GPU with
-``CUDA_VISIBLE_DEVICES``) and :class:`SubmititExecutor` (SLURM job arrays via submitit,
-requeued on preemption; submitit's ``local``/``debug`` clusters for testing).
+``CUDA_VISIBLE_DEVICES``) and :class:`SubmititExecutor` (SLURM worker jobs via submitit, each
+computing several cells, requeued on preemption; submitit's ``local``/``debug`` clusters for
+testing).
 
 A Ray executor is a small addition: ``submit`` calls
 ``ray.remote(num_gpus=...)(execute_cell).remote(cell, runs_dir)`` per cell and keeps the
@@ -28,6 +29,7 @@ ready refs back to cell ids; ``capacity`` is the number of free GPUs; nothing el
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -41,8 +43,9 @@ from typing import Any
 
 from kdanalysis.errors import BackendUnavailableError
 from runners.grid.plan import Cell
+from runners.grid.slurm_pool import POLL_S, SLURM_ENDED, Worker, WorkerFolder, remove_left, slurm_states
 from runners.grid.spec import ExecutorSpec, SlurmSpec
-from runners.grid.state import StageFunction, execute_cell
+from runners.grid.state import StageFunction, execute_cell, forget_job, record_job
 
 __all__ = [
     "Executor",
@@ -196,34 +199,41 @@ class GpuPoolExecutor(Executor):
         self._procs.clear()
 
 
-class _CellJob:
-    """Picklable submitit callable; a requeued job runs the cell again.
+@dataclass
+class _WorkerJob:
+    """The executor's view of one worker job: its folder, submitit job, resources and cell."""
 
-    ``checkpoint`` makes submitit requeue the job on preemption/timeout (up to
-    ``max_num_timeout`` times). The next run of a training cell takes over the interrupted
-    run's temporary folder (same SLURM job id, :func:`~runners.grid.state.execute_cell`) and
-    resumes from its last checkpoint; other cells start again in a fresh folder.
-    """
+    folder: WorkerFolder
+    job: Any
+    resources: str
+    cell: str | None = None
+    reusable: bool = True
+    retiring: bool = False
+    state: str = "UNKNOWN"
+    ended_polls: int = 0
 
-    def __init__(self, stage_fn: StageFunction | None = None) -> None:
-        self.stage_fn = stage_fn
-
-    def __call__(self, cell: Cell, runs_dir: str) -> str:
-        return execute_cell(cell, runs_dir, self.stage_fn).state.value
-
-    def checkpoint(self, cell: Cell, runs_dir: str) -> Any:
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(_CellJob(self.stage_fn), cell, runs_dir)
+    @property
+    def job_id(self) -> str:
+        return str(self.job.job_id)
 
 
 class SubmititExecutor(Executor):
-    """SLURM via submitit: cells of one stage submitted together as a job array.
+    """SLURM via submitit: cells packed into long-lived worker jobs (:mod:`runners.grid.slurm_pool`).
 
-    Resources come from :class:`~runners.grid.spec.SlurmSpec`, with
-    ``stage_overrides[stage]`` applied on top (e.g. more GPUs for ``teacher_sft``).
-    ``cluster="debug"`` runs jobs in this process and ``"local"`` in local subprocesses
-    (submitit's own test executors).
+    A ready cell goes to a live idle worker whose resources (:func:`sbatch_parameters` of
+    its stage) equal the cell's, else to a new worker job; at most ``array_parallelism``
+    workers at a time, one cell each. A cell given to a job still queued moves to a worker of
+    equal resources that is up and idle (the queued job, left without a cell, is cancelled).
+    Completion is read from the workers' folders every :data:`~runners.grid.slurm_pool.POLL_S`
+    seconds and the scheduler asked about the jobs every ``state_poll_s`` seconds. Each cell's
+    job id is recorded at assignment (:func:`~runners.grid.state.record_job`) and forgotten
+    once the cell has ended. When a worker's job ends for good, its taken cell (if not
+    published) ends with the scheduler's reason and the cells it never took go to another
+    worker (at most :attr:`max_reassign` times each).
+
+    ``worker_idle_s=0`` gives one cell per job. ``cluster="debug"`` runs each worker in this
+    process (one cell each) when waited for, ``"local"`` in local subprocesses (submitit's own
+    test executors).
 
     Parameters
     ----------
@@ -231,9 +241,21 @@ class SubmititExecutor(Executor):
     spec : SlurmSpec
     stage_fn : callable, optional
         Stage implementation (must be picklable for real clusters); default the real stages.
+    state_poll_s : float
+        Shortest interval between two scheduler queries (``squeue``).
     """
 
-    def __init__(self, runs_dir: Path, spec: SlurmSpec, stage_fn: StageFunction | None = None) -> None:
+    #: How many times a cell whose worker ended before taking it is given to another worker.
+    max_reassign = 3
+
+    def __init__(
+        self,
+        runs_dir: Path,
+        spec: SlurmSpec,
+        stage_fn: StageFunction | None = None,
+        *,
+        state_poll_s: float = 2.0,
+    ) -> None:
         super().__init__(runs_dir)
         try:
             import submitit
@@ -243,57 +265,243 @@ class SubmititExecutor(Executor):
             ) from exc
         self.spec = spec
         self.stage_fn = stage_fn
+        self.state_poll_s = state_poll_s
         extra = {"slurm_max_num_timeout": spec.max_num_timeout} if spec.cluster == "slurm" else {}
         self._executor = submitit.AutoExecutor(
             folder=self.runs_dir / "submitit", cluster=spec.cluster, **extra
         )
-        self._jobs: dict[str, Any] = {}
+        remove_left(self.runs_dir)
+        self._idle_s = 0.0 if spec.cluster == "debug" else spec.worker_idle_s
+        self._workers: list[_WorkerJob] = []
+        self._cells: dict[str, tuple[Cell, _WorkerJob]] = {}
+        self._given: dict[str, int] = {}
+        self._ended: list[str] = []
         self._reasons: dict[str, str] = {}
+        self._asked = 0.0
+
+    # the contract
 
     def capacity(self) -> int:
-        return max(self.spec.array_parallelism - len(self._jobs), 0)
+        active = [w for w in self._workers if not w.retiring]
+        idle = sum(w.cell is None for w in active)
+        return idle + max(self.spec.array_parallelism - len(active), 0)
 
     def ended_reason(self, cid: str) -> str | None:
         return self._reasons.get(cid)
 
     def submit(self, cells: Sequence[Cell]) -> None:
-        by_stage: dict[str, list[Cell]] = {}
         for cell in cells:
-            by_stage.setdefault(cell.stage, []).append(cell)
-        for stage, group in by_stage.items():
-            self._executor.update_parameters(name=f"kd-{stage}", **sbatch_parameters(self.spec, stage))
-            job_fn = _CellJob(self.stage_fn)
-            jobs = self._executor.map_array(job_fn, group, [str(self.runs_dir)] * len(group))
-            for cell, job in zip(group, jobs, strict=True):
-                self._jobs[cell.id] = job
-                logger.info("cell %s submitted as job %s", cell.id, job.job_id)
+            self._place(cell)
 
     def wait(self, timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
         while True:
-            ended = []
-            for cid, job in self._jobs.items():
-                if self.spec.cluster == "debug" or job.done():
-                    try:
-                        job.result()  # the debug executor runs the job here
-                    except Exception as exc:  # a job killed outside execute_cell (scancel, time limit, node)
-                        logger.warning("job of cell %s ended abnormally: %s", cid, exc)
-                        self._reasons[cid] = (
-                            f"{self.spec.cluster} job {job.job_id} ended {job.state} without a result; "
-                            f"see {job.paths.stderr}"
-                        )
-                    ended.append(cid)
-                    if self.spec.cluster == "debug":
-                        break
-            if ended or not self._jobs or time.monotonic() >= deadline:
+            if self.spec.cluster == "debug":
+                self._run_debug_worker()
+            self._poll()
+            if self._ended or not self._cells or time.monotonic() >= deadline:
                 break
-            time.sleep(min(5.0, max(deadline - time.monotonic(), 0.0)))
+            time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
+        ended, self._ended = self._ended, []
         for cid in ended:
-            del self._jobs[cid]
+            forget_job(self.runs_dir, cid)
         return ended
 
     def close(self) -> None:
-        self._jobs.clear()
+        """Close every worker's inbox: idle workers leave now, busy ones after their cell.
+
+        A queued job without a cell is cancelled. Cells not ended are abandoned: their workers
+        still compute them and their job records stay, for a later run to find.
+        """
+        for worker in self._workers:
+            worker.folder.close()
+            if worker.cell is None and not worker.folder.started():
+                self._cancel(worker)
+        self._workers.clear()
+        self._cells.clear()
+
+    def jobs(self) -> dict[str, JobInfo]:
+        return {cid: JobInfo(w.job_id, w.state) for cid, (_, w) in self._cells.items()}
+
+    # assignment
+
+    def _resources(self, stage: str) -> str:
+        return json.dumps(sbatch_parameters(self.spec, stage), sort_keys=True, default=str)
+
+    def _place(self, cell: Cell) -> None:
+        """Give ``cell`` to an idle worker of equal resources, else to a new worker job."""
+        resources = self._resources(cell.stage)
+        idle = [w for w in self._workers if not w.retiring and w.cell is None]
+        for worker in sorted(idle, key=lambda w: not w.folder.started()):
+            if worker.resources == resources and self._give(cell, worker):
+                return
+        active = [w for w in self._workers if not w.retiring]
+        if len(active) >= self.spec.array_parallelism:
+            # room for the new worker: an idle one of other resources leaves
+            other = next(w for w in active if w.cell is None)
+            self._retire(other)
+        self._new_worker(cell, resources)
+
+    def _give(self, cell: Cell, worker: _WorkerJob) -> bool:
+        """Assign ``cell`` to ``worker``; False (and the worker retired) when it has left."""
+        if not worker.folder.assign(cell):
+            worker.retiring = True
+            return False
+        self._bind(cell, worker)
+        return True
+
+    def _bind(self, cell: Cell, worker: _WorkerJob) -> None:
+        """Note (and record on disk) that ``worker`` holds ``cell``."""
+        worker.cell = cell.id
+        self._cells[cell.id] = (cell, worker)
+        self._given[cell.id] = self._given.get(cell.id, 0) + 1
+        record_job(self.runs_dir, cell.id, worker.job_id, cluster=self.spec.cluster)
+        logger.info("cell %s given to worker %s (job %s)", cell.id, worker.folder.wid, worker.job_id)
+
+    def _new_worker(self, cell: Cell, resources: str) -> None:
+        """Submit a worker job with ``cell`` in its inbox from the start."""
+        folder = WorkerFolder.create(self.runs_dir)
+        folder.assign(cell)
+        params = sbatch_parameters(self.spec, cell.stage)
+        self._executor.update_parameters(name="kd-worker", **params)
+        worker = Worker(
+            str(self.runs_dir),
+            folder.wid,
+            idle_s=self._idle_s,
+            stop_after_s=params["timeout_min"] * 60 / 2,
+            stage_fn=self.stage_fn,
+        )
+        job = self._executor.submit(worker)
+        handle = _WorkerJob(folder, job, resources, reusable=self._idle_s > 0)
+        self._workers.append(handle)
+        logger.info("worker %s submitted as job %s", folder.wid, handle.job_id)
+        self._bind(cell, handle)
+
+    def _retire(self, worker: _WorkerJob) -> None:
+        """Close ``worker``'s inbox (it leaves); a job that has not started is cancelled."""
+        worker.retiring = True
+        worker.folder.close()
+        if not worker.folder.started():
+            self._cancel(worker)
+
+    def _cancel(self, worker: _WorkerJob) -> None:
+        try:
+            worker.job.cancel(check=False)
+        except Exception as exc:  # noqa: BLE001 - the job then leaves when idle
+            logger.warning("could not cancel job %s: %s", worker.job_id, exc)
+
+    # polling
+
+    def _poll(self) -> None:
+        """Collect finished cells, notice ended jobs, move cells from queued jobs to idle workers."""
+        for cid, (_, worker) in list(self._cells.items()):
+            outcome = worker.folder.outcome(cid)
+            if outcome is not None:
+                if outcome.get("error"):
+                    self._reasons[cid] = f"worker job {worker.job_id}: {outcome['error']}"
+                self._end(cid)
+        for worker, state in self._ended_jobs():
+            self._worker_gone(worker, state)
+        self._steal()
+
+    def _end(self, cid: str) -> None:
+        _, worker = self._cells.pop(cid)
+        worker.cell = None
+        if not worker.reusable:
+            self._retire(worker)
+        self._ended.append(cid)
+
+    def _ended_jobs(self) -> list[tuple[_WorkerJob, str]]:
+        """Workers whose job has ended for good, with the state it ended in."""
+        if self.spec.cluster != "slurm":
+            ended = []
+            for worker in self._workers:
+                try:
+                    done = worker.job.done()
+                except Exception:  # noqa: BLE001 - a cancelled debug job
+                    done = True
+                if done:
+                    ended.append((worker, str(worker.job.state)))
+                else:
+                    worker.state = "RUNNING" if worker.folder.started() else "PENDING"
+            return ended
+        if time.monotonic() - self._asked < self.state_poll_s:
+            return []
+        self._asked = time.monotonic()
+        states = slurm_states([w.job_id for w in self._workers])
+        if states is None:
+            logger.warning("squeue does not answer; the workers' jobs are asked again later")
+            return []
+        ended = []
+        for worker in self._workers:
+            state = states.get(worker.job_id)
+            if state is None:
+                # no longer listed by squeue (it ended long ago) nor known to sacct
+                ended.append((worker, "(left the queue; no accounting record)"))
+                continue
+            worker.state = state
+            # an ended state counts when two queries in a row say so (a requeue passes through some)
+            worker.ended_polls = worker.ended_polls + 1 if state in SLURM_ENDED else 0
+            if worker.ended_polls >= 2:
+                ended.append((worker, state))
+        return ended
+
+    def _worker_gone(self, worker: _WorkerJob, state: str) -> None:
+        """Account for the cell of a worker whose job ended, and forget the worker."""
+        self._workers.remove(worker)
+        cid = worker.cell
+        if cid is not None:
+            cell, _ = self._cells[cid]
+            if worker.folder.outcome(cid) is not None:
+                self._end(cid)
+            elif worker.folder.take_back_any(cid) and self._given[cid] <= self.max_reassign:
+                logger.warning(
+                    "job %s ended %s before taking cell %s; the cell goes to another worker",
+                    worker.job_id,
+                    state,
+                    cid,
+                )
+                del self._cells[cid]
+                self._place(cell)
+            else:
+                self._reasons[cid] = (
+                    f"{self.spec.cluster} job {worker.job_id} ended {state} without a result; "
+                    f"see {worker.job.paths.stderr}"
+                )
+                self._end(cid)
+        worker.folder.remove()
+
+    def _steal(self) -> None:
+        """Move cells given to queued jobs to idle started workers of equal resources."""
+        for idle in [w for w in self._workers if not w.retiring and w.cell is None and w.folder.started()]:
+            queued = [  # a job that the scheduler already runs is left to start
+                w
+                for w in self._workers
+                if w.cell is not None
+                and w.resources == idle.resources
+                and w.state != "RUNNING"
+                and not w.folder.started()
+            ]
+            for worker in queued:
+                cid = worker.cell
+                if cid is None or not worker.folder.take_back(cid):
+                    continue
+                cell, _ = self._cells.pop(cid)
+                worker.cell = None
+                self._retire(worker)
+                if not self._give(cell, idle):
+                    self._place(cell)
+                break
+
+    def _run_debug_worker(self) -> None:
+        """``cluster="debug"``: run one worker that holds a cell, here and now."""
+        for worker in self._workers:
+            if worker.cell is not None:
+                try:
+                    worker.job.result()
+                except Exception as exc:  # noqa: BLE001 - its cell then ends without a result
+                    logger.warning("debug worker %s failed: %s", worker.folder.wid, exc)
+                return
 
 
 def sbatch_parameters(spec: SlurmSpec, stage: str) -> dict[str, Any]:

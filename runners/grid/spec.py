@@ -251,6 +251,8 @@ class SlurmSpec(_Strict):
 
     ``cluster`` is ``"slurm"`` on a cluster; ``"local"`` and ``"debug"`` select submitit's
     local-process and in-process executors (for testing a grid without SLURM).
+    Each job is a *worker* that computes cells one after another in one process
+    (:mod:`runners.grid.slurm_pool`); ``worker_idle_s`` is how long it waits for its next cell.
     """
 
     cluster: Literal["slurm", "local", "debug"] = "slurm"
@@ -262,6 +264,11 @@ class SlurmSpec(_Strict):
     mem_gb: int = Field(default=64, gt=0)
     array_parallelism: int = Field(default=64, gt=0)
     max_num_timeout: int = Field(default=3, ge=0, description="requeues after preemption/timeout")
+    worker_idle_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="a worker job leaves after this long without a cell (0: one cell per job)",
+    )
     stage_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

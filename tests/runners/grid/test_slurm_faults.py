@@ -1,7 +1,7 @@
 """Faults of a real SLURM scheduler while a grid runs: ``scancel`` and ``scontrol requeue`` of a running cell.
 
-The cells run the grid test's fake stage (no models, so each job takes seconds) as real SLURM jobs
-submitted by :class:`~runners.grid.executors.SubmititExecutor`; the driver runs in a thread so the
+The cells run the grid test's fake stage (no models, so each cell takes a moment) in real SLURM
+worker jobs submitted by :class:`~runners.grid.executors.SubmititExecutor`; the driver runs in a thread so the
 test can act on the scheduler while the grid is in flight. Needs a cluster answering ``sinfo``
 (``scripts/slurm-local.sh start``); skipped otherwise (``tests/conftest.py``).
 """
@@ -140,6 +140,7 @@ def test_requeue_of_a_running_cell_resumes_it_without_duplicated_rows(tmp_path: 
     status = read_json(cells_dir(runs) / kd / "status.json")
     assert status["state"] == "done" and status["slurm_job_id"] == job
     # the scheduler ran the job twice (killed and requeued, then to completion); the cell was published once
+    runpy.run_path(str(HERE / "test_slurm_grid.py"))["ended_states"]({job}, time.monotonic() + 60)
     history = subprocess.run(
         ["sacct", "-D", "-X", "-n", "-P", "-o", "State", f"-j{job}"],
         capture_output=True,

@@ -1,8 +1,9 @@
 """A training cell whose SLURM job reaches its time limit is checkpointed, requeued and resumed.
 
 Before a job's time limit SLURM sends it the signal submitit asks for (``--signal=USR2@90``);
-submitit then checkpoints the cell (``_CellJob.checkpoint``) and requeues the job, and the next
-run takes over the killed run's folder so the trainer resumes from its last checkpoint. SLURM's
+submitit then checkpoints the worker running the cell (``Worker.checkpoint``) and requeues the
+job; the requeued worker first computes the cell it was interrupted in, taking over the killed
+run's folder so that the trainer resumes from its last checkpoint. SLURM's
 periodic timer sends that signal up to 30 s early, at a moment a test cannot choose, so the test
 sends the same signal to the job's step itself (``scancel --signal=USR2``, as submitit's own
 ``_interrupt(timeout=True)`` does) once the KD run has a checkpoint. The resumed run must end

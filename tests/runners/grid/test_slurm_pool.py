@@ -1,0 +1,273 @@
+"""Worker jobs without a cluster: the inbox protocol (assign / take / take back / leave) and the
+executor's packing, moving and reassignment of cells, with a stand-in for submitit whose jobs
+run the worker in a thread and stay queued or die when the test says so."""
+
+from __future__ import annotations
+
+import functools
+import runpy
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from kdanalysis.results import read_results
+from runners.grid.executors import SequentialExecutor, SubmititExecutor
+from runners.grid.plan import Cell, Plan, build_plan
+from runners.grid.runner import run_grid
+from runners.grid.slurm_pool import Worker, WorkerFolder, workers_dir
+from runners.grid.spec import SlurmSpec, parse_grid
+from runners.grid.state import CellState, cell_state, cells_dir, recorded_job
+
+submitit = pytest.importorskip("submitit")
+
+HERE = Path(__file__).parent
+fake_stage = runpy.run_path(str(HERE / "test_grid_run.py"))["fake_stage"]
+PLAN = build_plan(parse_grid((HERE / "small_grid.yaml").read_text(encoding="utf-8")))
+ROOTS = [c for c in PLAN if not c.deps]  # cells without dependencies
+
+
+def _worker(runs: Path, folder: WorkerFolder, **kwargs: Any) -> Worker:
+    options = {"idle_s": 0.0, "stop_after_s": 3600.0, "stage_fn": fake_stage, **kwargs}
+    return Worker(str(runs), folder.wid, **options)
+
+
+def _done(runs: Path, cell: Cell) -> bool:
+    return cell_state(runs, cell.id).state is CellState.DONE
+
+
+def test_an_assignment_to_a_worker_that_left_fails_and_what_reached_it_before_is_computed(
+    tmp_path: Path,
+) -> None:
+    first, second = ROOTS[:2]
+    folder = WorkerFolder.create(tmp_path)
+    assert folder.assign(first)
+    assert folder.close()  # the worker leaves: inbox renamed away
+    assert not folder.assign(second)  # the executor learns it and gives the cell to another worker
+    assert not list(folder.path.glob(".assign-*"))
+    assert _worker(tmp_path, folder)() == 1
+    assert folder.outcome(first.id) == {"state": "done"} and _done(tmp_path, first)
+    assert folder.outcome(second.id) is None and not _done(tmp_path, second)
+
+
+def test_a_cell_is_taken_by_the_worker_or_taken_back_by_the_executor_never_both(tmp_path: Path) -> None:
+    first, second = ROOTS[:2]
+    folder = WorkerFolder.create(tmp_path)
+    assert folder.assign(first) and folder.assign(second)
+    taken = folder.take_next()
+    assert taken is not None and taken.id == first.id and folder.taken(first.id)
+    assert not folder.take_back(first.id)  # the worker has it
+    assert folder.take_back(second.id)  # not taken yet: back to the executor
+    assert folder.take_next() is not None  # the one taken, left in running/ (a requeued job)
+    assert folder.take_next().id == first.id
+
+
+def test_a_requeued_worker_first_computes_the_cell_it_was_killed_in(tmp_path: Path) -> None:
+    first, second = ROOTS[:2]
+    folder = WorkerFolder.create(tmp_path)
+    folder.assign(first)
+    assert folder.take_next().id == first.id  # taken, then the job was killed before finishing it
+    folder.assign(second)
+    assert _worker(tmp_path, folder)() == 2
+    assert _done(tmp_path, first) and _done(tmp_path, second)
+    assert not folder.taken(first.id) and folder.outcome(first.id) == {"state": "done"}
+
+
+def test_a_worker_takes_cells_while_busy_leaves_when_idle_and_stops_taking_after_its_time(
+    tmp_path: Path,
+) -> None:
+    first, second, third = ROOTS[:3]
+    folder = WorkerFolder.create(tmp_path)
+    worker = _worker(tmp_path, folder, idle_s=0.5)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert folder.assign(first)
+    _until(lambda: folder.outcome(first.id) is not None)
+    assert folder.assign(second)  # idle less than idle_s: still there
+    thread.join(timeout=10)
+    assert not thread.is_alive() and folder.is_closed()
+    assert _done(tmp_path, second) and not folder.assign(third)
+
+    late = WorkerFolder.create(tmp_path)
+    late.assign(third)  # given before the job started; the job starts past its half time limit
+    assert _worker(tmp_path, late, idle_s=60.0, stop_after_s=0.0)() == 1
+    assert _done(tmp_path, third) and late.is_closed()
+
+
+def test_a_failing_cell_is_recorded_and_the_worker_goes_on(tmp_path: Path) -> None:
+    first, second = ROOTS[:2]
+
+    def fail_first(cell: Cell, work: Path, deps: Any) -> dict[str, str]:
+        if cell.id == first.id:
+            raise ValueError("bad cell")
+        return fake_stage(cell, work, deps)
+
+    folder = WorkerFolder.create(tmp_path)
+    folder.assign(first)
+    folder.assign(second)
+    assert _worker(tmp_path, folder, stage_fn=fail_first)() == 2
+    assert folder.outcome(first.id) == {"state": "failed"} and _done(tmp_path, second)
+    assert cell_state(tmp_path, first.id).error == "ValueError: bad cell"
+
+
+# the executor, with a stand-in for submitit
+
+
+class FakeJob:
+    """A submitit job whose worker runs in a thread once started (queued until then)."""
+
+    def __init__(self, fn: Callable[[], Any], job_id: str, start: bool) -> None:
+        self.fn, self.job_id = fn, job_id
+        self.paths = SimpleNamespace(stderr=f"/logs/{job_id}.err")
+        self.thread: threading.Thread | None = None
+        self.dead: str | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.fn, daemon=True)
+        self.thread.start()
+
+    def done(self) -> bool:
+        return self.dead is not None or (self.thread is not None and not self.thread.is_alive())
+
+    @property
+    def state(self) -> str:
+        return self.dead or ("DONE" if self.done() else "RUNNING" if self.thread else "PENDING")
+
+    def cancel(self, check: bool = True) -> None:
+        self.dead = self.dead or "CANCELLED"
+
+
+class FakeSubmitit:
+    """``submitit.AutoExecutor`` stand-in: jobs start at once unless ``queued`` says how many stay queued."""
+
+    def __init__(self, folder: Path, cluster: str, **kwargs: Any) -> None:
+        self.jobs: list[FakeJob] = []
+        self.queued = 0
+
+    def update_parameters(self, **params: Any) -> None:
+        self.params = params
+
+    def submit(self, fn: Callable[[], Any]) -> FakeJob:
+        job = FakeJob(fn, str(100 + len(self.jobs)), start=self.queued <= 0)
+        self.queued -= 1
+        self.jobs.append(job)
+        return job
+
+
+@pytest.fixture()
+def fake_submitit(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[SubmititExecutor, FakeSubmitit]]:
+    def make(runs: Path, stage: Callable[..., Any] = fake_stage, **spec: Any) -> tuple[Any, FakeSubmitit]:
+        monkeypatch.setattr(submitit, "AutoExecutor", FakeSubmitit)
+        options = {"cluster": "local", "worker_idle_s": 2.0, "array_parallelism": 2, **spec}
+        executor = SubmititExecutor(runs, SlurmSpec(**options), stage_fn=stage)
+        return executor, executor._executor  # the stand-in, to start and kill its jobs
+
+    return make
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def _wait_all(executor: SubmititExecutor, ids: set[str]) -> None:
+    ended: set[str] = set()
+    deadline = time.monotonic() + 20
+    while ended != ids:
+        assert time.monotonic() < deadline, ended
+        ended.update(executor.wait(1.0))
+
+
+def test_the_executor_packs_a_grid_into_few_worker_jobs_with_the_same_results(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    executor, fake = fake_submitit(tmp_path / "runs")
+    result = run_grid(PLAN, tmp_path / "runs", executor=executor, poll_s=0.2)
+    assert result.counts == {"done": len(PLAN)}
+    assert len(fake.jobs) <= 2 < len(PLAN)  # every cell went to one of two long-lived workers
+    reference = run_grid(PLAN, tmp_path / "seq", executor=SequentialExecutor(tmp_path / "seq", fake_stage))
+    pd.testing.assert_frame_equal(read_results(result.results_path), read_results(reference.results_path))
+    assert not list(cells_dir(tmp_path / "runs").glob(".job-*"))  # job records forgotten once ended
+    _until(lambda: all(j.done() for j in fake.jobs))  # closed by the driver: the workers leave
+    assert list(workers_dir(tmp_path / "runs").iterdir())
+    fake_submitit(tmp_path / "runs")  # the next executor removes the folders of workers that left
+    assert not list(workers_dir(tmp_path / "runs").iterdir())
+
+
+def test_one_cell_per_job_when_workers_do_not_wait(tmp_path: Path, fake_submitit: Callable[..., Any]) -> None:
+    executor, fake = fake_submitit(tmp_path, worker_idle_s=0)
+    assert run_grid(PLAN, tmp_path, executor=executor, poll_s=0.2).counts == {"done": len(PLAN)}
+    assert len(fake.jobs) == len(PLAN)
+
+
+def test_a_cell_given_to_a_queued_job_moves_to_an_idle_worker_and_the_queued_job_is_cancelled(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    first, second, third = ROOTS[:3]
+    release = threading.Event()
+
+    def held(cell: Cell, work: Path, deps: Any) -> dict[str, str]:
+        if cell.id == second.id:
+            release.wait(10)
+        return fake_stage(cell, work, deps)
+
+    executor, fake = fake_submitit(tmp_path, stage=held)
+    executor.submit([first])
+    _wait_all(executor, {first.id})  # one worker, up and idle
+    executor.submit([second])  # to the idle worker, which is then busy
+    assert executor.jobs()[second.id].job_id == "100" and len(fake.jobs) == 1
+    fake.queued = 1
+    executor.submit([third])  # to a new job, still queued
+    assert executor.jobs()[third.id].job_id == "101" and recorded_job(tmp_path, third.id)["job_id"] == "101"
+    release.set()  # the first worker becomes idle and takes the third cell over
+    _wait_all(executor, {second.id, third.id})
+    assert fake.jobs[1].dead == "CANCELLED" and fake.jobs[1].thread is None  # never ran
+    assert _done(tmp_path, third) and len(fake.jobs) == 2
+    executor.close()
+
+
+def test_a_job_that_ended_before_taking_its_cell_hands_it_to_another_worker(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    (cell,) = ROOTS[:1]
+    executor, fake = fake_submitit(tmp_path)
+    fake.queued = 1
+    executor.submit([cell])
+    fake.jobs[0].dead = "CANCELLED"  # scancel of the queued job
+    _wait_all(executor, {cell.id})
+    assert executor.ended_reason(cell.id) is None and _done(tmp_path, cell)
+    assert [j.job_id for j in fake.jobs] == ["100", "101"]
+    assert not (workers_dir(tmp_path) / fake.jobs[0].fn.wid).exists()  # the dead worker's folder is gone
+    executor.close()
+
+
+def test_a_job_killed_while_computing_ends_its_cell_with_the_schedulers_reason(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    (cell,) = ROOTS[:1]
+    executor, fake = fake_submitit(tmp_path)
+    fake.queued = 1
+    executor.submit([cell])
+    folder = WorkerFolder(tmp_path, fake.jobs[0].fn.wid)
+    assert folder.take_next().id == cell.id  # the worker took it ...
+    fake.jobs[0].dead = "CANCELLED"  # ... and was cancelled
+    _wait_all(executor, {cell.id})
+    reason = executor.ended_reason(cell.id)
+    assert reason is not None and "CANCELLED" in reason and "100" in reason, reason
+    assert len(fake.jobs) == 1  # not given to another worker
+    executor.close()
+
+
+def test_the_debug_cluster_runs_each_worker_here(tmp_path: Path) -> None:
+    executor = SubmititExecutor(tmp_path, SlurmSpec(cluster="debug"), stage_fn=functools.partial(fake_stage))
+    plan = Plan(grid=PLAN.grid, root=PLAN.root, cells={c.id: c for c in ROOTS})
+    assert run_grid(plan, tmp_path, executor=executor, poll_s=0.1).counts == {"done": len(ROOTS)}
