@@ -26,13 +26,21 @@ ends where the published scoring cuts the response; backends only read ``stop``.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kdanalysis.errors import ConfigError
 
-__all__ = ["DecodingConfig", "DECODING_PRESETS", "decoding_preset", "truncate_at_stop", "with_stop"]
+__all__ = [
+    "DecodingConfig",
+    "DECODING_PRESETS",
+    "decoding_preset",
+    "item_seed",
+    "truncate_at_stop",
+    "with_stop",
+]
 
 #: Named decoding protocols; values are keyword arguments of :class:`DecodingConfig`.
 DECODING_PRESETS: dict[str, dict[str, Any]] = {
@@ -64,7 +72,9 @@ class DecodingConfig(BaseModel):
     n : int
         Samples per item (> 1 needs ``do_sample``).
     seed : int
-        Seed of the sampling random number generator.
+        Run seed of sampling: every backend samples each request with its own generator,
+        seeded with :func:`item_seed` of this seed and the request's id (its prompt when
+        the id is empty), so an item's samples do not depend on the batch it is in.
     max_new_tokens : int
         Most tokens generated per sample.
     stop : tuple of str
@@ -172,3 +182,22 @@ def with_stop(decoding: DecodingConfig, stop: tuple[str, ...] | list[str]) -> De
     if not missing:
         return decoding
     return decoding.model_copy(update={"stop": decoding.stop + missing})
+
+
+def item_seed(seed: int, key: str) -> int:
+    """The sampling seed of one request: a hash of the run seed and the item's key.
+
+    The first 8 bytes (big-endian) of ``blake2b`` over ``seed`` and ``key`` joined by a NUL
+    byte, shifted right by one bit: in ``[0, 2**63)``, valid for
+    ``torch.Generator.manual_seed``. Deterministic across processes and Python versions
+    (unlike ``hash``).
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (``DecodingConfig.seed``).
+    key : str
+        What identifies the item: its ``request_id`` (``"task/item_id"``), else its prompt.
+    """
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1

@@ -12,16 +12,32 @@ Out of memory
     (the smaller size is kept for the rest of the run) down to one item; only an item
     that does not fit alone raises :class:`~kdanalysis.errors.RunFailedError`.
 Sampling
-    The torch random generator is seeded with ``decoding.seed`` plus the batch's offset
-    in the length-sorted order before every batch, so a rerun with the same requests,
-    batch size and hardware draws the same samples (a different batch size draws
-    different ones).
+    Every request is sampled with its own ``torch.Generator``, seeded with
+    :func:`~runners.evaluate.decoding.item_seed` of ``decoding.seed`` and the request's
+    ``request_id`` (its prompt when the id is empty) — the seed the vLLM backend gives the
+    same request. Its ``n`` samples draw, at every step, from that generator alone, so an
+    item's samples are the same at any batch size, in any order and next to any other
+    items (up to the float rounding of batched logits, which can move a draw that falls
+    within about 1e-6 of a boundary of the cumulative distribution). transformers samples
+    a batch with one ``torch.multinomial`` call on the global generator and applies user
+    logits processors *before* its temperature/top-k/top-p warpers, so the backend runs
+    ``generate`` in greedy mode with one processor (:class:`ItemSeededSampler`) that applies
+    transformers' own warpers in transformers' order, draws each row's token from its
+    item's generator and leaves that token as the only finite score (greedy then picks it).
+    The torch global generator is neither read nor advanced. The two backends' random
+    streams differ, so sampled outputs of HF and vLLM are not expected to match.
 Decoding settings
     :func:`hf_generation_config` builds the complete ``GenerationConfig`` from a
     :class:`DecodingConfig`: sampling knobs are set explicitly (``top_k=0`` and
-    ``repetition_penalty=1`` included) so a checkpoint's own ``generation_config.json``
-    cannot silently change the protocol. Stop strings stop generation through
-    transformers' ``stop_strings`` and are then cut from the text.
+    ``repetition_penalty=1`` included), and so is every other setting of ``generate``
+    that has a neutral value (``no_repeat_ngram_size=0``, ``min_new_tokens=0``, ...).
+    transformers fills each setting a passed config leaves unset from the checkpoint's
+    own ``generation_config`` (``generation_config.json``), and some settings (``min_p``,
+    ``suppress_tokens``, ``forced_eos_token_id``, ``bad_words_ids``, ...) have no neutral
+    value other than unset, so :func:`hf_generate` also replaces the model's
+    ``generation_config`` by this one for the duration of the call: nothing of the
+    checkpoint's reaches generation. Stop strings stop generation through transformers'
+    ``stop_strings`` and are then cut from the text.
 Token counts
     ``n_tokens`` counts generated tokens up to and including the first end-of-sequence
     token; ``generate`` pads the rows that finished before the longest one, and that
@@ -35,9 +51,10 @@ Token counts
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -53,9 +70,15 @@ from runners.evaluate.backend import (
     ProgressCallback,
     encode_loglikelihood_pair,
 )
-from runners.evaluate.decoding import DecodingConfig, truncate_at_stop
+from runners.evaluate.decoding import DecodingConfig, item_seed, truncate_at_stop
 
-__all__ = ["HFBackend", "hf_generation_config", "length_sorted_order"]
+__all__ = [
+    "HFBackend",
+    "ItemSeededSampler",
+    "hf_generate",
+    "hf_generation_config",
+    "length_sorted_order",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +88,13 @@ _T = TypeVar("_T")
 def hf_generation_config(
     decoding: DecodingConfig, *, eos_token_id: int | list[int] | None, pad_token_id: int
 ) -> Any:
-    """The ``transformers.GenerationConfig`` equivalent to ``decoding``.
+    """The ``transformers.GenerationConfig`` equivalent to ``decoding``, every setting explicit.
+
+    Sampling knobs (temperature, top-p, top-k with 0 = off) are set when ``do_sample``;
+    every other setting of ``generate`` that has a neutral value is set to it (no repetition
+    or n-gram penalty, no minimum length, no typical/epsilon/eta truncation, one beam), so
+    that this config says all of the protocol. Settings whose only neutral value is
+    "unset" stay unset; :func:`hf_generate` keeps the checkpoint's values of those out.
 
     Parameters
     ----------
@@ -79,7 +108,14 @@ def hf_generation_config(
     from transformers import GenerationConfig
 
     sampling: dict[str, Any] = (
-        {"temperature": decoding.temperature, "top_p": decoding.top_p, "top_k": decoding.top_k}
+        {
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p,
+            "top_k": decoding.top_k,
+            "typical_p": 1.0,
+            "epsilon_cutoff": 0.0,
+            "eta_cutoff": 0.0,
+        }
         if decoding.do_sample
         else {}
     )
@@ -89,12 +125,140 @@ def hf_generation_config(
         num_beams=1,
         num_return_sequences=decoding.n,
         repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        length_penalty=1.0,
+        min_new_tokens=0,
         max_new_tokens=decoding.max_new_tokens,
+        renormalize_logits=False,
+        remove_invalid_values=False,
         stop_strings=list(decoding.stop) or None,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         use_cache=True,
     )
+
+
+class ItemSeededSampler:
+    """A transformers logits processor that samples every row from its own item's generator.
+
+    Used with greedy ``generate`` (see the module docstring): it applies transformers'
+    ``TemperatureLogitsWarper``, ``TopKLogitsWarper`` and ``TopPLogitsWarper`` (those that
+    ``decoding`` turns on, in the order transformers' sampling applies them), draws one
+    token per row with ``torch.multinomial`` on the softmax and the row's generator, and
+    returns scores that are 0 at that token and -inf elsewhere.
+
+    Parameters
+    ----------
+    decoding : DecodingConfig
+        The sampling settings (``do_sample`` must be true).
+    seeds : sequence of int
+        One seed per item; the batch holds ``decoding.n`` consecutive rows per item, which
+        draw in turn from the item's generator.
+    """
+
+    def __init__(self, decoding: DecodingConfig, seeds: Sequence[int]) -> None:
+        from transformers import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        if not decoding.do_sample:
+            raise ValueError("ItemSeededSampler samples; decoding.do_sample must be true")
+        warpers = LogitsProcessorList()
+        if decoding.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(decoding.temperature))
+        if decoding.top_k:
+            warpers.append(TopKLogitsWarper(top_k=decoding.top_k))
+        if decoding.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=decoding.top_p))
+        self.warpers = warpers
+        self.seeds = list(seeds)
+        self.n = decoding.n
+        self._generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """One token per row, from its item's generator, as the only finite score of the row."""
+        if scores.shape[0] != len(self.seeds) * self.n:
+            raise ValueError(f"{scores.shape[0]} rows for {len(self.seeds)} items x {self.n} samples")
+        if self._generators is None:
+            self._generators = [
+                torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds
+            ]
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        picks = torch.cat(
+            [
+                torch.multinomial(probs[i * self.n : (i + 1) * self.n], 1, generator=gen)
+                for i, gen in enumerate(self._generators)
+            ]
+        )
+        out = torch.full_like(scores, -float("inf"))
+        return out.scatter_(1, picks, 0.0)
+
+
+@contextlib.contextmanager
+def _own_generation_config(model: Any, config: Any) -> Iterator[None]:
+    """Make ``config`` the generating model's ``generation_config`` for the ``with`` block."""
+    get_base = getattr(model, "get_base_model", None)  # a peft model generates with its base
+    base = get_base() if callable(get_base) else model
+    saved = base.generation_config
+    base.generation_config = config
+    try:
+        yield
+    finally:
+        base.generation_config = saved
+
+
+def hf_generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    decoding: DecodingConfig,
+    *,
+    eos_token_id: int | list[int] | None,
+    pad_token_id: int,
+    seeds: Sequence[int] | None = None,
+    tokenizer: Any = None,
+) -> torch.Tensor:
+    """``model.generate`` with exactly ``decoding``: nothing of the checkpoint's generation config.
+
+    Parameters
+    ----------
+    model : transformers causal LM (or peft model)
+        The generating model.
+    input_ids, attention_mask : Tensor
+        Left-padded prompts [B, T] on the model's device.
+    decoding : DecodingConfig
+        The decoding settings (:func:`hf_generation_config`).
+    eos_token_id, pad_token_id
+        End-of-sequence id(s) and padding id.
+    seeds : sequence of int or None
+        With sampling: one seed per prompt, each prompt's samples drawn from its own
+        generator (:class:`ItemSeededSampler`); None: transformers' own sampling from the
+        torch global generator. Ignored under greedy decoding.
+    tokenizer : tokenizer or None
+        Needed by transformers when ``decoding.stop`` is not empty.
+
+    Returns
+    -------
+    Tensor
+        [B * decoding.n, T + new] ids: prompt ``b``'s samples in rows ``b * n`` to
+        ``b * n + n - 1``; finished rows padded with ``pad_token_id``.
+    """
+    extra: dict[str, Any] = {"tokenizer": tokenizer} if decoding.stop else {}
+    if decoding.do_sample and seeds is not None:
+        extra["logits_processor"] = [ItemSeededSampler(decoding, seeds)]
+        input_ids = input_ids.repeat_interleave(decoding.n, dim=0)
+        attention_mask = attention_mask.repeat_interleave(decoding.n, dim=0)
+        # greedy decoding of the sampler's one finite score per row
+        decoding = DecodingConfig(max_new_tokens=decoding.max_new_tokens, stop=decoding.stop)
+    config = hf_generation_config(decoding, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    with _own_generation_config(model, config):
+        return model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=config, **extra
+        )
 
 
 def length_sorted_order(lengths: Sequence[int]) -> list[int]:
@@ -189,12 +353,10 @@ class HFBackend(Backend):
             groups.setdefault(req.decoding, []).append(i)
         for decoding, members in groups.items():
             ids = [self._encode_prompt(requests[i].prompt) for i in members]
-            config = hf_generation_config(
-                decoding, eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id
-            )
+            seeds = [item_seed(decoding.seed, requests[i].request_id or requests[i].prompt) for i in members]
             batch_results = self._run_batched(
                 [len(r) for r in ids],
-                partial(self._generate_batch, ids, config=config, decoding=decoding),
+                partial(self._generate_batch, ids, seeds, decoding=decoding),
                 progress,
             )
             for i, res in zip(members, batch_results, strict=True):
@@ -207,23 +369,25 @@ class HFBackend(Backend):
     def _generate_batch(
         self,
         ids: Sequence[list[int]],
+        seeds: Sequence[int],
         chunk: list[int],
         offset: int,
         *,
-        config: Any,
         decoding: DecodingConfig,
     ) -> list[GenerationResult]:
+        del offset  # each item is seeded on its own
         rows = [ids[i] for i in chunk]
         input_ids, mask = _pad(rows, self.tokenizer.pad_token_id, "left")
-        if decoding.do_sample:
-            torch.manual_seed(decoding.seed + offset)
-        extra = {"tokenizer": self.tokenizer} if decoding.stop else {}
         with torch.inference_mode():
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=config,
-                **extra,
+            out = hf_generate(
+                self.model,
+                input_ids.to(self.device),
+                mask.to(self.device),
+                decoding,
+                eos_token_id=self._eos,
+                pad_token_id=self.tokenizer.pad_token_id,
+                seeds=[seeds[i] for i in chunk],
+                tokenizer=self.tokenizer,
             )
         generated = out[:, input_ids.shape[1] :].tolist()
         results = []
@@ -290,7 +454,7 @@ class HFBackend(Backend):
     ) -> list[_T]:
         """Call ``run_batch(indices, offset)`` on length-sorted batches, with out-of-memory back-off.
 
-        ``offset`` is the batch's position in the sorted order (used to seed sampling).
+        ``offset`` is the batch's position in the sorted order.
         Returns the per-item results in the original order.
         """
         order = length_sorted_order(lengths)

@@ -10,8 +10,8 @@
    prompt_logprobs, detokenize)`` and ``vllm.lora.request.LoRARequest(lora_name,
    lora_int_id, lora_path)``). What can be checked without vLLM is kept in pure
    functions with unit tests against objects carrying the documented attributes:
-   :func:`sampling_params_kwargs` (DecodingConfig -> SamplingParams keywords),
-   :func:`item_seed` (per-request seeds), :func:`max_lora_rank` (adapter rank -> an
+   :func:`sampling_params_kwargs` (DecodingConfig -> SamplingParams keywords, with the
+   per-request seed :func:`~runners.evaluate.decoding.item_seed`), :func:`max_lora_rank` (adapter rank -> an
    allowed ``max_lora_rank``), :func:`replica_devices` (GPU groups of the replicas),
    :func:`parse_generation_output` (``RequestOutput`` -> :class:`GenerationResult`) and
    :func:`parse_prompt_logprobs` (``RequestOutput.prompt_logprobs`` -> log-likelihood);
@@ -39,12 +39,13 @@ replica and its exit code or signal, and the other replicas are terminated; an o
 
 Seeds
 -----
-Each request is sampled with its own seed :func:`item_seed` (``decoding.seed``, the
+Each request is sampled with its own seed :func:`~runners.evaluate.decoding.item_seed` (``decoding.seed``, the
 request's ``request_id`` — or its prompt when the id is empty): different items draw
 independent samples, and an item draws the same samples whatever else is in the batch,
 in whichever replica, and for every model evaluated with the same seed (common random
-numbers for paired comparisons). The HF backend seeds per batch instead (see its module
-docstring), so sampled outputs of the two backends are not expected to match.
+numbers for paired comparisons). The HF backend seeds each request with the same seed,
+but its random stream is torch's, not vLLM's (see its module docstring), so sampled outputs
+of the two backends are not expected to match.
 
 Token counts: ``n_tokens`` is ``len(CompletionOutput.token_ids)``; vLLM includes the
 end-of-sequence token there, as the HF backend counts it.
@@ -52,7 +53,6 @@ end-of-sequence token there, as the HF backend counts it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing as mp
@@ -74,7 +74,7 @@ from runners.evaluate.backend import (
     ProgressCallback,
     encode_loglikelihood_pair,
 )
-from runners.evaluate.decoding import DecodingConfig
+from runners.evaluate.decoding import DecodingConfig, item_seed
 
 __all__ = [
     "VLLM_INSTALL_HINT",
@@ -83,7 +83,6 @@ __all__ = [
     "loglikelihood_params_kwargs",
     "parse_generation_output",
     "parse_prompt_logprobs",
-    "item_seed",
     "lora_rank",
     "VLLM_LORA_RANKS",
     "max_lora_rank",
@@ -118,25 +117,6 @@ def import_vllm() -> Any:
     return vllm
 
 
-def item_seed(seed: int, key: str) -> int:
-    """The sampling seed of one request: a hash of the run seed and the item's key.
-
-    The first 8 bytes (big-endian) of ``blake2b`` over ``seed`` and ``key`` joined by a NUL
-    byte, shifted right by one bit: in ``[0, 2**63)``, valid for
-    ``torch.Generator.manual_seed``. Deterministic across processes and Python versions
-    (unlike ``hash``).
-
-    Parameters
-    ----------
-    seed : int
-        The run's seed (``DecodingConfig.seed``).
-    key : str
-        What identifies the item: its ``request_id`` (``"task/item_id"``), else its prompt.
-    """
-    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
 def sampling_params_kwargs(decoding: DecodingConfig, *, item_key: str | None = None) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams`` equivalent to ``decoding``.
 
@@ -149,7 +129,8 @@ def sampling_params_kwargs(decoding: DecodingConfig, *, item_key: str | None = N
     decoding : DecodingConfig
         Decoding settings.
     item_key : str or None
-        The request's item key: the seed becomes :func:`item_seed` of ``decoding.seed`` and
+        The request's item key: the seed becomes
+        :func:`~runners.evaluate.decoding.item_seed` of ``decoding.seed`` and
         the key. ``None``: ``decoding.seed`` itself.
 
     Returns

@@ -19,12 +19,11 @@ import pytest
 
 from kdanalysis.errors import ConfigError, RunFailedError
 from runners.evaluate.backend import GenerationRequest
-from runners.evaluate.decoding import DecodingConfig, decoding_preset
+from runners.evaluate.decoding import DecodingConfig, decoding_preset, item_seed
 from runners.evaluate.vllm_backend import (
     VLLM_LORA_RANKS,
     VLLMBackend,
     engine_kwargs,
-    item_seed,
     max_lora_rank,
     replica_devices,
     run_replicas,
