@@ -57,7 +57,8 @@ def run_grid(
     report: Annotated[
         bool | None,
         typer.Option(
-            "--report/--no-report", help="Build the report at the end (default: the grid's setting)."
+            "--report/--no-report",
+            help="Build the report at the end if its inputs changed (default: the grid's setting).",
         ),
     ] = None,
     threads: Annotated[
