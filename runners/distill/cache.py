@@ -5,9 +5,9 @@ file(s) and stores, for every token position, the top-k logits and their token i
 A student run points ``DistillConfig.teacher_cache`` at the folder and never loads the
 teacher; the grid builds one cache per (teacher, data) and shares it across cells.
 
-Layout of a cache folder (format 2)::
+Layout of a cache folder (format 3)::
 
-    index.json                  written last: its presence means the cache is complete
+    index.json                  written last: its presence means the cache is complete (or refused)
     shard_00000.safetensors     values [N, k] (float32/bfloat16/float16), indices [N, k] int32,
                                 rest_tau_<τ> [N] float32 for each cached temperature τ
     shard_00001.safetensors     ...
@@ -63,16 +63,45 @@ why). A grid plans the cache only for those methods at the temperatures of
 :data:`PLANNED_TEMPERATURES` and the live teacher elsewhere (:func:`planned_teacher_signal`,
 shown per cell by ``kdanalysis run-grid --dry-run``).
 
+Refused builds
+--------------
+Whether a teacher's tail is light enough is known only once the teacher has run, but not
+only once it has run over *all* positions. With ``refuse_above`` (the grid passes the
+bound its KD cells use), :func:`build_teacher_cache` stops as soon as the positions already
+run carry more tail mass, at the smallest cached τ, than ``refuse_above`` times the number
+of positions of the whole cache (counted from the tokenised data before the teacher runs).
+That is exact, not an estimate: tail masses are non-negative, so the mean over all
+positions can only be larger; and at a fixed top-k set a position's tail mass grows with τ
+(``d/dβ log`` of the top-k mass at β = 1/τ is the top-k mean logit minus the overall mean
+logit, ≥ 0), so no cached τ could serve a run with that bound. The folder then holds only
+an ``index.json`` with a ``refused`` record and no logits; :meth:`TeacherCache.bound_problem`
+turns every run away with the reason, and the run uses the live teacher. A teacher whose
+tail lies near the bound is run over all positions and decided by the full mean, as before.
+
+Moving the folders
+------------------
+A cache records where its teacher was twice: ``teacher`` (the path as given, absolute for
+a local folder, or the hub id) and, for a local teacher, ``teacher_from_cache`` (that
+folder relative to the cache folder). A run's teacher matches when it is either folder:
+the one the cache was built from where it was then, or the one at the same place relative
+to the cache folder now — so a runs folder holding both the teacher and its cache can be
+moved or copied elsewhere (:meth:`CacheKey.mismatches`). Data files are matched by
+SHA-256 only; their recorded paths are for people.
+
 ``index.json`` holds ``format``, the ``fingerprint`` (the fields of :class:`CacheKey` —
 teacher, teacher_gguf_file, tokenizer hash, data files and their SHA-256, max_length,
-prompt_style, temperatures — plus k, vocab_size and dtype), ``n_examples``, ``n_tokens``,
-``shards``, ``tail_mass`` (per cached τ, the ``mean`` and ``max`` over positions of the
-teacher's mass outside the top-k) and ``examples``: content key of the token sequence
-(:func:`runners.distill.data.example_key`) → ``[shard, start, length]``.
+prompt_style, temperatures — plus ``teacher_from_cache``, k, vocab_size and dtype),
+``n_examples``, ``n_tokens``, ``shards``, ``tail_mass`` (per cached τ, the ``mean`` and
+``max`` over positions of the teacher's mass outside the top-k), ``examples``: content key
+of the token sequence (:func:`runners.distill.data.example_key`) → ``[shard, start,
+length]``, and for a refused build ``refused`` (``bound``, ``temperature``,
+``mean_at_least``: the tail mass seen divided by all positions, ``seen_tokens``,
+``n_tokens``; its ``shards`` and ``examples`` are empty).
 Examples are found by content, so the validation split and the epoch order of a
 student run do not matter; a sequence that is not in the cache is a clear error.
-Format 1 caches (no ``tail_mass``) are still read; their tail mass is computed from the
-shards when first needed.
+Format 1 caches (no ``tail_mass``) and format 2 caches (no ``teacher_from_cache``: found by
+the teacher's absolute path only) are still read; a format-1 cache's tail mass is computed
+from the shards when first needed.
 """
 
 from __future__ import annotations
@@ -90,6 +119,7 @@ from kdanalysis.errors import ConfigError
 from kdanalysis.io import atomic_write_json, read_json
 from runners.distill.data import encode_items, example_key, file_sha256, load_items
 from runners.evaluate.prompts import PromptStyle
+from runners.models import looks_like_local_path
 
 __all__ = [
     "CACHE_FORMAT",
@@ -107,10 +137,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Version of the folder layout; bumped when it changes (2: ``tail_mass`` in ``index.json``).
-CACHE_FORMAT = 2
+#: Version of the folder layout; bumped when it changes (2: ``tail_mass`` in ``index.json``;
+#: 3: ``teacher_from_cache`` and refused builds).
+CACHE_FORMAT = 3
 #: Formats this version reads.
-_READABLE_FORMATS = (1, 2)
+_READABLE_FORMATS = (1, 2, 3)
 #: Largest mean teacher probability mass outside the top-k at which a cache serves a run.
 TAIL_MASS_BOUND = 0.002
 #: Temperatures at which a grid plans the cache (elsewhere the tail mass of LM teachers is
@@ -154,6 +185,10 @@ class CacheKey:
         Prompt template of the encoded sequences.
     temperatures : tuple of float
         KD temperatures served (a cache) or needed (a run).
+    teacher_here : str or None
+        A cache's key only: the absolute path its local teacher has now, found from the path
+        recorded relative to the cache folder (``teacher_from_cache``); None for a hub id, a
+        run's key, or a format-1/2 cache.
     """
 
     teacher: str
@@ -163,6 +198,7 @@ class CacheKey:
     max_length: int
     prompt_style: str
     temperatures: tuple[float, ...]
+    teacher_here: str | None = None
 
     @classmethod
     def build(
@@ -203,8 +239,14 @@ class CacheKey:
         )
 
     @classmethod
-    def from_fingerprint(cls, fingerprint: Mapping[str, Any]) -> CacheKey:
-        """The key stored in an ``index.json`` fingerprint (inverse of :meth:`fingerprint`)."""
+    def from_fingerprint(cls, fingerprint: Mapping[str, Any], root: Path | None = None) -> CacheKey:
+        """The key stored in an ``index.json`` fingerprint (inverse of :meth:`fingerprint`).
+
+        With the cache folder ``root``, a recorded ``teacher_from_cache`` is resolved against
+        it into :attr:`teacher_here`.
+        """
+        relative = fingerprint.get("teacher_from_cache")
+        here = str((root / relative).resolve()) if root is not None and relative is not None else None
         return cls(
             teacher=fingerprint["teacher"],
             teacher_gguf_file=fingerprint["teacher_gguf_file"],
@@ -213,11 +255,16 @@ class CacheKey:
             max_length=int(fingerprint["max_length"]),
             prompt_style=fingerprint["prompt_style"],
             temperatures=tuple(float(t) for t in fingerprint["temperatures"]),
+            teacher_here=here,
         )
 
-    def fingerprint(self, *, k: int, vocab_size: int, dtype: str) -> dict[str, Any]:
-        """The ``index.json`` fingerprint of a cache with this key and storage settings."""
-        return {
+    def fingerprint(self, *, k: int, vocab_size: int, dtype: str, root: Path | None = None) -> dict[str, Any]:
+        """The ``index.json`` fingerprint of a cache with this key and storage settings.
+
+        With the cache folder ``root`` it also records ``teacher_from_cache``: a local
+        teacher's folder relative to ``root`` (None for a hub id).
+        """
+        fingerprint: dict[str, Any] = {
             "teacher": self.teacher,
             "teacher_gguf_file": self.teacher_gguf_file,
             "tokenizer": self.tokenizer,
@@ -229,16 +276,38 @@ class CacheKey:
             "dtype": dtype,
             "temperatures": list(self.temperatures),
         }
+        if root is not None:
+            local = looks_like_local_path(self.teacher)
+            fingerprint["teacher_from_cache"] = (
+                os.path.relpath(Path(self.teacher).expanduser().resolve(), Path(root).resolve())
+                if local
+                else None
+            )
+        return fingerprint
+
+    def serves_teacher(self, teacher: str) -> bool:
+        """Whether ``teacher`` (a run's) is this cache's teacher: the recorded path or hub id, or
+        the folder at the recorded place relative to the cache folder (:attr:`teacher_here`)."""
+        if teacher == self.teacher:
+            return True
+        return self.teacher_here is not None and (
+            str(Path(teacher).expanduser().resolve()) == self.teacher_here
+        )
 
     def mismatches(self, run: CacheKey) -> list[str]:
         """Where a run's key ``run`` is not served by this (a cache's) key, one phrase each.
 
-        Model, tokenizer, ``max_length`` and ``prompt_style`` must be equal; each of the
-        run's temperatures must be cached and each of its data files (by SHA-256) too.
+        The teacher must be the cache's (:meth:`serves_teacher`); its GGUF file, tokenizer,
+        ``max_length`` and ``prompt_style`` must be equal; each of the run's temperatures
+        must be cached and each of its data files (by SHA-256) too.
         """
-        problems = [
+        problems = []
+        if not self.serves_teacher(run.teacher):
+            here = f" or {self.teacher_here!r} (its place relative to the cache)" if self.teacher_here else ""
+            problems.append(f"teacher: run {run.teacher!r} vs cache {self.teacher!r}{here}")
+        problems += [
             f"{name}: run {getattr(run, name)!r} vs cache {getattr(self, name)!r}"
-            for name in ("teacher", "teacher_gguf_file", "max_length", "prompt_style", "tokenizer")
+            for name in ("teacher_gguf_file", "max_length", "prompt_style", "tokenizer")
             if getattr(run, name) != getattr(self, name)
         ]
         problems += [
@@ -287,7 +356,9 @@ def tail_mass(values: Any, rest: Any, temperature: float) -> Any:
     return (rest.float() - logits.logsumexp(-1)).exp()
 
 
-def planned_teacher_signal(method: str, temperature: float, top_k: int | None) -> tuple[str, str]:
+def planned_teacher_signal(
+    method: str, temperature: float, top_k: int | None, max_tail_mass: float | None = None
+) -> tuple[str, str]:
     """Which teacher signal a grid plans for a token-level KD cell, and why.
 
     Parameters
@@ -298,13 +369,18 @@ def planned_teacher_signal(method: str, temperature: float, top_k: int | None) -
         The cell's KD temperature.
     top_k : int or None
         The grid's cache k (None: the builder's default).
+    max_tail_mass : float or None
+        The cell's ``teacher_cache_max_tail_mass`` (None: :data:`TAIL_MASS_BOUND`).
 
     Returns
     -------
     tuple of (str, str)
-        ``("cache", why)`` or ``("live", why)``.
+        ``("cache", why)`` or ``("live", why)``. A cache-planned cell still uses the live
+        teacher when the trained teacher's tail is too heavy, which only the cache cell can
+        measure: ``why`` says so ("cache if ..., else live").
     """
     k = f"top-{top_k}" if top_k is not None else "top-k"
+    bound = TAIL_MASS_BOUND if max_tail_mass is None else max_tail_mass
     if method not in SERVED_METHODS:
         return "live", (
             f"{method}: its cache error grows with the student's mass outside the teacher's {k}, "
@@ -312,12 +388,13 @@ def planned_teacher_signal(method: str, temperature: float, top_k: int | None) -
         )
     if float(temperature) in PLANNED_TEMPERATURES:
         return "cache", (
-            f"{k} at τ={temperature:g}; the run uses the live teacher if the teacher's mean mass "
-            f"outside the {k} exceeds {TAIL_MASS_BOUND:.1%} (measured when the cache is built)"
+            f"cache if the teacher's mean mass outside its {k} at τ={temperature:g} is ≤ {bound:.1%}, "
+            "else live: measured by the cache cell, which stops building as soon as the mass "
+            "it has seen exceeds that"
         )
     return "live", (
         f"{method} at τ={temperature:g}: an LM teacher's mass outside its {k} is far above "
-        f"{TAIL_MASS_BOUND:.1%} at τ > 1, and the cached loss misses about that share "
+        f"{bound:.1%} at τ > 1, and the cached loss misses about that share "
         "(bench/cache_error.py)"
     )
 
@@ -336,6 +413,7 @@ def build_teacher_cache(
     dtype: Literal["float32", "bfloat16", "float16"] = "float32",
     temperatures: Sequence[float] = (1.0, 2.0, 5.0),
     device: str | None = None,
+    refuse_above: float | None = None,
 ) -> Path:
     """Run the teacher once over the data and store its top-k logits per token.
 
@@ -347,8 +425,9 @@ def build_teacher_cache(
         Training file(s) in the published JSON format; every item is cached (the
         validation split of a student run is taken from these items too).
     out_dir : path
-        Cache folder. If it already holds a complete cache with the same fingerprint it
-        is returned as is; a different fingerprint is an error.
+        Cache folder. If it already holds a complete cache of the same teacher (at either
+        recorded place, see the module docstring), data (by SHA-256) and settings it is
+        returned as is; anything else is an error.
     k : int
         Logits kept per token (k >= the vocabulary size keeps all of them; then KD from
         the cache equals KD from the live teacher).
@@ -369,6 +448,11 @@ def build_teacher_cache(
         added, for the KL to the teacher that runs log).
     device : str or None
         Where the teacher runs (default: CUDA if available, else CPU).
+    refuse_above : float or None
+        Stop, and record the build as refused, as soon as the positions already run prove
+        that the teacher's mean mass outside the top-k exceeds this at every cached
+        temperature (module docstring, "Refused builds"); None: always build everything.
+        Never refuses when k covers the vocabulary.
 
     Returns
     -------
@@ -378,7 +462,8 @@ def build_teacher_cache(
     Raises
     ------
     ConfigError
-        Bad ``k``/``dtype``, missing data, or an existing cache with another fingerprint.
+        Bad ``k``/``dtype``/``refuse_above``, missing data, or an existing cache of another
+        teacher, data or settings.
     """
     import torch
     from safetensors.torch import save_file
@@ -390,6 +475,8 @@ def build_teacher_cache(
         raise ConfigError(f"cache k must be >= 1, got {k}")
     if not temperatures or any(not t > 0 for t in temperatures):
         raise ConfigError(f"cache temperatures must be positive numbers, got {list(temperatures)}")
+    if refuse_above is not None and not 0 < refuse_above <= 1:
+        raise ConfigError(f"cache refuse_above must be in (0, 1], got {refuse_above}")
     temperatures = sorted({1.0, *map(float, temperatures)})  # tau = 1 also serves the logged KL
     if dtype not in _DTYPES:
         raise ConfigError(f"cache dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
@@ -413,22 +500,17 @@ def build_teacher_cache(
         prompt_style=prompt_style,
         temperatures=temperatures,
     )
-    fingerprint = key.fingerprint(k=k, vocab_size=vocab_size, dtype=dtype)
+    fingerprint = key.fingerprint(k=k, vocab_size=vocab_size, dtype=dtype, root=out_dir)
     if (out_dir / "index.json").is_file():
-        existing = TeacherCache.open(out_dir)
-        if existing.fingerprint != fingerprint:
-            raise ConfigError(
-                f"{out_dir} already holds a teacher cache with another fingerprint "
-                f"({_diff(existing.fingerprint, fingerprint)}); use a new folder"
-            )
-        log.info("teacher cache %s is complete; reusing it", out_dir)
-        return out_dir
+        return _reuse(TeacherCache.open(out_dir), key, fingerprint, refuse_above)
 
     items = [it for p in paths for it in load_items(p)]
     examples = encode_items(
         tokenizer, items, max_length=max_length, train_on_inputs=True, prompt_style=prompt_style
     )
     unique = list({example_key(ex.input_ids): ex for ex in examples}.items())
+    total_tokens = sum(len(ex.input_ids) for _, ex in unique)
+    bound = None if k >= vocab_size else refuse_above  # the mean over all positions is then exact: 0
     store_dtype = getattr(torch, dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     shards: list[str] = []
@@ -478,6 +560,15 @@ def build_teacher_cache(
                     tail_max[t] = max(tail_max[t], float(mass.max()))
                 pending_rows += n
                 n_tokens += n
+            # the tail mass seen at the smallest tau already exceeds the bound times all positions
+            if (
+                bound is not None
+                and n_tokens < total_tokens
+                and tail_sum[temperatures[0]] > bound * total_tokens
+            ):
+                return _refuse(
+                    out_dir, shards, fingerprint, bound, temperatures, tail_sum, n_tokens, total_tokens
+                )
     flush()
     atomic_write_json(
         out_dir / "index.json",
@@ -502,6 +593,79 @@ def build_teacher_cache(
         len(shards),
     )
     return out_dir
+
+
+def _refuse(
+    out_dir: Path,
+    shards: list[str],
+    fingerprint: dict[str, Any],
+    bound: float,
+    temperatures: list[float],
+    tail_sum: dict[float, float],
+    seen: int,
+    total: int,
+) -> Path:
+    """Drop the shards written so far and record the build as refused (module docstring)."""
+    for name in shards:
+        (out_dir / name).unlink()
+    refused = {
+        "bound": bound,
+        "temperature": temperatures[0],
+        "mean_at_least": tail_sum[temperatures[0]] / total,
+        "seen_tokens": seen,
+        "n_tokens": total,
+        "seen_mean": {f"{t:g}": tail_sum[t] / seen for t in temperatures},
+    }
+    atomic_write_json(
+        out_dir / "index.json",
+        {
+            "format": CACHE_FORMAT,
+            "fingerprint": fingerprint,
+            "n_examples": 0,
+            "n_tokens": 0,
+            "shards": [],
+            "examples": {},
+            "refused": refused,
+        },
+    )
+    log.warning(
+        "teacher cache %s refused after %d of %d positions: %s",
+        out_dir,
+        seen,
+        total,
+        TeacherCache.open(out_dir).refusal(),
+    )
+    return out_dir
+
+
+#: Fingerprint fields that say where things were, not what the cache holds.
+_LOCATION_FIELDS = ("teacher", "teacher_from_cache", "data")
+
+
+def _reuse(
+    existing: TeacherCache, key: CacheKey, fingerprint: dict[str, Any], refuse_above: float | None
+) -> Path:
+    """``existing.root`` when it holds what this build would (wherever it was built), else ConfigError."""
+    settings = {name: v for name, v in fingerprint.items() if name not in _LOCATION_FIELDS}
+    held = {name: v for name, v in existing.fingerprint.items() if name not in _LOCATION_FIELDS}
+    problems = [_diff(held, settings)] if held != settings else []
+    if not existing.key.serves_teacher(key.teacher):
+        problems.append(f"teacher: {existing.key.teacher!r} vs {key.teacher!r}")
+    if [sha for _, sha in existing.key.data] != [sha for _, sha in key.data]:
+        problems.append("data: other files (SHA-256)")
+    if problems:
+        raise ConfigError(
+            f"{existing.root} already holds a teacher cache with another fingerprint "
+            f"({'; '.join(problems)}); use a new folder"
+        )
+    refused = existing.refused
+    if refused is not None and (refuse_above is None or refuse_above >= refused["mean_at_least"]):
+        raise ConfigError(
+            f"{existing.root} holds a refused teacher cache ({existing.refusal()}), which does not "
+            f"decide a build with refuse_above={refuse_above}; use a new folder"
+        )
+    log.info("teacher cache %s is complete; reusing it", existing.root)
+    return existing.root
 
 
 def build_teacher_cache_for(
@@ -546,9 +710,11 @@ class TeacherCache:
     def __init__(self, root: Path, index: dict[str, Any]) -> None:
         self.root = root
         self.fingerprint: dict[str, Any] = index["fingerprint"]
-        self.key = CacheKey.from_fingerprint(self.fingerprint)
+        self.key = CacheKey.from_fingerprint(self.fingerprint, root)
         self.k: int = int(self.fingerprint["k"])
         self.vocab_size: int = int(self.fingerprint["vocab_size"])
+        #: The ``refused`` record of a build stopped by ``refuse_above`` (no logits), else None.
+        self.refused: dict[str, Any] | None = index.get("refused")
         self._examples: dict[str, list[int]] = index["examples"]
         self._shard_names: list[str] = index["shards"]
         self._shards: dict[int, Any] = {}
@@ -591,15 +757,16 @@ class TeacherCache:
     def tail_mass(self, temperature: float) -> dict[str, float]:
         """Mean and max over cached positions of the teacher's mass outside the top-k at τ.
 
-        Read from ``index.json`` (format 2) or, for a format-1 cache, computed from its shards
-        once (the stored, possibly rounded, top-k values with the exact rest mass).
+        Read from ``index.json`` (format 2 and 3) or, for a format-1 cache, computed from its
+        shards once (the stored, possibly rounded, top-k values with the exact rest mass).
 
         Raises
         ------
         ConfigError
-            If ``temperature`` is not cached.
+            If ``temperature`` is not cached, or the build was refused (:meth:`refusal`).
         """
         self._check_temperature(temperature)
+        self._check_not_refused()
         if self._tail_mass is None:
             self._tail_mass = {f"{t:g}": self._tail_mass_from_shards(t) for t in self.key.temperatures}
         return self._tail_mass[f"{float(temperature):g}"]
@@ -632,6 +799,14 @@ class TeacherCache:
                 f"{method} from a top-{self.k} cache has an error set by the student's mass outside "
                 f"the top-k, which the cache cannot bound (cached: {', '.join(SERVED_METHODS)})"
             )
+        if self.refused is not None:
+            self._check_temperature(temperature)
+            if self.refused["mean_at_least"] > max_tail_mass:
+                return f"{self.refusal()}, so > {max_tail_mass:.1%} at τ={float(temperature):g} too"
+            return (
+                f"{self.refusal()}; it holds no logits, and this run's bound {max_tail_mass:.1%} "
+                "would need them all (build it without refuse_above)"
+            )
         mean = self.tail_mass(temperature)["mean"]
         if mean <= max_tail_mass:
             return None
@@ -639,6 +814,23 @@ class TeacherCache:
             f"the teacher's mean mass outside its top-{self.k} at τ={float(temperature):g} is {mean:.2%} "
             f"> {max_tail_mass:.1%}: the cached loss would be about that much too small"
         )
+
+    def refusal(self) -> str | None:
+        """Why the build was refused, in one phrase (None for a built cache)."""
+        if self.refused is None:
+            return None
+        r = self.refused
+        seen = r["seen_mean"][f"{r['temperature']:g}"]
+        return (
+            f"the cache build stopped after {r['seen_tokens']} of {r['n_tokens']} positions: the teacher's "
+            f"mean mass outside its top-{self.k} at τ={r['temperature']:g} is at least "
+            f"{r['mean_at_least']:.2%} > {r['bound']:.1%} (refused, tail mass "
+            f"{seen:.2%} on the positions seen)"
+        )
+
+    def _check_not_refused(self) -> None:
+        if self.refused is not None:
+            raise ConfigError(f"teacher cache {self.root} holds no logits: {self.refusal()}")
 
     def _check_temperature(self, temperature: float) -> None:
         if float(temperature) not in self.key.temperatures:
@@ -666,13 +858,14 @@ class TeacherCache:
         Raises
         ------
         ConfigError
-            If a sequence or the temperature is not in the cache.
+            If a sequence or the temperature is not in the cache, or the build was refused.
         """
         import torch
 
         from runners.distill.losses import TopKTeacher
 
         self._check_temperature(temperature)
+        self._check_not_refused()
         rest_key = _rest_key(temperature)
         values = torch.zeros((len(keys), width, self.k), dtype=torch.float32)
         indices = torch.zeros((len(keys), width, self.k), dtype=torch.long)

@@ -80,7 +80,7 @@ def test_lookup_gives_the_rest_mass_of_the_asked_temperature(small_cache: Path, 
 
 def test_tail_mass_recorded_and_recomputed_for_a_format_1_cache(small_cache: Path, tmp_path: Path) -> None:
     index = json.loads((small_cache / "index.json").read_text())
-    assert index["format"] == 2 and set(index["tail_mass"]) == {"1", "2", "5"}
+    assert index["format"] == 3 and set(index["tail_mass"]) == {"1", "2", "5"}
     recorded = TeacherCache.open(small_cache)
     assert recorded.tail_mass(1.0)["mean"] < recorded.tail_mass(2.0)["mean"] < recorded.tail_mass(5.0)["mean"]
     old = tmp_path / "old"
@@ -92,8 +92,8 @@ def test_tail_mass_recorded_and_recomputed_for_a_format_1_cache(small_cache: Pat
     computed = TeacherCache.open(old)
     for tau in TEMPERATURES:
         assert computed.tail_mass(tau) == pytest.approx(recorded.tail_mass(tau), rel=1e-5)
-    (old / "index.json").write_text(json.dumps({**index, "format": 3}))
-    with pytest.raises(ConfigError, match="has format 3; this version reads formats 1, 2; rebuild it"):
+    (old / "index.json").write_text(json.dumps({**index, "format": 4}))
+    with pytest.raises(ConfigError, match="has format 4; this version reads formats 1, 2, 3; rebuild it"):
         TeacherCache.open(old)
 
 
