@@ -7,6 +7,9 @@ public entry of its own); the record it keeps is :mod:`kdanalysis.report.fingerp
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -191,6 +194,40 @@ def test_interrupted_build_leaves_no_valid_fingerprint(
     _step(runs)
     assert len(fake_build.calls) == 2
     assert read_json(out / FINGERPRINT_FILE)["fingerprint"] == record["fingerprint"]
+
+
+STUCK_BUILD = """
+import sys, time
+from pathlib import Path
+from rich.console import Console
+import kdanalysis.report.build as build_module
+from runners.grid.command import _build_report
+
+def stuck(*args, **kwargs):
+    time.sleep(600)
+
+build_module.build_sections = stuck  # the build hangs once its folder exists: killed there
+_build_report(Path(sys.argv[1]), Console())
+"""
+
+
+def test_killed_build_leaves_no_valid_fingerprint(runs: Path, fake_build: FakeBuild) -> None:
+    """kill -9 of run-grid's report step in the middle of a real build leaves no record behind."""
+    _step(runs)
+    _write_tables(runs, value=41.0)
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_BUILD, str(runs)])
+    try:
+        deadline = time.monotonic() + 120
+        while not list(runs.glob(".report-building-*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the build never started"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (runs / "report" / FINGERPRINT_FILE).exists()
+    _write_tables(runs)  # the inputs of the recorded build again: still built anew
+    assert "(unchanged)" not in _step(runs)
+    assert len(fake_build.calls) == 2
 
 
 def test_record_is_written_after_the_build(tmp_path: Path) -> None:
