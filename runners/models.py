@@ -9,6 +9,7 @@ the dtype and device, and makes sure the tokenizer has a pad token. Arguments ar
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -89,6 +90,19 @@ def _ensure_pad_token(tokenizer: Any, model: Any, source: str) -> None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+def _relative_adapter_base(folder: Path) -> Path | None:
+    """The base model of a peft adapter folder whose ``adapter_config.json`` names it by a path
+    relative to the folder (``../``, ``./``: written so that moving both keeps them together);
+    None for any other folder or base (transformers resolves those itself)."""
+    config = folder / "adapter_config.json"
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base.startswith(("./", "../")):
+        return None
+    return (folder / base).resolve()
+
+
 def load_causal_lm(
     name_or_path: str | Path,
     *,
@@ -104,7 +118,10 @@ def load_causal_lm(
     ----------
     name_or_path : str or Path
         Hub id (``"Qwen/Qwen2.5-0.5B"``) or local folder written by ``save_pretrained``
-        (see :func:`looks_like_local_path`).
+        (see :func:`looks_like_local_path`). A peft adapter folder whose
+        ``adapter_config.json`` names its base model by a path starting with ``./`` or
+        ``../`` is loaded as that base (resolved against the adapter folder, tokenizer
+        included) with the adapter on top.
     dtype : {"auto", "bfloat16", "float16", "float32"}
         Weight dtype; ``"auto"``: bfloat16 on CUDA, float32 on CPU.
     device : str or None
@@ -146,6 +163,11 @@ def load_causal_lm(
         )
     if looks_like_local_path(name_or_path):
         source = str(Path(source).expanduser())
+        base = _relative_adapter_base(Path(source)) if adapter is None else None
+        if base is not None:
+            return load_causal_lm(
+                base, dtype=dtype, device=device, adapter=source, trust_remote_code=trust_remote_code
+            )
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

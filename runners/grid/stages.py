@@ -11,24 +11,46 @@ relative to ``work_dir``), which :func:`runners.grid.state.execute_cell` records
     prepare (smollm2)    model/                 runners.pretrained.save_smollm2
     prepare (heldout_data)  data/train.json     runners.evaluate.heldout.heldout_items
     train                run/  (run/model = LoRA adapter or full model)   runners.distill.run.run_distill
-    cache                cache/ (index.json + shards)   runners.distill.cache.build_teacher_cache
+    cache                cache/ (index.json + shards, or a refused index.json)
+                         runners.distill.cache.build_teacher_cache
     eval                 run/  (items.parquet, results.parquet, run_meta.json)   runners.evaluate.run.run_eval
     fidelity             results.parquet   runners.evaluate.fidelity.fidelity_rows
 
 A model trained with LoRA is referred to by its base model plus the adapter folder
-(evaluation) or by the adapter folder alone (as a teacher; transformers loads the base
-model named in ``adapter_config.json`` and applies the adapter); a fully fine-tuned
-model by its folder.
+(evaluation) or by the adapter folder alone (as a teacher; :func:`runners.models.load_causal_lm`
+loads the base model named in ``adapter_config.json`` and applies the adapter); a fully
+fine-tuned model by its folder.
+
+Run folders are relocatable: a runs folder moved or copied elsewhere as a whole goes on from
+where it was. Every cell finds its inputs from its dependencies' folders where they are when
+it runs (``dep_dirs``), never from a path an earlier cell recorded, with two exceptions that
+record paths *relative* to their own folder: a LoRA adapter whose base model is a grid cell's
+(``base_model_name_or_path`` is rewritten to ``../../../<base cell>/model``, relative to
+the adapter folder, which the loader resolves there), and the teacher cache (its teacher's
+folder relative to the cache folder, :mod:`runners.distill.cache`). A cell's folder, its
+temporary folder and its dependencies' folders are all ``cells/<name>/``, so these relative
+paths are the same while a cell runs and once it is published. Paths the grid file names
+(a local model, a training file) stay absolute: they lie outside the runs folder. The
+absolute paths in a finished run's ``config.yaml``, ``run_meta.json`` and the ``source``
+column of its tables are records of where it ran, not read to find anything.
+
+A cache cell builds with ``refuse_above`` = the tail-mass bound of the KD cells it serves
+(``teacher_cache_max_tail_mass`` of ``training``, or the cell config's ``refuse_above``
+when a method's own bound is looser; default :data:`runners.distill.cache.TAIL_MASS_BOUND`):
+a teacher whose tail is provably too heavy stops the build early, and its KD cells read the
+refused cache and use the live teacher.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from kdanalysis.errors import ConfigError
+from kdanalysis.io import atomic_write_json, read_json
 from kdanalysis.results import write_results
 from kdanalysis.runfolder import RESULTS_FILE
 from kdanalysis.tasks import bundled_tasks
@@ -153,11 +175,25 @@ def _train(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
     cache_cell = cell.config.get("cache_cell")
     cache_dir = str(_dep(deps, cache_cell) / "cache") if cache_cell else None
     run_distill(_distill_config(cell, deps, cache_dir), work / "run")
+    if "base_cell" in cell.config["student"]:
+        _relative_adapter_base(work / "run" / "model")
     return {"run": "run", "model": "run/model"}
 
 
+def _relative_adapter_base(folder: Path) -> None:
+    """Name a LoRA adapter's base model (a grid cell's folder) relative to the adapter folder."""
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():  # fully fine-tuned
+        return
+    config = read_json(config_file)
+    base = Path(config["base_model_name_or_path"])
+    if base.is_absolute():  # not yet rewritten (a finished run found again returns as it was)
+        config["base_model_name_or_path"] = os.path.relpath(base, folder.resolve())
+        atomic_write_json(config_file, config)
+
+
 def _cache(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
-    from runners.distill.cache import build_teacher_cache
+    from runners.distill.cache import TAIL_MASS_BOUND, build_teacher_cache
     from runners.distill.config import DistillConfig
 
     cfg = cell.config
@@ -169,6 +205,8 @@ def _cache(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
     }
     if cfg["top_k"] is not None:
         options["k"] = cfg["top_k"]
+    bound = training.get("teacher_cache_max_tail_mass") or TAIL_MASS_BOUND
+    options["refuse_above"] = cfg.get("refuse_above", bound)
     build_teacher_cache(
         _teacher(cfg["teacher"], deps), [_train_file(cfg["data"], deps)], work / "cache", **options
     )
