@@ -11,6 +11,15 @@
            (:func:`generate_teacher_outputs`, cached in the run folder), then plain CE on them
 =========  ==============================================================================
 
+Generation (``gkd`` samples, ``seqkd`` outputs) goes through the evaluation's
+:func:`runners.evaluate.hf_backend.hf_generate`: every setting comes from ``generation``
+(the checkpoint's own ``generation_config`` is not read), and it stops as evaluation does
+for the run's ``prompt_style``: at its :data:`runners.evaluate.prompts.STOP_STRINGS` (a
+second ``### Response:``, where the published scoring cuts a response). A continuation
+that reaches a stop string is cut before it
+(:func:`runners.evaluate.decoding.truncate_ids_at_stop`) and ends with EOS, like one the
+model ended itself. Sampling draws from the torch global generator (seeded by the run).
+
 Shapes: logits at position t predict token t+1, so every loss compares
 ``logits[:, :-1]`` with ``labels[:, 1:]``; the token mask is ``labels[:, 1:] != -100``.
 With ``kd_positions: attention`` (the released code) the KD loss instead compares the
@@ -39,6 +48,9 @@ from runners.distill.config import TOKEN_KD_METHODS, DistillConfig, GenerationCo
 from runners.distill.data import IGNORE_INDEX, Example, collate, collate_prompts, example_key
 from runners.distill.losses import TopKTeacher, kd_loss
 from runners.distill.vocab import align_logits
+from runners.evaluate.decoding import DecodingConfig, truncate_ids_at_stop
+from runners.evaluate.hf_backend import hf_generate
+from runners.evaluate.prompts import STOP_STRINGS
 
 __all__ = [
     "LossOutput",
@@ -158,7 +170,9 @@ class Method:
         Shared vocabulary size (``len(tokenizer)``): logits are sliced to it, which drops
         embedding padding rows (:func:`runners.distill.vocab.align_logits`).
     tokenizer : tokenizer or None
-        Needed when ``config.gkd_retokenize`` (:func:`retokenize`).
+        Needed by ``gkd``: its samples stop at the stop strings of ``config.prompt_style``
+        (see the module docstring), and ``config.gkd_retokenize`` decodes them
+        (:func:`retokenize`).
     """
 
     def __init__(
@@ -176,8 +190,11 @@ class Method:
         self.eos_id = eos_id
         self.vocab_size = vocab_size
         self.tokenizer = tokenizer
-        if config.gkd_retokenize and tokenizer is None:
-            raise ValueError("gkd_retokenize needs the tokenizer")
+        if config.method == "gkd" and tokenizer is None:
+            raise ValueError(
+                "method 'gkd' needs the tokenizer (stop strings of its samples, re-tokenisation)"
+            )
+        self.stop: tuple[str, ...] = STOP_STRINGS[config.prompt_style]
         name = config.method
         self.kd_name: str | None = (
             {"gkd": "jsd"}.get(name, name) if name in TOKEN_KD_METHODS | {"gkd"} else None
@@ -237,6 +254,8 @@ class Method:
                 generator_model,
                 examples,
                 self.config.generation,
+                tokenizer=self.tokenizer,
+                stop=self.stop,
                 pad_id=self.pad_id,
                 eos_id=self.eos_id,
                 max_length=self.config.max_length,
@@ -314,34 +333,48 @@ def _generate(
     examples: Sequence[Example],
     gen: GenerationConfig,
     *,
+    tokenizer: Any,
+    stop: Sequence[str],
     pad_id: int,
     eos_id: int,
     max_new_tokens: int,
     device: torch.device,
     autocast: Any,
 ) -> list[list[int]]:
-    """Sample continuations of the examples' prompts; each list ends at (and includes) the first EOS."""
+    """Sample continuations of the examples' prompts with exactly ``gen`` and the stop strings.
+
+    Each list ends at (and includes) the first EOS; one that reaches a stop string is cut
+    before it and ends with EOS (see the module docstring).
+    """
+    decoding = DecodingConfig(
+        do_sample=gen.do_sample,
+        temperature=gen.temperature,
+        top_p=gen.top_p,
+        top_k=gen.top_k,
+        max_new_tokens=max_new_tokens,
+        stop=tuple(stop),
+    )
     prompts = {k: v.to(device) for k, v in collate_prompts(examples, pad_id).items()}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), autocast():
-            out = model.generate(
-                **prompts,
-                max_new_tokens=max_new_tokens,
-                do_sample=gen.do_sample,
-                temperature=gen.temperature if gen.do_sample else None,
-                top_p=gen.top_p if gen.do_sample else None,
-                top_k=gen.top_k if gen.do_sample else None,
-                pad_token_id=pad_id,
+            out = hf_generate(
+                model,
+                prompts["input_ids"],
+                prompts["attention_mask"],
+                decoding,
                 eos_token_id=eos_id,
+                pad_token_id=pad_id,
+                tokenizer=tokenizer,
             )
     finally:
         model.train(was_training)
     continuations = []
     for row in out[:, prompts["input_ids"].shape[1] :].tolist():
         cut = row.index(eos_id) + 1 if eos_id in row else len(row)
-        continuations.append(row[:cut])
+        stopped = truncate_ids_at_stop(row[:cut], stop, tokenizer) if stop else None
+        continuations.append(row[:cut] if stopped is None else [*stopped, eos_id])
     return continuations
 
 
@@ -350,6 +383,8 @@ def sample_continuations(
     examples: Sequence[Example],
     gen: GenerationConfig,
     *,
+    tokenizer: Any,
+    stop: Sequence[str],
     pad_id: int,
     eos_id: int,
     max_length: int,
@@ -357,13 +392,19 @@ def sample_continuations(
     device: torch.device,
     autocast: Any,
 ) -> list[Example]:
-    """Replace each example's response by the model's own sampled continuation of its prompt (``gkd``)."""
+    """Replace each example's response by the model's own sampled continuation of its prompt (``gkd``).
+
+    The continuation stops at EOS or at a stop string (cut before it, EOS appended); see the
+    module docstring. ``tokenizer`` decodes the samples to find the stop strings.
+    """
     longest_prompt = max(ex.prompt_len for ex in examples)
     budget = max(1, min(gen.max_new_tokens, max_length - longest_prompt))
     continuations = _generate(
         model,
         examples,
         gen,
+        tokenizer=tokenizer,
+        stop=stop,
         pad_id=pad_id,
         eos_id=eos_id,
         max_new_tokens=budget,
@@ -405,6 +446,7 @@ def generate_teacher_outputs(
     gen: GenerationConfig,
     out_file: str | os.PathLike[str],
     *,
+    stop: Sequence[str],
     seed: int,
     device: torch.device,
     autocast: Any,
@@ -414,7 +456,8 @@ def generate_teacher_outputs(
     Responses are appended to ``out_file`` (JSON lines ``{"index", "output"}``) batch by
     batch; a rerun keeps the finished lines and continues. Each batch is sampled with
     the torch seed ``(seed, batch index)``, so an interrupted and an uninterrupted
-    generation write the same texts.
+    generation write the same texts. A response ends at EOS or before the first of ``stop``
+    (the run's prompt style's :data:`runners.evaluate.prompts.STOP_STRINGS`), as in evaluation.
 
     Returns
     -------
@@ -449,6 +492,8 @@ def generate_teacher_outputs(
                 teacher,
                 batch,
                 gen,
+                tokenizer=tokenizer,
+                stop=stop,
                 pad_id=tokenizer.pad_token_id,
                 eos_id=tokenizer.eos_token_id,
                 max_new_tokens=gen.max_new_tokens,

@@ -69,6 +69,7 @@ from runners.distill.data import IGNORE_INDEX, Example, encode_pairs, epoch_batc
 from runners.distill.methods import LossOutput, TeacherSignal, build_method, generate_teacher_outputs
 from runners.distill.schedule import steps_per_epoch, total_steps
 from runners.distill.vocab import check_same_tokenizer
+from runners.evaluate.prompts import STOP_STRINGS
 
 __all__ = ["TrainResult", "StepCallback", "train", "resolve_precision", "add_lora", "load_trainable_state"]
 
@@ -632,6 +633,7 @@ def _load_data(config: DistillConfig, models: _Models, dev: _Devices, run_dir: P
                 train_examples,
                 config.generation,
                 run_dir / "seqkd_outputs.jsonl",
+                stop=STOP_STRINGS[config.prompt_style],
                 seed=config.seed,
                 device=dev.device,
                 autocast=dev.autocast,

@@ -27,6 +27,7 @@ ends where the published scoring cuts the response; backends only read ``stop``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -39,6 +40,7 @@ __all__ = [
     "decoding_preset",
     "item_seed",
     "truncate_at_stop",
+    "truncate_ids_at_stop",
     "with_stop",
 ]
 
@@ -201,3 +203,43 @@ def item_seed(seed: int, key: str) -> int:
     """
     digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+def truncate_ids_at_stop(ids: Sequence[int], stop: Sequence[str], tokenizer: Any) -> list[int] | None:
+    """Token ids of a continuation cut where :func:`truncate_at_stop` cuts its text.
+
+    The text is ``tokenizer.decode(ids, skip_special_tokens=True)`` (what the backends
+    score). When it contains a stop string, the result is the longest run of leading ids
+    whose text is a prefix of the cut text (the sampled tokens before the stop string),
+    followed by the tokenisation (no special tokens) of the rest of the cut text, e.g. the
+    space of a ``" ###"`` token in which the stop string starts. Its text is then exactly
+    ``truncate_at_stop(text, stop)`` for tokenizers that decode what they encode (the
+    byte-level BPE of Qwen2, Llama 3, SmolLM2).
+
+    Parameters
+    ----------
+    ids : sequence of int
+        A generated continuation (without the prompt; special tokens are ignored).
+    stop : sequence of str
+        Stop strings (as in :attr:`DecodingConfig.stop`).
+    tokenizer : transformers tokenizer
+        Decodes and encodes the text.
+
+    Returns
+    -------
+    list of int or None
+        The cut ids, or None when the text contains no stop string.
+    """
+
+    def decode(part: Sequence[int]) -> str:
+        return tokenizer.decode(list(part), skip_special_tokens=True)
+
+    text = decode(ids)
+    cut = truncate_at_stop(text, stop)
+    if len(cut) == len(text):
+        return None
+    keep = len(ids)
+    while not cut.startswith(decode(ids[:keep])):  # ends at keep = 0 at the latest
+        keep -= 1
+    rest = cut[len(decode(ids[:keep])) :]
+    return list(ids[:keep]) + (list(tokenizer(rest, add_special_tokens=False)["input_ids"]) if rest else [])

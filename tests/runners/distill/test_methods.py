@@ -71,11 +71,11 @@ def test_train_on_inputs_adds_the_prompt_tokens_to_the_loss(make_config, models,
 def test_on_policy_coin_is_seeded_and_follows_lambda(make_config, models) -> None:  # type: ignore[no-untyped-def]
     _, teacher, tok = models
     signal = TeacherSignal(model=teacher, autocast=contextlib.nullcontext)
-    gkd = Method(make_config("gkd", gkd_lambda=0.3), signal, tok.pad_token_id, tok.eos_token_id)
+    gkd = Method(make_config("gkd", gkd_lambda=0.3), signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok)
     coins = [gkd.on_policy_coin(step, 0, 0) for step in range(2000)]
     assert coins == [gkd.on_policy_coin(step, 0, 0) for step in range(2000)]
     assert abs(sum(coins) / len(coins) - 0.3) < 0.04
-    never = Method(make_config("gkd", gkd_lambda=0.0), signal, tok.pad_token_id, tok.eos_token_id)
+    never = Method(make_config("gkd", gkd_lambda=0.0), signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok)
     fkl = Method(make_config("fkl"), signal, tok.pad_token_id, tok.eos_token_id)
     assert not any(m.on_policy_coin(s, 0, 0) for m in (never, fkl) for s in range(50))
 
@@ -83,7 +83,7 @@ def test_on_policy_coin_is_seeded_and_follows_lambda(make_config, models) -> Non
 def test_on_policy_batch_is_the_students_own_continuation(make_config, models, toy) -> None:  # type: ignore[no-untyped-def]
     student, teacher, tok = models
     signal = TeacherSignal(model=teacher, autocast=contextlib.nullcontext)
-    gkd = Method(make_config("gkd"), signal, tok.pad_token_id, tok.eos_token_id)
+    gkd = Method(make_config("gkd"), signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok)
     examples = _examples(toy, tok)
     with torch.no_grad():
         out = gkd.loss(
@@ -129,7 +129,7 @@ def test_teacher_outputs_resume_after_a_cut_line(models, toy, tmp_path) -> None:
     _, teacher, tok = models
     examples = _examples(toy, tok)
     gen = GenerationConfig(max_new_tokens=6, batch_size=2)
-    kwargs = {"seed": 6, "device": CPU, "autocast": contextlib.nullcontext}
+    kwargs = {"stop": ("### Response:",), "seed": 6, "device": CPU, "autocast": contextlib.nullcontext}
     whole = generate_teacher_outputs(teacher, tok, examples, gen, tmp_path / "a.jsonl", **kwargs)
     assert len(whole) == 4 and all(isinstance(t, str) for t in whole)
     lines = (tmp_path / "a.jsonl").read_text().splitlines()

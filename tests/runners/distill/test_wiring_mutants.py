@@ -134,7 +134,7 @@ def test_method_loss_equals_the_hand_computed_mix(  # type: ignore[no-untyped-de
     student, teacher, tok = models
     config = make_config(method, **overrides)
     signal = TeacherSignal(model=teacher, autocast=contextlib.nullcontext)
-    out = Method(config, signal, tok.pad_token_id, tok.eos_token_id).loss(
+    out = Method(config, signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok).loss(
         student, examples, device=CPU, autocast=contextlib.nullcontext
     )
     kd, ce, n_tokens = _reference(
@@ -160,6 +160,7 @@ class _ScriptedGenerator:
         self.training = True
         self.continuations = continuations
         self.calls: list[dict[str, Any]] = []
+        self.generation_config = None  # replaced by the explicit config during a call
 
     def eval(self) -> None:
         self.training = False
@@ -183,6 +184,8 @@ def test_on_policy_continuations_keep_their_eos_and_stop_there(examples, models)
         generator,
         examples,
         GenerationConfig(max_new_tokens=6, batch_size=4),
+        tokenizer=tok,
+        stop=("### Response:",),
         pad_id=pad,
         eos_id=eos,
         max_length=200,
@@ -190,7 +193,7 @@ def test_on_policy_continuations_keep_their_eos_and_stop_there(examples, models)
         device=CPU,
         autocast=contextlib.nullcontext,
     )
-    assert generator.calls[0]["eos_token_id"] == eos and generator.training
+    assert generator.calls[0]["generation_config"].eos_token_id == eos and generator.training
     expected = [(a, b, eos), (c, a, b, c, a, b), (eos,)]
     for ex, old, cont in zip(new, examples, expected, strict=True):
         assert ex.input_ids == old.prompt_ids + cont
