@@ -71,11 +71,15 @@ def test_train_on_inputs_adds_the_prompt_tokens_to_the_loss(make_config, models,
 def test_on_policy_coin_is_seeded_and_follows_lambda(make_config, models) -> None:  # type: ignore[no-untyped-def]
     _, teacher, tok = models
     signal = TeacherSignal(model=teacher, autocast=contextlib.nullcontext)
-    gkd = Method(make_config("gkd", gkd_lambda=0.3), signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok)
+    gkd = Method(
+        make_config("gkd", gkd_lambda=0.3), signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok
+    )
     coins = [gkd.on_policy_coin(step, 0, 0) for step in range(2000)]
     assert coins == [gkd.on_policy_coin(step, 0, 0) for step in range(2000)]
     assert abs(sum(coins) / len(coins) - 0.3) < 0.04
-    never = Method(make_config("gkd", gkd_lambda=0.0), signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok)
+    never = Method(
+        make_config("gkd", gkd_lambda=0.0), signal, tok.pad_token_id, tok.eos_token_id, tokenizer=tok
+    )
     fkl = Method(make_config("fkl"), signal, tok.pad_token_id, tok.eos_token_id)
     assert not any(m.on_policy_coin(s, 0, 0) for m in (never, fkl) for s in range(50))
 
