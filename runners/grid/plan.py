@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kdanalysis.errors import ConfigError
-from runners.distill.cache import planned_teacher_signal
+from runners.distill.cache import TAIL_MASS_BOUND, planned_teacher_signal
 from runners.distill.config import TOKEN_KD_METHODS
 from runners.distill.schedule import n_train_items, total_steps
 from runners.grid.settings import check_settings
@@ -56,6 +56,7 @@ __all__ = [
     "Plan",
     "cell_id",
     "build_plan",
+    "tail_mass_bound",
     "teacher_signal",
     "teacher_signal_lines",
     "training_steps",
@@ -356,14 +357,19 @@ class _Builder:
         }
         return self.add(stage, config, f"{stage} {_describe(labels)}")
 
-    def cache(self, teacher: dict[str, Any], domain: str) -> str:
+    def cache(self, teacher: dict[str, Any], domain: str, refuse_above: float) -> str:
+        """The cache cell of ``teacher`` on ``domain``; ``refuse_above``: the loosest tail-mass bound
+        of the KD cells it serves (in the config only where it is not ``training``'s own)."""
+        training = self.training(domain)
         config = {
             "teacher": teacher,
             "domain": domain,
             "data": self.domain_data(domain),
-            "training": self.training(domain),
+            "training": training,
             "top_k": self.grid.teacher_cache.top_k,
         }
+        if refuse_above != tail_mass_bound(training, {}):
+            config["refuse_above"] = refuse_above
         return self.add("teacher_cache", config, f"teacher_cache {teacher['name']} {domain}")
 
     def fidelity(self, stage: str, student_eval: str, teacher_eval: str, labels: dict[str, Any]) -> str:
@@ -440,14 +446,23 @@ def _kd_axes(grid: GridSpec, pair: PairSpec) -> list[tuple[str, float, float, st
     return axes
 
 
-def teacher_signal(grid: GridSpec, method: str, temperature: float) -> tuple[str, str]:
-    """``("cache" | "live", why)`` for a token-level KD cell (:func:`planned_teacher_signal`);
-    ``("", "")`` for other methods."""
+def tail_mass_bound(training: Mapping[str, Any], params: Mapping[str, Any]) -> float:
+    """The ``teacher_cache_max_tail_mass`` a KD cell runs with: its method's ``params``, else
+    ``training``'s, else :data:`runners.distill.cache.TAIL_MASS_BOUND`."""
+    bound = params.get("teacher_cache_max_tail_mass", training.get("teacher_cache_max_tail_mass"))
+    return TAIL_MASS_BOUND if bound is None else float(bound)
+
+
+def teacher_signal(
+    grid: GridSpec, method: str, temperature: float, max_tail_mass: float | None = None
+) -> tuple[str, str]:
+    """``("cache" | "live", why)`` for a token-level KD cell (:func:`planned_teacher_signal`,
+    with the cell's tail-mass bound ``max_tail_mass``); ``("", "")`` for other methods."""
     if method not in TOKEN_KD_METHODS:
         return "", ""
     if not grid.teacher_cache.enabled:
         return "live", "teacher_cache is not enabled"
-    return planned_teacher_signal(method, temperature, grid.teacher_cache.top_k)
+    return planned_teacher_signal(method, temperature, grid.teacher_cache.top_k, max_tail_mass)
 
 
 def teacher_signal_lines(plan: Plan) -> list[str]:
@@ -455,7 +470,9 @@ def teacher_signal_lines(plan: Plan) -> list[str]:
     lines = []
     for cell in plan:
         if cell.stage == "kd":
-            source, why = teacher_signal(plan.grid, cell.config["method"], cell.config["temperature"])
+            cfg = cell.config
+            bound = tail_mass_bound(cfg["training"], cfg["method_params"])
+            source, why = teacher_signal(plan.grid, cfg["method"], cfg["temperature"], bound)
             if source:
                 lines.append(f"{cell.id} {cell.label}: teacher signal: {source} ({why})")
     return lines
@@ -509,11 +526,14 @@ def build_plan(grid: GridSpec, root: str | Path = ".") -> Plan:
                 "teacher_base_eval", ref, domain, first_seed, _labels(domain, teacher, "base", first_seed)
             )
         if grid.teacher_cache.enabled:
+            bounds: dict[tuple[str, str], float] = {}
             for pair in pairs:
-                for method, tau, _sigma, kind, _params in _kd_axes(grid, pair):
-                    cached = teacher_signal(grid, method, tau)[0] == "cache"
-                    if cached and (pair.teacher, kind) not in caches:
-                        caches[pair.teacher, kind] = b.cache(teacher_ref[pair.teacher, kind], domain)
+                for method, tau, _sigma, kind, params in _kd_axes(grid, pair):
+                    if teacher_signal(grid, method, tau)[0] == "cache":
+                        bound = tail_mass_bound(b.training(domain), params)
+                        bounds[pair.teacher, kind] = max(bound, bounds.get((pair.teacher, kind), 0.0))
+            for (teacher, kind), bound in bounds.items():
+                caches[teacher, kind] = b.cache(teacher_ref[teacher, kind], domain, bound)
         for seed in grid.seeds:
             sft_eval: dict[str, str] = {}
             for student in grid.students:
