@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -78,9 +79,10 @@ def code_version() -> str:
     Returns
     -------
     str
-        SHA-256 (hex) of the kdanalysis version, the versions of the libraries in
-        ``_LIBRARIES`` and the name and content of every file of the packages in
-        ``_CODE_PACKAGES`` (compiled ``__pycache__`` files left out).
+        SHA-256 (hex) of the kdanalysis version, the installed versions of numpy, pandas,
+        pyarrow, scipy, statsmodels, patsy, matplotlib, seaborn and jinja2, and the name and
+        content of every file of kdanalysis, its report templates and its bundled data
+        (compiled ``__pycache__`` files left out).
     """
     import kdanalysis
 
@@ -88,7 +90,7 @@ def code_version() -> str:
     for name in _LIBRARIES:
         digest.update(f"{name}={_library_version(name)}\n".encode())
     for package in _CODE_PACKAGES:
-        root = Path(importlib.import_module(package).__file__ or "").parent
+        root = Path(inspect.getfile(importlib.import_module(package))).parent
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)
             if "__pycache__" in rel.parts or not path.is_file():
