@@ -48,6 +48,7 @@ from runners.grid.spec import (
     ModelSpec,
     PairSpec,
 )
+from runners.models import looks_like_local_path
 from runners.pretrained import SMOLLM2_DISTRIBUTION, SMOLLM2_VERSION
 
 __all__ = [
@@ -239,6 +240,45 @@ class _Builder:
         # a relative path that exists next to the grid file is local; otherwise a hub id ("Qwen/Qwen2.5-3B")
         return str(local.resolve()) if local.exists() or value.startswith(".") else value
 
+    def model_location(self, model_id: str) -> str:
+        """A model ``path`` of the grid as the runs load it: a local folder or a hub id.
+
+        The rule (see :class:`~runners.grid.spec.ModelSpec`): after expanding ``$VARS`` and
+        ``~``, a path that exists next to the grid file, or that looks local
+        (:func:`runners.models.looks_like_local_path`: absolute, starting with ``.``, more than
+        one ``/``), is a local folder, resolved against the grid file's folder (``..``
+        included), which must exist now; anything else must be a valid hub id
+        (``huggingface_hub``'s ``validate_repo_id``, where installed).
+
+        Raises
+        ------
+        ConfigError
+            ``models.<id>.path: '<value>': ...`` naming the folder looked for or the hub-id rule.
+        """
+        value = self.grid.models[model_id].path
+        where = f"models.{model_id}.path: {value!r}"
+        expanded = os.path.expandvars(value)
+        path = Path(expanded).expanduser()
+        local = path if path.is_absolute() else self.root / path
+        if local.exists() or looks_like_local_path(expanded):
+            if not local.is_dir():
+                raise ConfigError(
+                    f"{where}: local model folder not found: {local.resolve()} (a relative path is "
+                    f"resolved against the grid file's folder {self.root}; a hub id looks like 'org/name')"
+                )
+            return str(path) if path.is_absolute() else str(local.resolve())
+        try:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+        except ImportError:  # without the train extra nothing is loaded from the hub anyway
+            return expanded
+        try:
+            validate_repo_id(expanded)
+        except HFValidationError as exc:
+            raise ConfigError(
+                f"{where}: neither a local model folder (none at {local.resolve()}) nor a hub id: {exc}"
+            ) from None
+        return expanded
+
     def base_model(self, model_id: str) -> dict[str, Any]:
         spec: ModelSpec = self.grid.models[model_id]
         if spec.path.startswith(TOY_PREFIX):
@@ -258,7 +298,7 @@ class _Builder:
             }
             cid = self.add("prepare", config, f"smollm2 every {keep_every} layer(s)")
             return {"name": model_id, "base_cell": cid}
-        return {"name": model_id, "path": self.resolve_path(spec.path)}
+        return {"name": model_id, "path": self.model_location(model_id)}
 
     def domain_data(self, domain: str) -> dict[str, Any]:
         spec: DomainSpec = self.grid.domains[domain]

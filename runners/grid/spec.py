@@ -80,9 +80,19 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """One model of the grid; its id (the key in ``models``) is the name used in results."""
+    """One model of the grid; its id (the key in ``models``) is the name used in results.
 
-    path: str = Field(description="hub id, local path, toy:<family>:<size>, or smollm2:<k>")
+    ``path`` is ``toy:<family>:<size>``, ``smollm2:<k>``, a local folder or a hub id. After
+    ``$VARS`` and ``~`` are expanded, a path that exists next to the grid file or looks local
+    (absolute, starting with ``.``, more than one ``/``) is a local folder: relative to the grid
+    file's folder (``..`` included), and it must exist when the grid is planned; anything else
+    must be a valid hub id (``org/name``). :func:`runners.grid.plan.build_plan` checks this,
+    so ``run-grid --dry-run`` refuses a folder that is not there.
+    """
+
+    path: str = Field(
+        description="hub id, local folder (relative to the grid file), toy:<family>:<size>, or smollm2:<k>"
+    )
     family: str = Field(description="model family; KD pairs must share it (shared tokenizer)")
     params_b: float = Field(gt=0, description="parameter count in billions (student size in the analysis)")
 

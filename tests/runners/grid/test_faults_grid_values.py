@@ -79,3 +79,65 @@ def test_dry_run_of_a_bad_value_is_one_line(
     assert exit_info.value.code == 2
     assert "optim.max_steps" in out.err and "Traceback" not in out.err + out.out
     assert not (tmp_path / "runs").exists()
+
+
+def _with_teacher_path(path: str) -> str:
+    data = yaml.safe_load(SMALL)
+    data["models"]["teacher"]["path"] = path
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("../other/model", r"local model folder not found: .*/other/model"),
+        ("./model", r"local model folder not found"),
+        ("models/../../escaped/model", r"local model folder not found: .*/escaped/model"),
+        ("/no/such/folder", r"local model folder not found: /no/such/folder"),
+        ("${KD_NO_SUCH_VARIABLE}/model", r"neither a local model folder .* nor a hub id"),
+        ("other/..", r"neither a local model folder .* nor a hub id"),
+        ("model.json", r"local model folder not found: .*model.json"),  # a file next to the grid
+    ],
+)
+def test_a_model_path_the_run_cannot_load_is_refused_at_plan_time(
+    tmp_path: Path, path: str, said: str
+) -> None:
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(ConfigError, match=rf"^models\.teacher\.path: '.*': {said}"):
+        build_plan(parse_grid(_with_teacher_path(path), source="g.yaml"), root=tmp_path)
+
+
+def test_local_model_folders_resolve_against_the_grid_file_and_hub_ids_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grid_dir, models = tmp_path / "grids", tmp_path / "models"
+    (models / "teacher").mkdir(parents=True)
+    (grid_dir / "local").mkdir(parents=True)
+    monkeypatch.setenv("KD_MODELS", str(models))
+    monkeypatch.chdir(tmp_path / "models")  # the working directory plays no part
+    for path, expected in [
+        ("../models/teacher", models / "teacher"),
+        ("${KD_MODELS}/teacher", models / "teacher"),
+        (str(models / "teacher"), models / "teacher"),
+        ("local", grid_dir / "local"),  # exists next to the grid file: local, not a hub id
+        ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B"),
+        ("gpt2", "gpt2"),
+    ]:
+        plan = build_plan(parse_grid(_with_teacher_path(path)), root=grid_dir)
+        (sft,) = [c for c in plan if c.stage == "teacher_sft"]
+        assert sft.config["student"] == {"name": "teacher", "path": str(expected)}, path
+
+
+def test_dry_run_of_a_missing_model_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "grid.yaml"
+    path.write_text(_with_teacher_path("../other/model"))
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setattr(sys, "argv", ["kdanalysis", "run-grid", str(path), "--dry-run"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    assert exit_info.value.code == 2 and out.out == ""
+    (line,) = out.err.strip().splitlines()
+    assert f"{path}: models.teacher.path: '../other/model': local model folder not found" in line
