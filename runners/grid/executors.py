@@ -207,7 +207,6 @@ class _WorkerJob:
     job: Any
     resources: str
     cell: str | None = None
-    reusable: bool = True
     retiring: bool = False
     state: str = "UNKNOWN"
     ended_polls: int = 0
@@ -336,10 +335,9 @@ class SubmititExecutor(Executor):
             if worker.resources == resources and self._give(cell, worker):
                 return
         active = [w for w in self._workers if not w.retiring]
-        if len(active) >= self.spec.array_parallelism:
-            # room for the new worker: an idle one of other resources leaves
-            other = next(w for w in active if w.cell is None)
-            self._retire(other)
+        other = next((w for w in active if w.cell is None), None)
+        if len(active) >= self.spec.array_parallelism and other is not None:
+            self._retire(other)  # room for the new worker: an idle one of other resources leaves
         self._new_worker(cell, resources)
 
     def _give(self, cell: Cell, worker: _WorkerJob) -> bool:
@@ -372,7 +370,7 @@ class SubmititExecutor(Executor):
             stage_fn=self.stage_fn,
         )
         job = self._executor.submit(worker)
-        handle = _WorkerJob(folder, job, resources, reusable=self._idle_s > 0)
+        handle = _WorkerJob(folder, job, resources)
         self._workers.append(handle)
         logger.info("worker %s submitted as job %s", folder.wid, handle.job_id)
         self._bind(cell, handle)
@@ -407,8 +405,6 @@ class SubmititExecutor(Executor):
     def _end(self, cid: str) -> None:
         _, worker = self._cells.pop(cid)
         worker.cell = None
-        if not worker.reusable:
-            self._retire(worker)
         self._ended.append(cid)
 
     def _ended_jobs(self) -> list[tuple[_WorkerJob, str]]:

@@ -95,12 +95,17 @@ def test_a_worker_takes_cells_while_busy_leaves_when_idle_and_stops_taking_after
 
     late = WorkerFolder.create(tmp_path)
     late.assign(third)  # given before the job started; the job starts past its half time limit
+    start = time.monotonic()
     assert _worker(tmp_path, late, idle_s=60.0, stop_after_s=0.0)() == 1
+    assert time.monotonic() - start < 30  # left at once, without waiting to be idle
     assert _done(tmp_path, third) and late.is_closed()
 
 
-def test_a_failing_cell_is_recorded_and_the_worker_goes_on(tmp_path: Path) -> None:
+def test_a_failing_cell_is_recorded_and_a_cell_that_cannot_run_is_reported_the_worker_goes_on(
+    tmp_path: Path,
+) -> None:
     first, second = ROOTS[:2]
+    early = next(c for c in PLAN if c.deps)  # its dependencies are not done
 
     def fail_first(cell: Cell, work: Path, deps: Any) -> dict[str, str]:
         if cell.id == first.id:
@@ -108,11 +113,14 @@ def test_a_failing_cell_is_recorded_and_the_worker_goes_on(tmp_path: Path) -> No
         return fake_stage(cell, work, deps)
 
     folder = WorkerFolder.create(tmp_path)
-    folder.assign(first)
-    folder.assign(second)
-    assert _worker(tmp_path, folder, stage_fn=fail_first)() == 2
+    for cell in (first, early, second):
+        folder.assign(cell)
+        time.sleep(0.01)  # taken in the order given
+    assert _worker(tmp_path, folder, stage_fn=fail_first)() == 3
     assert folder.outcome(first.id) == {"state": "failed"} and _done(tmp_path, second)
     assert cell_state(tmp_path, first.id).error == "ValueError: bad cell"
+    outcome = folder.outcome(early.id)
+    assert outcome["state"] is None and "dependencies not done" in outcome["error"], outcome
 
 
 # the executor, with a stand-in for submitit
@@ -190,14 +198,14 @@ def _wait_all(executor: SubmititExecutor, ids: set[str]) -> None:
 def test_the_executor_packs_a_grid_into_few_worker_jobs_with_the_same_results(
     tmp_path: Path, fake_submitit: Callable[..., Any]
 ) -> None:
-    executor, fake = fake_submitit(tmp_path / "runs")
+    executor, fake = fake_submitit(tmp_path / "runs", worker_idle_s=60)
     result = run_grid(PLAN, tmp_path / "runs", executor=executor, poll_s=0.2)
     assert result.counts == {"done": len(PLAN)}
     assert len(fake.jobs) <= 2 < len(PLAN)  # every cell went to one of two long-lived workers
     reference = run_grid(PLAN, tmp_path / "seq", executor=SequentialExecutor(tmp_path / "seq", fake_stage))
     pd.testing.assert_frame_equal(read_results(result.results_path), read_results(reference.results_path))
     assert not list(cells_dir(tmp_path / "runs").glob(".job-*"))  # job records forgotten once ended
-    _until(lambda: all(j.done() for j in fake.jobs))  # closed by the driver: the workers leave
+    _until(lambda: all(j.done() for j in fake.jobs))  # closed by the driver: the workers leave now
     assert list(workers_dir(tmp_path / "runs").iterdir())
     fake_submitit(tmp_path / "runs")  # the next executor removes the folders of workers that left
     assert not list(workers_dir(tmp_path / "runs").iterdir())
@@ -271,3 +279,15 @@ def test_the_debug_cluster_runs_each_worker_here(tmp_path: Path) -> None:
     executor = SubmititExecutor(tmp_path, SlurmSpec(cluster="debug"), stage_fn=functools.partial(fake_stage))
     plan = Plan(grid=PLAN.grid, root=PLAN.root, cells={c.id: c for c in ROOTS})
     assert run_grid(plan, tmp_path, executor=executor, poll_s=0.1).counts == {"done": len(ROOTS)}
+
+
+def test_a_cell_its_worker_cannot_run_ends_with_the_workers_reason(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    early = next(c for c in PLAN if c.deps)  # submitted before its dependencies are done
+    executor, _ = fake_submitit(tmp_path)
+    executor.submit([early])
+    _wait_all(executor, {early.id})
+    reason = executor.ended_reason(early.id)
+    assert reason is not None and "dependencies not done" in reason and "job 100" in reason, reason
+    executor.close()
