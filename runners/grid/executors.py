@@ -199,6 +199,10 @@ class GpuPoolExecutor(Executor):
         self._procs.clear()
 
 
+#: Scheduler states of a job waiting to (re)start; ``PENDING`` is also what the local clusters report.
+_WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"})
+
+
 @dataclass
 class _WorkerJob:
     """The executor's view of one worker job: its folder, submitit job, resources and cell."""
@@ -214,6 +218,16 @@ class _WorkerJob:
     @property
     def job_id(self) -> str:
         return str(self.job.job_id)
+
+    @property
+    def up(self) -> bool:
+        """Whether the worker runs now (started, and not requeued since)."""
+        return self.folder.started() and self.state not in _WAITING
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the scheduler has not started the job (yet, or again after a requeue)."""
+        return self.state in _WAITING or (self.state != "RUNNING" and not self.folder.started())
 
 
 class SubmititExecutor(Executor):
@@ -314,7 +328,7 @@ class SubmititExecutor(Executor):
         """
         for worker in self._workers:
             worker.folder.close()
-            if worker.cell is None and not worker.folder.started():
+            if worker.cell is None and worker.waiting:
                 self._cancel(worker)
         self._workers.clear()
         self._cells.clear()
@@ -331,7 +345,7 @@ class SubmititExecutor(Executor):
         """Give ``cell`` to an idle worker of equal resources, else to a new worker job."""
         resources = self._resources(cell.stage)
         idle = [w for w in self._workers if not w.retiring and w.cell is None]
-        for worker in sorted(idle, key=lambda w: not w.folder.started()):
+        for worker in sorted(idle, key=lambda w: not w.up):
             if worker.resources == resources and self._give(cell, worker):
                 return
         active = [w for w in self._workers if not w.retiring]
@@ -379,7 +393,7 @@ class SubmititExecutor(Executor):
         """Close ``worker``'s inbox (it leaves); a job that has not started is cancelled."""
         worker.retiring = True
         worker.folder.close()
-        if not worker.folder.started():
+        if worker.waiting:
             self._cancel(worker)
 
     def _cancel(self, worker: _WorkerJob) -> None:
@@ -469,14 +483,9 @@ class SubmititExecutor(Executor):
 
     def _steal(self) -> None:
         """Move cells given to queued jobs to idle started workers of equal resources."""
-        for idle in [w for w in self._workers if not w.retiring and w.cell is None and w.folder.started()]:
-            queued = [  # a job that the scheduler already runs is left to start
-                w
-                for w in self._workers
-                if w.cell is not None
-                and w.resources == idle.resources
-                and w.state != "RUNNING"
-                and not w.folder.started()
+        for idle in [w for w in self._workers if not w.retiring and w.cell is None and w.up]:
+            queued = [
+                w for w in self._workers if w.cell is not None and w.resources == idle.resources and w.waiting
             ]
             for worker in queued:
                 cid = worker.cell
