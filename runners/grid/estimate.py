@@ -3,7 +3,9 @@ estimate from the durations of cells already computed in the runs folder.
 
 Item counts come from the data where they can be read without a model: the training
 file's length, the test-set files' lengths (or the task table's published test size), and
-the synthetic task's configured sizes.
+the synthetic task's configured sizes. A teacher-cache cell counts every training item it
+would run the teacher on: an upper bound, as it stops early when the teacher's tail is
+provably too heavy (:func:`runners.distill.cache.build_teacher_cache`, ``refuse_above``).
 """
 
 from __future__ import annotations

@@ -251,17 +251,32 @@ def _eval(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
     return {"run": "run", "results": "run/results.parquet", "items": "run/items.parquet"}
 
 
+def _eval_cell_config(eval_dir: Path) -> Any:
+    """The EvalConfig of a finished evaluation cell, rebuilt from its ``cell.json`` with its own
+    dependencies where they are now (its siblings in ``cells/``), not where it ran."""
+    from kdanalysis.runfolder import CELL_FILE
+
+    eval_cell = Cell.from_json(read_json(eval_dir / CELL_FILE))
+    return _eval_config(eval_cell, {cid: eval_dir.parent / cid for cid in eval_cell.deps})
+
+
 def _fidelity(cell: Cell, work: Path, deps: Mapping[str, Path]) -> dict[str, str]:
-    from kdanalysis.runfolder import CONFIG_FILE
-    from runners.evaluate.config import load_eval_config
     from runners.evaluate.fidelity import fidelity_rows
 
     cfg = cell.config
-    student_run = _dep(deps, cfg["student_eval_cell"]) / "run"
-    teacher_run = _dep(deps, cfg["teacher_eval_cell"]) / "run"
-    config = load_eval_config(student_run / CONFIG_FILE)  # its task registry includes the toy tasks
+    student_dir = _dep(deps, cfg["student_eval_cell"])
+    teacher_dir = _dep(deps, cfg["teacher_eval_cell"])
+    student, teacher = _eval_cell_config(student_dir), _eval_cell_config(teacher_dir)
     rows = fidelity_rows(
-        student_run, teacher_run, kl=cfg["kl"], data_dir=config.data_dir, tasks=config.task_registry()
+        student_dir / "run",
+        teacher_dir / "run",
+        kl=cfg["kl"],
+        data_dir=student.data_dir,
+        tasks=student.task_registry(),  # includes the toy tasks
+        student_model=student.model,
+        student_adapter=student.adapter,
+        teacher_model=teacher.model,
+        teacher_adapter=teacher.adapter,
     )
     write_results(rows, work / RESULTS_FILE)
     return {"results": RESULTS_FILE}

@@ -29,9 +29,11 @@ AFTER_MOVE = ("kd", "kd_eval", "kd_fidelity")
 
 def _grid(tmp_path: Path) -> Path:
     """The tests' small toy grid, with a bound that lets the fkl cell read its top-64 cache (the
-    random toy teacher has most of its mass outside any top-64, and the cache would be refused)."""
+    random toy teacher has most of its mass outside any top-64, and the cache would be refused),
+    and the fidelity KL (its cells load both evaluated models and rebuild the prompts)."""
     data = yaml.safe_load((Path(__file__).parent / "small_grid.yaml").read_text(encoding="utf-8"))
     data["training"]["teacher_cache_max_tail_mass"] = 1.0
+    data["fidelity_kl"] = True  # the fidelity cells load the models and rebuild the prompts too
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump(data, sort_keys=False))
     return grid
