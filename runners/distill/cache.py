@@ -628,13 +628,7 @@ def _refuse(
             "refused": refused,
         },
     )
-    log.warning(
-        "teacher cache %s refused after %d of %d positions: %s",
-        out_dir,
-        seen,
-        total,
-        TeacherCache.open(out_dir).refusal(),
-    )
+    log.warning("teacher cache %s refused: %s", out_dir, TeacherCache.open(out_dir).refusal())
     return out_dir
 
 
