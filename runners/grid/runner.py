@@ -161,16 +161,17 @@ def _note_failures(plan: Plan, states: dict[str, CellStatus], fresh: Mapping[str
 def _rescan_foreign(plan: Plan, runs_dir: Path, states: dict[str, CellStatus], foreign: list[str]) -> None:
     """Read again the cells computed by others (earlier drivers' jobs or workers) into ``states``.
 
-    A cell whose job left the queue without its result becomes pending (submitted again); one
-    whose job left between the record check and the scan stays running until the next look.
+    A cell whose job left the queue without its result stays running until its record is
+    dropped (:func:`~runners.grid.state.settle_jobs`, here), then it is pending at the next
+    look and submitted again; the records of ended cells are dropped too.
     """
-    settle_jobs(runs_dir, foreign)
     fresh = {
         cid: status
         for cid, status in scan_states(runs_dir, foreign).items()
         if not (status.state is CellState.PENDING and recorded_job(runs_dir, cid))
     }
     states.update(fresh)
+    settle_jobs(runs_dir, foreign)
     _note_failures(plan, states, fresh)
 
 

@@ -492,12 +492,13 @@ def _adopted_note(runs_dir: Path, cid: str, record: Mapping[str, Any], state: st
 
 
 def settle_jobs(runs_dir: str | os.PathLike[str], ids: list[str] | None = None) -> list[str]:
-    """Drop the job records (of ``ids``; default all) whose job has left the queue.
+    """Drop the job records (of ``ids``; default all) that have served: the cell has ended, or
+    its job has left the queue.
 
-    A record whose job ``squeue`` lists as queued or running, or cannot tell about, is kept:
-    its cell counts as running (:func:`scan_states`). A cell whose job left without its
-    result (cancelled, failed, or ended before computing it while no driver watched) is then
-    pending and is submitted again; its job's end state is logged.
+    A record of a pending cell whose job ``squeue`` lists as queued or running, or cannot tell
+    about, is kept: the cell counts as running (:func:`scan_states`). A pending cell whose job
+    left without its result (cancelled, failed, or ended before computing it while no driver
+    watched) is submitted again; its job's end is logged.
 
     Returns
     -------
@@ -508,27 +509,33 @@ def settle_jobs(runs_dir: str | os.PathLike[str], ids: list[str] | None = None) 
     records = _job_records(runs_dir)
     if ids is not None:
         records = {cid: r for cid, r in records.items() if cid in set(ids)}
-    job_states = _job_states(records)
+    waiting = {}
+    for cid, record in records.items():
+        try:
+            ended = cell_state(runs_dir, cid).state is not CellState.PENDING
+        except RunFolderError:
+            ended = True  # a damaged status.json is reported by whoever reads the cell
+        if ended:
+            forget_job(runs_dir, cid)
+        else:
+            waiting[cid] = record
+    job_states = _job_states(waiting)
     lost = []
-    for cid, record in sorted(records.items()):
-        job, state = str(record["job_id"]), job_states[str(record["job_id"])]
+    for cid, record in sorted(waiting.items()):
+        job = str(record["job_id"])
+        state = job_states[job]
         if state is None or state in _SLURM_LIVE:
             continue
-        try:
-            finished = cell_state(runs_dir, cid).state is not CellState.PENDING
-        except RunFolderError:
-            finished = True  # a damaged status.json is reported by whoever reads the cell
-        if not finished:
-            lost.append(cid)
-            logger.warning(
-                "cell %s: SLURM job %s (submitted by pid %s on %s) left the queue without its result "
-                "(%s); it is submitted again",
-                cid,
-                job,
-                record.get("pid", "?"),
-                record.get("host", "?"),
-                f"it ended {state}" if state else f"sacct -j {job} says why",
-            )
+        lost.append(cid)
+        logger.warning(
+            "cell %s: SLURM job %s (submitted by pid %s on %s) left the queue without its result "
+            "(%s); it is submitted again",
+            cid,
+            job,
+            record.get("pid", "?"),
+            record.get("host", "?"),
+            f"it ended {state}" if state else f"sacct -j {job} says why",
+        )
         forget_job(runs_dir, cid)
     return lost
 
