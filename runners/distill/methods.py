@@ -18,7 +18,9 @@ for the run's ``prompt_style``: at its :data:`runners.evaluate.prompts.STOP_STRI
 second ``### Response:``, where the published scoring cuts a response). A continuation
 that reaches a stop string is cut before it
 (:func:`runners.evaluate.decoding.truncate_ids_at_stop`) and ends with EOS, like one the
-model ended itself. Sampling draws from the torch global generator (seeded by the run).
+model ended itself. ``gkd`` samples draw from the torch global generator, seeded with the
+run's ``seed`` and saved in each checkpoint, so a resumed run draws what an uninterrupted one
+draws; ``seqkd`` seeds it per batch (:func:`generate_teacher_outputs`).
 
 Shapes: logits at position t predict token t+1, so every loss compares
 ``logits[:, :-1]`` with ``labels[:, 1:]``; the token mask is ``labels[:, 1:] != -100``.
