@@ -237,6 +237,9 @@ class SubmititExecutor(Executor):
     its stage) equal the cell's, else to a new worker job; at most ``array_parallelism``
     workers at a time, one cell each. A cell given to a job still queued moves to a worker of
     equal resources that is up and idle (the queued job, left without a cell, is cancelled).
+    While a worker of equal resources is busy, a cell waits up to ``hold_s`` seconds for it
+    before a new job is submitted (a job takes longer than that to start; short cells in a row
+    then share one worker instead of each submitting a job that is cancelled again).
     Completion is read from the workers' folders every :data:`~runners.grid.slurm_pool.POLL_S`
     seconds and the scheduler asked about the jobs every ``state_poll_s`` seconds. Each cell's
     job id is recorded at assignment (:func:`~runners.grid.state.record_job`) and forgotten
@@ -256,6 +259,8 @@ class SubmititExecutor(Executor):
         Stage implementation (must be picklable for real clusters); default the real stages.
     state_poll_s : float
         Shortest interval between two scheduler queries (``squeue``).
+    hold_s : float
+        Longest wait of a cell for a busy worker before a new job is submitted for it.
     """
 
     #: How many times a cell whose worker ended before taking it is given to another worker.
@@ -268,6 +273,7 @@ class SubmititExecutor(Executor):
         stage_fn: StageFunction | None = None,
         *,
         state_poll_s: float = 2.0,
+        hold_s: float = 3.0,
     ) -> None:
         super().__init__(runs_dir)
         try:
@@ -285,6 +291,8 @@ class SubmititExecutor(Executor):
         )
         remove_left(self.runs_dir)
         self._idle_s = 0.0 if spec.cluster == "debug" else spec.worker_idle_s
+        self.hold_s = hold_s if self._idle_s > 0 else 0.0
+        self._held: dict[str, tuple[Cell, float]] = {}
         self._workers: list[_WorkerJob] = []
         self._cells: dict[str, tuple[Cell, _WorkerJob]] = {}
         self._given: dict[str, int] = {}
@@ -297,7 +305,7 @@ class SubmititExecutor(Executor):
     def capacity(self) -> int:
         active = [w for w in self._workers if not w.retiring]
         idle = sum(w.cell is None for w in active)
-        return idle + max(self.spec.array_parallelism - len(active), 0)
+        return max(idle + max(self.spec.array_parallelism - len(active), 0) - len(self._held), 0)
 
     def ended_reason(self, cid: str) -> str | None:
         return self._reasons.get(cid)
@@ -312,7 +320,7 @@ class SubmititExecutor(Executor):
             if self.spec.cluster == "debug":
                 self._run_debug_worker()
             self._poll()
-            if self._ended or not self._cells or time.monotonic() >= deadline:
+            if self._ended or not (self._cells or self._held) or time.monotonic() >= deadline:
                 break
             time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
         ended, self._ended = self._ended, []
@@ -332,6 +340,7 @@ class SubmititExecutor(Executor):
                 self._cancel(worker)
         self._workers.clear()
         self._cells.clear()
+        self._held.clear()
 
     def jobs(self) -> dict[str, JobInfo]:
         return {cid: JobInfo(w.job_id, w.state) for cid, (_, w) in self._cells.items()}
@@ -341,13 +350,19 @@ class SubmititExecutor(Executor):
     def _resources(self, stage: str) -> str:
         return json.dumps(sbatch_parameters(self.spec, stage), sort_keys=True, default=str)
 
-    def _place(self, cell: Cell) -> None:
-        """Give ``cell`` to an idle worker of equal resources, else to a new worker job."""
+    def _place(self, cell: Cell, held_since: float | None = None) -> None:
+        """Give ``cell`` to an idle worker of equal resources, else hold it for a busy one (up to
+        ``hold_s`` since ``held_since``), else to a new worker job."""
         resources = self._resources(cell.stage)
         idle = [w for w in self._workers if not w.retiring and w.cell is None]
         for worker in sorted(idle, key=lambda w: not w.up):
             if worker.resources == resources and self._give(cell, worker):
                 return
+        since = time.monotonic() if held_since is None else held_since
+        busy = [w for w in self._workers if not w.retiring and w.cell is not None and w.up]
+        if time.monotonic() - since < self.hold_s and any(w.resources == resources for w in busy):
+            self._held[cell.id] = (cell, since)
+            return
         active = [w for w in self._workers if not w.retiring]
         other = next((w for w in active if w.cell is None), None)
         if len(active) >= self.spec.array_parallelism and other is not None:
@@ -414,6 +429,9 @@ class SubmititExecutor(Executor):
                 self._end(cid)
         for worker, state in self._ended_jobs():
             self._worker_gone(worker, state)
+        held, self._held = self._held, {}
+        for cell, since in held.values():
+            self._place(cell, since)
         self._steal()
 
     def _end(self, cid: str) -> None:

@@ -171,10 +171,12 @@ class FakeSubmitit:
 
 @pytest.fixture()
 def fake_submitit(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[SubmititExecutor, FakeSubmitit]]:
-    def make(runs: Path, stage: Callable[..., Any] = fake_stage, **spec: Any) -> tuple[Any, FakeSubmitit]:
+    def make(
+        runs: Path, stage: Callable[..., Any] = fake_stage, hold_s: float = 3.0, **spec: Any
+    ) -> tuple[Any, FakeSubmitit]:
         monkeypatch.setattr(submitit, "AutoExecutor", FakeSubmitit)
         options = {"cluster": "local", "worker_idle_s": 2.0, "array_parallelism": 2, **spec}
-        executor = SubmititExecutor(runs, SlurmSpec(**options), stage_fn=stage)
+        executor = SubmititExecutor(runs, SlurmSpec(**options), stage_fn=stage, hold_s=hold_s)
         return executor, executor._executor  # the stand-in, to start and kill its jobs
 
     return make
@@ -228,7 +230,7 @@ def test_a_cell_given_to_a_queued_job_moves_to_an_idle_worker_and_the_queued_job
             release.wait(10)
         return fake_stage(cell, work, deps)
 
-    executor, fake = fake_submitit(tmp_path, stage=held)
+    executor, fake = fake_submitit(tmp_path, stage=held, hold_s=0)
     executor.submit([first])
     _wait_all(executor, {first.id})  # one worker, up and idle
     executor.submit([second])  # to the idle worker, which is then busy
@@ -240,6 +242,43 @@ def test_a_cell_given_to_a_queued_job_moves_to_an_idle_worker_and_the_queued_job
     _wait_all(executor, {second.id, third.id})
     assert fake.jobs[1].dead == "CANCELLED" and fake.jobs[1].thread is None  # never ran
     assert _done(tmp_path, third) and len(fake.jobs) == 2
+    executor.close()
+
+
+def test_a_cell_waits_briefly_for_a_busy_worker_before_a_new_job_is_submitted(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    first, second, third = ROOTS[:3]
+    release = threading.Event()
+
+    def held(cell: Cell, work: Path, deps: Any) -> dict[str, str]:
+        if cell.id != third.id:
+            release.wait(10)
+        return fake_stage(cell, work, deps)
+
+    executor, fake = fake_submitit(tmp_path, stage=held, hold_s=60)
+    executor.submit([first])  # nobody busy: a job at once
+    _until(lambda: WorkerFolder(tmp_path, fake.jobs[0].fn.wid).started())
+    assert executor.wait(0.5) == []
+    assert executor.capacity() == 1
+    executor.submit([second])  # the only worker is busy: the cell waits for it
+    assert len(fake.jobs) == 1 and second.id not in executor.jobs() and executor.capacity() == 0
+    release.set()
+    _wait_all(executor, {first.id, second.id})
+    assert len(fake.jobs) == 1  # both computed by the one worker
+    executor.close()
+
+    runs = tmp_path / "short"
+    executor, fake = fake_submitit(runs, stage=held, hold_s=0.5)
+    release.clear()
+    executor.submit([first])
+    _until(lambda: WorkerFolder(runs, fake.jobs[0].fn.wid).started())
+    assert executor.wait(0.3) == []
+    executor.submit([third])  # the worker stays busy longer than the cell waits: a second job
+    _wait_all(executor, {third.id})
+    assert len(fake.jobs) == 2 and executor.jobs() == {first.id: executor.jobs()[first.id]}
+    release.set()
+    _wait_all(executor, {first.id})
     executor.close()
 
 
