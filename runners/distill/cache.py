@@ -546,11 +546,11 @@ def build_teacher_cache(
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             logits = logits[..., :vocab_size].float()
             tops = [TopKTeacher.from_logits(logits, k, temperature=t) for t in temperatures]
-            for row, (key, ex) in enumerate(chunk):
+            for row, (seq_key, ex) in enumerate(chunk):
                 n = len(ex.input_ids)
                 if pending_rows + n > shard_tokens:
                     flush()
-                index[key] = [len(shards), pending_rows, n]
+                index[seq_key] = [len(shards), pending_rows, n]
                 pending["values"].append(tops[0].values[row, :n].to(store_dtype).cpu())
                 pending["indices"].append(tops[0].indices[row, :n].to(torch.int32).cpu())
                 for t, top in zip(temperatures, tops, strict=True):

@@ -401,7 +401,7 @@ class _Builder:
         """The cache cell of ``teacher`` on ``domain``; ``refuse_above``: the loosest tail-mass bound
         of the KD cells it serves (in the config only where it is not ``training``'s own)."""
         training = self.training(domain)
-        config = {
+        config: dict[str, Any] = {
             "teacher": teacher,
             "domain": domain,
             "data": self.domain_data(domain),
