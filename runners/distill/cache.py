@@ -783,7 +783,10 @@ class TeacherCache:
 
         None when it does: k covers the vocabulary (exact), or ``method`` is one of
         :data:`SERVED_METHODS` and the teacher's mean mass outside the top-k at τ is at most
-        ``max_tail_mass`` (None: :data:`TAIL_MASS_BOUND`; see the module docstring).
+        ``max_tail_mass`` (None: :data:`TAIL_MASS_BOUND`; see the module docstring). A refused
+        build (:attr:`refused`) serves no run: the reason says whether its recorded lower
+        bound on the mean tail mass exceeds ``max_tail_mass`` too, or the run's looser bound
+        would need the full cache.
         """
         max_tail_mass = TAIL_MASS_BOUND if max_tail_mass is None else max_tail_mass
         if self.k >= self.vocab_size:
