@@ -35,7 +35,8 @@ job was given; all GPUs ``0, 1, …`` when it is unset) and set as the replica's
 sentinel: a replica that raises, or dies without answering (e.g. killed by the
 out-of-memory killer), is reported at once as :class:`RunFailedError` naming the
 replica and its exit code or signal, and the other replicas are terminated; an optional
-``replica_timeout_s`` bounds the wait for replicas that hang.
+``replica_timeout_s`` (an evaluation config's ``vllm.replica_timeout_s``) bounds the wait
+for replicas that hang.
 
 Seeds
 -----
