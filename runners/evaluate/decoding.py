@@ -145,7 +145,7 @@ def decoding_preset(name: str, **overrides: Any) -> DecodingConfig:
     return DecodingConfig(**{**DECODING_PRESETS[name], **overrides})
 
 
-def truncate_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     """Cut ``text`` before the earliest occurrence of any stop string.
 
     Parameters

@@ -179,7 +179,7 @@ class ItemSeededSampler:
         self.n = decoding.n
         self._generators: list[torch.Generator] | None = None
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         """One token per row, from its item's generator, as the only finite score of the row."""
         if scores.shape[0] != len(self.seeds) * self.n:
             raise ValueError(f"{scores.shape[0]} rows for {len(self.seeds)} items x {self.n} samples")
@@ -252,8 +252,8 @@ def hf_generate(
         extra["logits_processor"] = [ItemSeededSampler(decoding, seeds)]
         input_ids = input_ids.repeat_interleave(decoding.n, dim=0)
         attention_mask = attention_mask.repeat_interleave(decoding.n, dim=0)
-        # greedy decoding of the sampler's one finite score per row
-        decoding = DecodingConfig(max_new_tokens=decoding.max_new_tokens, stop=decoding.stop)
+        # greedy decoding of the sampler's one finite score per row (n rows per prompt made above)
+        decoding = decoding.model_copy(update={"do_sample": False, "n": 1})
     config = hf_generation_config(decoding, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     with _own_generation_config(model, config):
         return model.generate(
