@@ -110,7 +110,7 @@ def test_rerun_after_kill_9_adopts_queued_and_running_jobs_and_recomputes_nothin
             live = {cid for cid, s in states.items() if s in ("PENDING", "RUNNING")}
             slow = {cid for cid in live if plan.cells[cid].stage in SLOW}  # computing for a while
             computing = {cid for cid in slow if states[cid] == "RUNNING" and _started(runs, cid)}
-            queued = {cid for cid in slow if not _started(runs, cid)}
+            queued = {cid for cid in slow if states[cid] == "PENDING" and not _started(runs, cid)}
             done = {cid for cid in plan.cells if cell_state(runs, cid).state is CellState.DONE}
             if computing and queued and done:
                 break
