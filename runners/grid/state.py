@@ -24,10 +24,10 @@ running elsewhere. A pending cell whose job record names a job still queued or r
 (``squeue``) is *running* too: a rerun after the driver died (``kill -9``) waits for the
 jobs it left behind and picks up their results instead of submitting the cells again; a
 record whose job left the queue without the cell's result is dropped and the cell is
-submitted again (:func:`settle_jobs`). A temporary folder whose owner is gone (a killed run) is removed and
-the cell is computed again, except a ``train`` cell, whose new attempt takes the folder
-over and resumes from the trainer's last checkpoint. A late worker never replaces a
-cell that is already done. Executors only have to call :func:`execute_cell` somewhere.
+submitted again (:func:`settle_jobs`). A temporary folder whose owner is gone (a killed
+run) is removed and the cell is computed again, except a ``train`` cell, whose new attempt
+takes the folder over and resumes from the trainer's last checkpoint. A late worker never
+replaces a cell that is already done. Executors only have to call :func:`execute_cell` somewhere.
 """
 
 from __future__ import annotations
@@ -392,7 +392,7 @@ def scan_states(runs_dir: Path, ids: list[str]) -> dict[str, CellStatus]:
 
 def clean_stale(runs_dir: Path) -> list[str]:
     """Remove temporary folders whose owner is gone (a killed run), leftover trash and the job
-    records whose job left the queue (:func:`settle_jobs`).
+    records that have served (:func:`settle_jobs`).
 
     A ``train`` cell's folder is kept for its next attempt to resume from.
 
@@ -508,7 +508,8 @@ def settle_jobs(runs_dir: str | os.PathLike[str], ids: list[str] | None = None) 
     runs_dir = Path(runs_dir)
     records = _job_records(runs_dir)
     if ids is not None:
-        records = {cid: r for cid, r in records.items() if cid in set(ids)}
+        wanted = set(ids)
+        records = {cid: r for cid, r in records.items() if cid in wanted}
     waiting = {}
     for cid, record in records.items():
         try:
