@@ -233,11 +233,15 @@ class EvalConfig(_Strict):
 
         Two configs with the same fingerprint produce the same outputs; a run folder
         refuses to resume under a different one. ``vllm.replica_timeout_s`` is excluded too
-        (a wait limit, not an output setting).
+        (a wait limit, not an output setting). A sampling configuration also records its
+        seeding scheme (each item drawn from its own :func:`~runners.evaluate.decoding.item_seed`
+        generator): a run sampled under the earlier per-batch seeding never resumes under it.
         """
         data = self.resolved()
         data.pop("run_id")
         data["vllm"].pop("replica_timeout_s")
+        if not self.decoding.is_greedy:
+            data["sampling_seeds"] = "per item"
         blob = json.dumps(data, sort_keys=True).encode("utf-8")
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,18 @@ def test_replica_timeout_from_a_yaml_file(tmp_path: Path) -> None:
         load_eval_config(path)
     path = _write(tmp_path, "model: m\ntasks: [gsm8k]\nbackend: vllm\nvllm: {replica_timeout_s: 600}\n")
     assert load_eval_config(path).vllm.replica_timeout_s == 600.0
+
+
+def _fingerprint_of_settings(config: EvalConfig) -> str:
+    """The fingerprint as it was before the seeding scheme joined it: the settings alone."""
+    data = config.resolved()
+    data.pop("run_id")
+    data["vllm"].pop("replica_timeout_s")
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def test_a_sampled_run_of_the_earlier_per_batch_seeding_does_not_resume() -> None:
+    greedy = EvalConfig(model="m", tasks=["gsm8k"])
+    sampled = EvalConfig(model="m", tasks=["gsm8k"], decoding={"do_sample": True, "temperature": 0.7})
+    assert greedy.fingerprint() == _fingerprint_of_settings(greedy)  # greedy runs are unaffected
+    assert sampled.fingerprint() != _fingerprint_of_settings(sampled)
