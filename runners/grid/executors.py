@@ -355,7 +355,7 @@ class SubmititExecutor(Executor):
         ``hold_s`` since ``held_since``), else to a new worker job."""
         resources = self._resources(cell.stage)
         idle = [w for w in self._workers if not w.retiring and w.cell is None]
-        for worker in sorted(idle, key=lambda w: not w.up):
+        for worker in idle:
             if worker.resources == resources and self._give(cell, worker):
                 return
         since = time.monotonic() if held_since is None else held_since
@@ -429,6 +429,9 @@ class SubmititExecutor(Executor):
                 self._end(cid)
         for worker, state in self._ended_jobs():
             self._worker_gone(worker, state)
+        for worker in self._workers:
+            if not worker.retiring and worker.cell is None and worker.waiting and worker.folder.started():
+                self._retire(worker)  # requeued without a cell: nothing to come back for
         held, self._held = self._held, {}
         for cell, since in held.values():
             self._place(cell, since)

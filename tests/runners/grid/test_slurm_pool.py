@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from kdanalysis.results import read_results
+from runners.grid import executors
 from runners.grid.executors import SequentialExecutor, SubmititExecutor
 from runners.grid.plan import Cell, Plan, build_plan
 from runners.grid.runner import run_grid
@@ -158,6 +159,7 @@ class FakeSubmitit:
     def __init__(self, folder: Path, cluster: str, **kwargs: Any) -> None:
         self.jobs: list[FakeJob] = []
         self.queued = 0
+        self.states: dict[str, str] = {}  # job id → state the scheduler reports instead of the job's own
 
     def update_parameters(self, **params: Any) -> None:
         self.params = params
@@ -176,8 +178,14 @@ def fake_submitit(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[Submit
     ) -> tuple[Any, FakeSubmitit]:
         monkeypatch.setattr(submitit, "AutoExecutor", FakeSubmitit)
         options = {"cluster": "local", "worker_idle_s": 2.0, "array_parallelism": 2, **spec}
-        executor = SubmititExecutor(runs, SlurmSpec(**options), stage_fn=stage, hold_s=hold_s)
-        return executor, executor._executor  # the stand-in, to start and kill its jobs
+        executor = SubmititExecutor(runs, SlurmSpec(**options), stage_fn=stage, hold_s=hold_s, state_poll_s=0)
+        fake = executor._executor  # the stand-in, to start and kill its jobs
+
+        def squeue(job_ids: list[str]) -> dict[str, str]:  # what squeue/sacct would say of the fake's jobs
+            return {j.job_id: j.dead or fake.states.get(j.job_id, j.state) for j in fake.jobs}
+
+        monkeypatch.setattr(executors, "slurm_states", squeue)
+        return executor, fake
 
     return make
 
@@ -329,4 +337,38 @@ def test_a_cell_its_worker_cannot_run_ends_with_the_workers_reason(
     _wait_all(executor, {early.id})
     reason = executor.ended_reason(early.id)
     assert reason is not None and "dependencies not done" in reason and "job 100" in reason, reason
+    executor.close()
+
+
+def test_with_slurm_a_worker_requeued_without_a_cell_is_cancelled_and_a_cancelled_one_fails_its_cell(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    first, second, third = ROOTS[:3]
+    release = threading.Event()
+
+    def held(cell: Cell, work: Path, deps: Any) -> dict[str, str]:
+        if cell.id == third.id:
+            release.wait(10)
+        return fake_stage(cell, work, deps)
+
+    executor, fake = fake_submitit(tmp_path, stage=held, cluster="slurm")
+    executor.submit([first])
+    _wait_all(executor, {first.id})
+    fake.states["100"] = "PENDING"  # its node failed: requeued, waiting to start again
+    executor.wait(0.3)
+    assert fake.jobs[0].dead == "CANCELLED"  # nothing to come back for
+    executor.submit([second])  # not given to the requeued worker: a new job
+    assert executor.jobs()[second.id].job_id == "101"
+    _wait_all(executor, {second.id})
+
+    fake.queued = 1
+    executor.submit([third])  # to worker 101, which is up and idle
+    folder = WorkerFolder(tmp_path, fake.jobs[1].fn.wid)
+    _until(lambda: folder.taken(third.id))
+    fake.states["101"] = "CANCELLED"  # scancel while it computes ...
+    fake.jobs[1].dead = "CANCELLED"
+    _wait_all(executor, {third.id})
+    reason = executor.ended_reason(third.id)
+    assert reason is not None and reason.startswith("slurm job 101 ended CANCELLED"), reason
+    release.set()
     executor.close()
