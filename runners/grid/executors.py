@@ -213,6 +213,7 @@ class _WorkerJob:
     cell: str | None = None
     retiring: bool = False
     state: str = "UNKNOWN"
+    requeued: bool = False
     ended_polls: int = 0
 
     @property
@@ -222,12 +223,12 @@ class _WorkerJob:
     @property
     def up(self) -> bool:
         """Whether the worker runs now (started, and not requeued since)."""
-        return self.folder.started() and self.state not in _WAITING
+        return self.folder.started() and not self.requeued
 
     @property
     def waiting(self) -> bool:
         """Whether the scheduler has not started the job (yet, or again after a requeue)."""
-        return self.state in _WAITING or (self.state != "RUNNING" and not self.folder.started())
+        return self.requeued or (self.state != "RUNNING" and not self.folder.started())
 
 
 class SubmititExecutor(Executor):
@@ -430,7 +431,7 @@ class SubmititExecutor(Executor):
         for worker, state in self._ended_jobs():
             self._worker_gone(worker, state)
         for worker in self._workers:
-            if not worker.retiring and worker.cell is None and worker.waiting and worker.folder.started():
+            if not worker.retiring and worker.cell is None and worker.requeued:
                 self._retire(worker)  # requeued without a cell: nothing to come back for
         held, self._held = self._held, {}
         for cell, since in held.values():
@@ -459,6 +460,8 @@ class SubmititExecutor(Executor):
         if time.monotonic() - self._asked < self.state_poll_s:
             return []
         self._asked = time.monotonic()
+        # asked before squeue: a worker that starts meanwhile is not taken for a requeued one
+        started = {id(w): w.folder.started() for w in self._workers}
         states = slurm_states([w.job_id for w in self._workers])
         if states is None:
             logger.warning("squeue does not answer; the workers' jobs are asked again later")
@@ -471,6 +474,7 @@ class SubmititExecutor(Executor):
                 ended.append((worker, "(left the queue; no accounting record)"))
                 continue
             worker.state = state
+            worker.requeued = started[id(worker)] and state in _WAITING
             # an ended state counts when two queries in a row say so (a requeue passes through some)
             worker.ended_polls = worker.ended_polls + 1 if state in SLURM_ENDED else 0
             if worker.ended_polls >= 2:

@@ -174,11 +174,17 @@ class FakeSubmitit:
 @pytest.fixture()
 def fake_submitit(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[SubmititExecutor, FakeSubmitit]]:
     def make(
-        runs: Path, stage: Callable[..., Any] = fake_stage, hold_s: float = 3.0, **spec: Any
+        runs: Path,
+        stage: Callable[..., Any] = fake_stage,
+        hold_s: float = 3.0,
+        state_poll_s: float = 0.0,
+        **spec: Any,
     ) -> tuple[Any, FakeSubmitit]:
         monkeypatch.setattr(submitit, "AutoExecutor", FakeSubmitit)
         options = {"cluster": "local", "worker_idle_s": 2.0, "array_parallelism": 2, **spec}
-        executor = SubmititExecutor(runs, SlurmSpec(**options), stage_fn=stage, hold_s=hold_s, state_poll_s=0)
+        executor = SubmititExecutor(
+            runs, SlurmSpec(**options), stage_fn=stage, hold_s=hold_s, state_poll_s=state_poll_s
+        )
         fake = executor._executor  # the stand-in, to start and kill its jobs
 
         def squeue(job_ids: list[str]) -> dict[str, str]:  # what squeue/sacct would say of the fake's jobs
@@ -371,4 +377,21 @@ def test_with_slurm_a_worker_requeued_without_a_cell_is_cancelled_and_a_cancelle
     reason = executor.ended_reason(third.id)
     assert reason is not None and reason.startswith("slurm job 101 ended CANCELLED"), reason
     release.set()
+    executor.close()
+
+
+def test_with_slurm_a_worker_seen_pending_before_it_started_is_not_taken_for_a_requeued_one(
+    tmp_path: Path, fake_submitit: Callable[..., Any]
+) -> None:
+    first, second = ROOTS[:2]
+    executor, fake = fake_submitit(tmp_path, cluster="slurm", state_poll_s=60)
+    fake.queued = 1
+    executor.submit([first])
+    executor.wait(0.3)  # squeue says PENDING; it is not asked again for a minute
+    assert executor.jobs()[first.id].state == "PENDING"
+    fake.jobs[0].start()
+    _wait_all(executor, {first.id})
+    executor.submit([second])  # the worker is up and idle: it gets the cell and is not cancelled
+    _wait_all(executor, {second.id})
+    assert len(fake.jobs) == 1 and fake.jobs[0].dead is None
     executor.close()
