@@ -1,10 +1,11 @@
 """Worker jobs without a cluster: the inbox protocol (assign / take / take back / leave) and the
-executor's packing, moving and reassignment of cells, with a stand-in for submitit whose jobs
+executor's packing, moving and reassignment of cells, with stand-ins for submitit and squeue: jobs
 run the worker in a thread and stay queued or die when the test says so."""
 
 from __future__ import annotations
 
 import functools
+import os
 import runpy
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from kdanalysis.io import read_json
 from kdanalysis.results import read_results
 from runners.grid import executors
 from runners.grid.executors import SequentialExecutor, SubmititExecutor
@@ -147,7 +149,7 @@ class FakeJob:
 
     @property
     def state(self) -> str:
-        return self.dead or ("DONE" if self.done() else "RUNNING" if self.thread else "PENDING")
+        return self.dead or ("COMPLETED" if self.done() else "RUNNING" if self.thread else "PENDING")
 
     def cancel(self, check: bool = True) -> None:
         self.dead = self.dead or "CANCELLED"
@@ -181,7 +183,7 @@ def fake_submitit(monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[Submit
         **spec: Any,
     ) -> tuple[Any, FakeSubmitit]:
         monkeypatch.setattr(submitit, "AutoExecutor", FakeSubmitit)
-        options = {"cluster": "local", "worker_idle_s": 2.0, "array_parallelism": 2, **spec}
+        options = {"cluster": "slurm", "worker_idle_s": 2.0, "array_parallelism": 2, **spec}
         executor = SubmititExecutor(
             runs, SlurmSpec(**options), stage_fn=stage, hold_s=hold_s, state_poll_s=state_poll_s
         )
@@ -357,7 +359,7 @@ def test_with_slurm_a_worker_requeued_without_a_cell_is_cancelled_and_a_cancelle
             release.wait(10)
         return fake_stage(cell, work, deps)
 
-    executor, fake = fake_submitit(tmp_path, stage=held, cluster="slurm")
+    executor, fake = fake_submitit(tmp_path, stage=held)
     executor.submit([first])
     _wait_all(executor, {first.id})
     fake.states["100"] = "PENDING"  # its node failed: requeued, waiting to start again
@@ -384,7 +386,7 @@ def test_with_slurm_a_worker_seen_pending_before_it_started_is_not_taken_for_a_r
     tmp_path: Path, fake_submitit: Callable[..., Any]
 ) -> None:
     first, second = ROOTS[:2]
-    executor, fake = fake_submitit(tmp_path, cluster="slurm", state_poll_s=60)
+    executor, fake = fake_submitit(tmp_path, state_poll_s=60)
     fake.queued = 1
     executor.submit([first])
     executor.wait(0.3)  # squeue says PENDING; it is not asked again for a minute
@@ -395,3 +397,18 @@ def test_with_slurm_a_worker_seen_pending_before_it_started_is_not_taken_for_a_r
     _wait_all(executor, {second.id})
     assert len(fake.jobs) == 1 and fake.jobs[0].dead is None
     executor.close()
+
+
+def test_the_local_cluster_runs_a_plan_in_a_few_worker_processes(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    spec = SlurmSpec(cluster="local", worker_idle_s=5, array_parallelism=2)
+    executor = SubmititExecutor(tmp_path / "runs", spec, stage_fn=fake_stage)
+    result = run_grid(PLAN, tmp_path / "runs", executor=executor, poll_s=0.2)
+    assert result.counts == {"done": len(PLAN)}
+    pids = {read_json(cells_dir(tmp_path / "runs") / cid / "status.json")["pid"] for cid in PLAN.cells}
+    assert len(pids) <= 2 and os.getpid() not in pids
+    reference = run_grid(PLAN, tmp_path / "seq", executor=SequentialExecutor(tmp_path / "seq", fake_stage))
+    pd.testing.assert_frame_equal(read_results(result.results_path), read_results(reference.results_path))
+    time.sleep(0.5)  # a worker interrupted by submitit would print its traceback by now
+    assert "Traceback" not in capfd.readouterr().err  # the idle workers left before their handles went
