@@ -332,20 +332,27 @@ class SubmititExecutor(Executor):
     def close(self) -> None:
         """Close every worker's inbox: idle workers leave now, busy ones after their cell.
 
-        A queued job without a cell is cancelled. Cells not ended are abandoned: their workers
-        still compute them and their job records stay, for a later run to find. On the
-        ``local`` cluster (whose jobs submitit interrupts when their handle goes) the workers
-        without a cell are given a moment to leave.
+        A queued job without a cell is cancelled, and the workers without a cell are given a
+        moment to leave (on return none of them is left in the queue, as a rule). Cells not
+        ended are abandoned: their workers still compute them and their job records stay, for
+        a later run to find.
         """
         for worker in self._workers:
             worker.folder.close()
             if worker.cell is None and worker.waiting:
                 self._cancel(worker)
-        if self.spec.cluster == "local":
-            deadline = time.monotonic() + 5.0
-            for worker in self._workers:
-                while worker.cell is None and not worker.job.done() and time.monotonic() < deadline:
-                    time.sleep(POLL_S / 4)
+        leaving = [w for w in self._workers if w.cell is None]
+        deadline = time.monotonic() + 10.0
+        while leaving and time.monotonic() < deadline:
+            if self.spec.cluster == "slurm":
+                states = slurm_states([w.job_id for w in leaving])
+                if states is None:
+                    break
+                leaving = [w for w in leaving if states.get(w.job_id, "COMPLETED") not in SLURM_ENDED]
+            else:  # submitit interrupts a 'local' job whose handle goes
+                leaving = [w for w in leaving if not w.job.done()]
+            if leaving:
+                time.sleep(POLL_S)
         self._workers.clear()
         self._cells.clear()
         self._held.clear()

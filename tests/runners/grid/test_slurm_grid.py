@@ -43,22 +43,16 @@ def scheduler_report(runs: Path) -> str:
 
 
 def ended_states(job_ids: set[str], deadline: float) -> dict[str, str]:
-    """Accounting state of each job of ``job_ids`` once all have left the queue (workers leave when
-    the driver closes them, a moment after the grid's last cell)."""
-    while time.monotonic() < deadline:
-        queued = subprocess.run(
-            ["squeue", "-h", "-j", ",".join(sorted(job_ids)), "-o", "%i"], capture_output=True, text=True
-        ).stdout.split()
-        if not queued:
-            break
+    """Accounting state of each job of ``job_ids`` once the accounting has them all ended (it may
+    lag a moment behind the controller)."""
+    command = ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(sorted(job_ids))]
+    while True:
+        sacct = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        states = dict(line.split("|") for line in sacct.splitlines())
+        live = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING"} & set(states.values())
+        if not live or time.monotonic() > deadline:
+            return states
         time.sleep(0.5)
-    sacct = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(sorted(job_ids))],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(line.split("|") for line in sacct.splitlines())
 
 
 def _run_grid(grid: Path, runs: Path) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -98,6 +92,8 @@ def test_toy_grid_through_sbatch_equals_the_local_executor(tmp_path: Path) -> No
         job_ids[cid] = status["slurm_job_id"]
     workers = set(job_ids.values())
     assert None not in workers and len(workers) <= 4 < len(plan), job_ids
+    left = subprocess.run(["squeue", "-h", "-j", ",".join(workers)], capture_output=True, text=True)
+    assert not left.stdout.strip(), f"workers still queued after run-grid returned:\n{left.stdout}"
     states = ended_states(workers, time.monotonic() + 60)
     assert set(states.values()) == {"COMPLETED"}, states
     assert not list((slurm_runs / "cells").glob(".job-*"))  # every job record forgotten

@@ -223,7 +223,7 @@ def test_the_executor_packs_a_grid_into_few_worker_jobs_with_the_same_results(
     reference = run_grid(PLAN, tmp_path / "seq", executor=SequentialExecutor(tmp_path / "seq", fake_stage))
     pd.testing.assert_frame_equal(read_results(result.results_path), read_results(reference.results_path))
     assert not list(cells_dir(tmp_path / "runs").glob(".job-*"))  # job records forgotten once ended
-    _until(lambda: all(j.done() for j in fake.jobs))  # closed by the driver: the workers leave now
+    assert all(j.done() for j in fake.jobs)  # closed by the driver, which waited for them to leave
     assert list(workers_dir(tmp_path / "runs").iterdir())
     fake_submitit(tmp_path / "runs")  # the next executor removes the folders of workers that left
     assert not list(workers_dir(tmp_path / "runs").iterdir())
@@ -283,6 +283,7 @@ def test_a_cell_waits_briefly_for_a_busy_worker_before_a_new_job_is_submitted(
     _wait_all(executor, {first.id, second.id})
     assert len(fake.jobs) == 1  # both computed by the one worker
     executor.close()
+    assert fake.jobs[0].done()  # close() returns once the idle workers have left
 
     runs = tmp_path / "short"
     executor, fake = fake_submitit(runs, stage=held, hold_s=0.5)
