@@ -5,7 +5,8 @@ transformers imported, and unpickling the job, for every cell, even a trivial on
 *worker* is one scheduler job (submitted by :class:`runners.grid.executors.SubmititExecutor`)
 that runs :class:`Worker`: it computes the cells handed to it through its folder until it
 has been idle for ``idle_s`` seconds, its executor closes it, or it has used half its time
-limit (so that a cell it takes is not cut by the limit).
+limit (so that a cell it takes is not cut by the limit). Its cells use the job's CPUs
+(``SLURM_CPUS_PER_TASK``) as torch threads unless the grid fixes the number.
 
 Layout of a worker's folder ``RUNS_DIR/workers/<worker id>/``::
 
@@ -54,6 +55,7 @@ from typing import Any
 
 from kdanalysis.io import atomic_write_json, read_json
 from kdanalysis.runfolder import now_utc
+from runners.env import THREADS_ENV
 from runners.grid.plan import Cell
 from runners.grid.state import StageFunction, execute_cell
 
@@ -262,6 +264,7 @@ class Worker:
 
     def __call__(self) -> int:
         """Compute cells until leaving; return how many were computed."""
+        _threads_from_allocation()
         folder = WorkerFolder(self.runs_dir, self.wid)
         folder.mark_started(os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"))
         start = last = time.monotonic()
@@ -302,6 +305,18 @@ class Worker:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
+
+
+def _threads_from_allocation() -> None:
+    """Give the cells the job's CPUs (``SLURM_CPUS_PER_TASK``) as torch threads, unless fixed.
+
+    :func:`runners.env.cpu_threads` counts the cores free when a cell starts; where the
+    scheduler does not confine the job to its cores, two workers starting cells together
+    would each count the other's cores as free and oversubscribe the node.
+    """
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if allocated and not any(os.environ.get(name, "").strip() for name in (THREADS_ENV, "OMP_NUM_THREADS")):
+        os.environ[THREADS_ENV] = allocated
 
 
 def remove_left(runs_dir: str | os.PathLike[str]) -> int:

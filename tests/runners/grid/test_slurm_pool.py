@@ -413,3 +413,26 @@ def test_the_local_cluster_runs_a_plan_in_a_few_worker_processes(
     pd.testing.assert_frame_equal(read_results(result.results_path), read_results(reference.results_path))
     time.sleep(0.5)  # a worker interrupted by submitit would print its traceback by now
     assert "Traceback" not in capfd.readouterr().err  # the idle workers left before their handles went
+
+
+@pytest.mark.parametrize(("env", "threads"), [({}, 1), ({"KDANALYSIS_THREADS": "3"}, 3)])
+def test_a_worker_gives_its_cells_the_jobs_cpus_as_threads_unless_fixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], threads: int
+) -> None:
+    from runners.env import cpu_threads
+
+    monkeypatch.delenv("KDANALYSIS_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    seen = []
+
+    def record(cell: Cell, work: Path, deps: Any) -> dict[str, str]:
+        seen.append(cpu_threads())
+        return fake_stage(cell, work, deps)
+
+    folder = WorkerFolder.create(tmp_path)
+    folder.assign(ROOTS[0])
+    _worker(tmp_path, folder, stage_fn=record)()
+    assert seen == [threads]
