@@ -33,9 +33,10 @@ Guarantees: a cell is computed by one worker at a time, and each attempt publish
 never replaced), so results exist exactly once. A worker requeued by its scheduler
 (preemption, ``scontrol requeue``, the time-limit checkpoint of submitit) starts again
 with the cell left in ``running/``: a training cell resumes from its last checkpoint,
-other cells are computed again. A worker killed for good (``scancel``, a node failure)
-leaves its taken cell in ``running/``: its executor records that cell failed with the
-scheduler's reason and gives the cells it had not taken to another worker.
+other cells are computed again (a node failure is such a requeue under SLURM's default
+``JobRequeue=1``). A worker ended for good (``scancel``, a failure not requeued) leaves its
+taken cell in ``running/``: its executor records that cell failed with the scheduler's
+reason and gives the cells it had not taken to another worker.
 """
 
 from __future__ import annotations
