@@ -13,19 +13,9 @@ from runners.evaluate.backend import GenerationRequest, LoglikelihoodRequest, mu
 from runners.evaluate.decoding import DecodingConfig, decoding_preset
 from runners.evaluate.hf_backend import HFBackend, hf_generation_config, length_sorted_order
 from runners.evaluate.prompts import format_prompt
-from runners.toy import build_model, build_tokenizer, make_arithmetic_task
+from runners.toy import build_model, make_arithmetic_task
 
 GREEDY = DecodingConfig(max_new_tokens=8)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model() -> Any:
-    return build_model("qwen2", "tiny", seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -13,19 +13,9 @@ from runners.evaluate.backend import GenerationRequest
 from runners.evaluate.decoding import DecodingConfig, decoding_preset, item_seed
 from runners.evaluate.hf_backend import HFBackend, ItemSeededSampler
 from runners.evaluate.prompts import format_prompt
-from runners.toy import build_model, build_tokenizer, make_arithmetic_task
+from runners.toy import build_model, make_arithmetic_task
 
 SAMPLE = decoding_preset("published", max_new_tokens=10, seed=3)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model() -> Any:
-    return build_model("qwen2", "tiny", seed=1)
 
 
 @pytest.fixture(scope="module")
