@@ -12,7 +12,12 @@ repeated in-process to check that no cell was computed and that torch was never 
 Then the demo runs again into another fresh folder while the bench keeps one busy process per
 usable core running (``demo_loaded_s``; ``loaded_over_idle`` = ``demo_loaded_s / demo_s``,
 goal <= 1.5: the cells choose their torch threads from the cores actually free, so a loaded
-machine must not slow them down many times over). All figures are measured in the same
+machine must not slow them down many times over). To tell the thread choice from the share of
+the CPU a fair scheduler leaves the demo, the demo also runs idle with one torch thread
+(``demo_one_thread_s``, ``--threads 1``): with ``busy`` processes on ``cores`` cores a one-thread
+demo gets ``cores / (busy + 1)`` of a core, so ``loaded_over_fair_share`` =
+``demo_loaded_s / (demo_one_thread_s * (busy + 1) / cores)`` is 1 when the loaded run loses
+nothing beyond that share (``fair_share_s`` is the denominator). All figures are measured in the same
 invocation; the JSON on the last line also holds the demo's accuracies and teacher agreements
 (percent) per model and method, so that a run that learned nothing shows, and the 1-minute
 load average at the start and the end (other work on the machine distorts every figure).
@@ -82,10 +87,14 @@ def _reruns(runs_dir: Path) -> dict[str, object]:
 
 
 @contextmanager
+def _usable_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _busy_cores() -> Iterator[int]:
     """Keep every usable core busy with one spinning process each; yields their number."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(_usable_cores())]
     try:
         yield len(spinners)
     finally:
@@ -190,10 +199,14 @@ def main() -> None:
     print(out.strip(), file=sys.stderr)
     reruns = _reruns(runs_dir)
     rerun = _in_process_rerun(runs_dir)
+    one_thread_s = fair_share_s = None
     if not (args.reuse or args.no_loaded):
         with _busy_cores() as busy:
             loaded_s, out = _cli(runs_dir.with_name(runs_dir.name + "-loaded"))
         print(out.strip(), file=sys.stderr)
+        one_thread_s, out = _cli(runs_dir.with_name(runs_dir.name + "-one-thread"), "--threads", "1")
+        print(out.strip(), file=sys.stderr)
+        fair_share_s = one_thread_s * (busy + 1) / _usable_cores()
     slurm = {} if args.no_slurm else _slurm_overhead(runs_dir.with_name(runs_dir.name + "-slurm"))
     figures = {
         "demo_s": None if demo_s is None else round(demo_s, 2),
@@ -207,6 +220,11 @@ def main() -> None:
         "busy_processes": busy,
         "loaded_over_idle": None if None in (loaded_s, demo_s) else round(loaded_s / demo_s, 3),
         "goal_loaded_over_idle": 1.5,
+        "demo_one_thread_s": None if one_thread_s is None else round(one_thread_s, 2),
+        "fair_share_s": None if fair_share_s is None else round(fair_share_s, 2),
+        "loaded_over_fair_share": None
+        if None in (loaded_s, fair_share_s)
+        else round(loaded_s / fair_share_s, 3),
         **slurm,
         "load_avg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         **_scores(runs_dir),

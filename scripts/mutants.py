@@ -27,7 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Tests run against every mutant.
-TESTS = ("tests/runners/distill/test_wiring_mutants.py", "tests/runners/distill/test_cache_bound.py")
+TESTS = (
+    "tests/runners/distill/test_wiring_mutants.py",
+    "tests/runners/distill/test_cache_bound.py",
+    "tests/runners/distill/test_on_policy_generation.py",
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,12 @@ MUTANTS = (
         "runners/distill/cache.py",
         "rest_key = _rest_key(temperature)",
         "rest_key = _rest_key(1.0)",
+    ),
+    Mutant(
+        "on-policy samples ignore the prompt style's stop strings",
+        "runners/distill/methods.py",
+        "                stop=self.stop,\n",
+        "                stop=(),\n",
     ),
 )
 
