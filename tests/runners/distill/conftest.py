@@ -75,3 +75,19 @@ def make_config(toy: dict[str, Path]) -> Callable[..., Any]:
         return DistillConfig(**base)
 
     return build
+
+
+@pytest.fixture()
+def loaded_models(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names passed to ``runners.models.load_causal_lm`` during the test, in call order."""
+    import runners.models
+
+    loaded: list[str] = []
+    real = runners.models.load_causal_lm
+
+    def spy(name: Any, **kwargs: Any) -> Any:
+        loaded.append(str(name))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(runners.models, "load_causal_lm", spy)
+    return loaded

@@ -160,22 +160,15 @@ def test_reuse_and_fingerprint_mismatch(make_config, full_cache, toy, tmp_path: 
         TeacherCache.open(tmp_path)
 
 
-def test_run_from_cache_never_loads_the_teacher(make_config, toy, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import runners.models
+def test_run_from_cache_never_loads_the_teacher(make_config, toy, tmp_path: Path, loaded_models) -> None:  # type: ignore[no-untyped-def]
     from runners.distill.run import run_distill
 
     config = make_config("fkl")
     # k covers the toy vocabulary: exact, so the run uses it (a k=32 cache of the toy teacher's
     # flat distribution misses most of its mass; tests/runners/distill/test_cache_bound.py)
     cache = build_teacher_cache_for(config, tmp_path / "cache", k=10**6, dtype="float32")
-    loaded: list[str] = []
-    real = runners.models.load_causal_lm
-
-    def spy(name, **kwargs):  # type: ignore[no-untyped-def]
-        loaded.append(str(name))
-        return real(name, **kwargs)
-
-    monkeypatch.setattr(runners.models, "load_causal_lm", spy)
+    loaded = loaded_models
+    loaded.clear()  # the loads of the run only, not of the cache build
     run = run_distill(make_config("fkl", teacher_cache=str(cache)), tmp_path / "run")
     assert loaded == [str(toy["student"])]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -106,21 +106,14 @@ def test_bound_problem_names_the_reason(small_cache: Path) -> None:
 
 
 def test_a_run_whose_cache_is_out_of_bound_uses_the_live_teacher(
-    make_config, toy, tmp_path, monkeypatch, caplog
+    make_config, toy, tmp_path, loaded_models, caplog
 ) -> None:  # type: ignore[no-untyped-def]
-    import runners.models
     from runners.distill.run import run_distill
 
     config = make_config("fkl")
     cache = build_teacher_cache_for(config, tmp_path / "cache", k=32, dtype="float32")
-    loaded: list[str] = []
-    real = runners.models.load_causal_lm
-
-    def spy(name, **kwargs):  # type: ignore[no-untyped-def]
-        loaded.append(str(name))
-        return real(name, **kwargs)
-
-    monkeypatch.setattr(runners.models, "load_causal_lm", spy)
+    loaded = loaded_models
+    loaded.clear()  # the loads of the run only, not of the cache build
     with caplog.at_level(logging.WARNING, logger="runners.distill.trainer"):
         run_distill(make_config("fkl", teacher_cache=str(cache)), tmp_path / "run")
     assert str(toy["teacher"]) in loaded

@@ -155,22 +155,15 @@ def test_a_peaked_teacher_is_built_in_full_and_served(peaked_teacher: Path, toy,
 
 
 def test_a_run_given_a_refused_cache_uses_the_live_teacher(
-    make_config, toy, tmp_path: Path, monkeypatch, caplog
+    make_config, toy, tmp_path: Path, loaded_models, caplog
 ) -> None:  # type: ignore[no-untyped-def]
-    import runners.models
     from runners.distill.run import run_distill
 
     folder = build_teacher_cache(
         str(toy["teacher"]), toy["data"], tmp_path / "cache", k=K, max_length=96, refuse_above=TAIL_MASS_BOUND
     )
-    loaded: list[str] = []
-    real = runners.models.load_causal_lm
-
-    def spy(name, **kwargs):  # type: ignore[no-untyped-def]
-        loaded.append(str(name))
-        return real(name, **kwargs)
-
-    monkeypatch.setattr(runners.models, "load_causal_lm", spy)
+    loaded = loaded_models
+    loaded.clear()  # the loads of the run only, not of the cache build
     config = make_config("fkl", teacher_cache=str(folder), optim={"max_steps": 2}, eval_every=0)
     with caplog.at_level(logging.WARNING, logger="runners.distill.trainer"):
         run_distill(config, tmp_path / "run")
