@@ -232,8 +232,11 @@ def _save_plan(plan: Plan, runs_dir: Path, grid_text: str | None) -> None:
     if current != json.loads(json.dumps(saved, default=str)):
         atomic_write_json(path, saved)
         write_models(models_table(plan.grid), runs_dir / "models.parquet")
-    if grid_text is not None:
-        atomic_write_text(runs_dir / GRID_FILE, grid_text)
+    grid_file = runs_dir / GRID_FILE
+    if grid_text is not None and not (
+        grid_file.is_file() and grid_file.read_text(encoding="utf-8") == grid_text
+    ):
+        atomic_write_text(grid_file, grid_text)
 
 
 def run_grid(

@@ -258,3 +258,14 @@ def test_interrupted_call_in_the_same_process_resumes(tmp_path: Path) -> None:
         _run(plan, tmp_path, stage=interrupt_kd)
     assert any(p.name.startswith(".tmp-") for p in cells_dir(tmp_path).iterdir())
     assert _run(plan, tmp_path).counts == {"done": len(plan)}
+
+
+def test_the_saved_grid_file_is_written_again_only_when_its_text_changed(tmp_path: Path) -> None:
+    plan = _plan()
+    _run(plan, tmp_path, grid_text=SMALL_GRID)
+    saved = tmp_path / "grid.yaml"
+    os.utime(saved, (1.0, 1.0))  # a marker mtime: a rewrite would replace it
+    _run(plan, tmp_path, grid_text=SMALL_GRID)
+    assert saved.stat().st_mtime == 1.0
+    _run(plan, tmp_path, grid_text=SMALL_GRID + "# edited\n")
+    assert saved.read_text(encoding="utf-8").endswith("# edited\n")
