@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ __all__ = [
     "reporting_disk_full",
     "parquet_intact",
     "lock_held",
+    "file_sha256",
 ]
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -174,3 +176,9 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex digest of a file's bytes (read in blocks)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdanalysis.errors import ConfigError
-from kdanalysis.io import atomic_write_json, read_json
+from kdanalysis.io import atomic_write_json, file_sha256, read_json
 
 if TYPE_CHECKING:
     from kdanalysis.report.build import ReportPaths
@@ -59,11 +59,6 @@ _LIBRARIES = (
     "seaborn",
     "jinja2",
 )
-
-
-def _file_digest(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _library_version(name: str) -> str:
@@ -118,7 +113,7 @@ def report_fingerprint(inputs: Sequence[str | os.PathLike[str]], options: Mappin
     str
         SHA-256 (hex).
     """
-    files = [(Path(p).name, _file_digest(Path(p)) if Path(p).is_file() else "absent") for p in inputs]
+    files = [(Path(p).name, file_sha256(p) if Path(p).is_file() else "absent") for p in inputs]
     content = {"code": code_version(), "options": dict(options), "inputs": files}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -116,8 +116,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kdanalysis.errors import ConfigError
-from kdanalysis.io import atomic_write_json, read_json
-from runners.distill.data import encode_items, example_key, file_sha256, load_items
+from kdanalysis.io import atomic_write_json, file_sha256, read_json
+from runners.distill.data import encode_items, example_key, load_items
 from runners.evaluate.prompts import PromptStyle
 from runners.models import looks_like_local_path
 

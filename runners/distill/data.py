@@ -39,7 +39,6 @@ __all__ = [
     "epoch_batches",
     "collate",
     "collate_prompts",
-    "file_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,15 +69,6 @@ class Example:
     def prompt_ids(self) -> tuple[int, ...]:
         """The prompt tokens (what a generating model is given)."""
         return self.input_ids[: self.prompt_len]
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_items(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
