@@ -43,7 +43,8 @@ from typing import Any
 
 from kdanalysis.errors import BackendUnavailableError
 from runners.grid.plan import Cell
-from runners.grid.slurm_pool import POLL_S, SLURM_ENDED, Worker, WorkerFolder, remove_left, slurm_states
+from runners.grid.slurm_pool import POLL_S, Worker, WorkerFolder, remove_left
+from runners.grid.slurm_query import SLURM_ENDED, SLURM_WAITING, slurm_states
 from runners.grid.spec import ExecutorSpec, SlurmSpec
 from runners.grid.state import StageFunction, execute_cell, forget_job, record_job
 
@@ -197,10 +198,6 @@ class GpuPoolExecutor(Executor):
             proc.wait()
             out.close()
         self._procs.clear()
-
-
-#: Scheduler states of a job waiting to (re)start; ``PENDING`` is also what the local clusters report.
-_WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED"})
 
 
 @dataclass
@@ -491,7 +488,7 @@ class SubmititExecutor(Executor):
                 ended.append((worker, "(left the queue; no accounting record)"))
                 continue
             worker.state = state
-            worker.requeued = started[id(worker)] and state in _WAITING
+            worker.requeued = started[id(worker)] and state in SLURM_WAITING
             # an ended state counts when two queries in a row say so (a requeue passes through some)
             worker.ended_polls = worker.ended_polls + 1 if state in SLURM_ENDED else 0
             if worker.ended_polls >= 2:

@@ -47,7 +47,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -62,33 +61,16 @@ from runners.grid.state import StageFunction, execute_cell
 
 __all__ = [
     "POLL_S",
-    "SLURM_ENDED",
     "WorkerFolder",
     "Worker",
     "workers_dir",
     "remove_left",
-    "slurm_states",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between two looks of a worker at its inbox (and of an executor at its workers).
 POLL_S = 0.2
-#: SLURM job states of a job that has ended for good (a requeued job is ``PENDING`` or ``REQUEUED``).
-SLURM_ENDED = frozenset(
-    {
-        "BOOT_FAIL",
-        "CANCELLED",
-        "COMPLETED",
-        "DEADLINE",
-        "FAILED",
-        "NODE_FAIL",
-        "OUT_OF_MEMORY",
-        "PREEMPTED",
-        "REVOKED",
-        "TIMEOUT",
-    }
-)
 _INBOX, _CLOSED, _RUNNING, _DONE = "inbox", "inbox.closed", "running", "done"
 _STARTED, _LEFT = "started.json", "left.json"
 
@@ -326,51 +308,3 @@ def remove_left(runs_dir: str | os.PathLike[str]) -> int:
     for folder in left:
         shutil.rmtree(folder, ignore_errors=True)
     return len(left)
-
-
-def slurm_states(job_ids: list[str]) -> dict[str, str] | None:
-    """SLURM state of each job in ``job_ids`` (``squeue``, then ``sacct`` for jobs it no longer lists).
-
-    Returns
-    -------
-    dict of str to str, or None
-        Job id → state word (``PENDING``, ``RUNNING``, ``CANCELLED``, ...); a job neither
-        command knows is left out (it has left the queue). None when ``squeue`` does not answer.
-    """
-    if not job_ids:
-        return {}
-    try:
-        proc = subprocess.run(
-            ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        return None
-    states = _parse_states(proc.stdout)
-    missing = [j for j in job_ids if j not in states]
-    if missing:
-        try:
-            proc = subprocess.run(
-                ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(missing)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            states.update(_parse_states(proc.stdout if proc.returncode == 0 else ""))
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return {j: s for j, s in states.items() if j in job_ids}
-
-
-def _parse_states(text: str) -> dict[str, str]:
-    """``JOBID|STATE`` lines → job id → first word of the state (``CANCELLED by 0`` → ``CANCELLED``)."""
-    out = {}
-    for line in text.splitlines():
-        job, _, state = line.strip().partition("|")
-        if job and state:
-            out[job] = state.split()[0].rstrip("+")
-    return out

@@ -37,7 +37,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import time
 import traceback
 import uuid
@@ -51,6 +50,7 @@ from kdanalysis.errors import KDAnalysisError, RunFailedError, RunFolderError
 from kdanalysis.io import atomic_write_json, lock_held, parquet_intact, read_json
 from kdanalysis.runfolder import CELL_FILE, LOG_FILE, RunState, now_utc, read_status, write_status
 from runners.grid.plan import Cell
+from runners.grid.slurm_query import SLURM_LIVE, slurm_earlier_runs, slurm_job_live, slurm_job_state
 
 __all__ = [
     "CellState",
@@ -87,23 +87,6 @@ _JOB_PREFIX = ".job-"
 _OWNER_FILE = ".owner"
 #: Cell kinds whose stage resumes from what an interrupted attempt left (the trainer's checkpoints).
 _RESUMABLE_KINDS = frozenset({"train"})
-#: SLURM job states (``squeue -o %T``) of a job that may still compute its cell.
-_SLURM_LIVE = frozenset(
-    {
-        "PENDING",
-        "CONFIGURING",
-        "RUNNING",
-        "COMPLETING",
-        "REQUEUED",
-        "REQUEUE_HOLD",
-        "REQUEUE_FED",
-        "RESIZING",
-        "SUSPENDED",
-        "STOPPED",
-        "SIGNALING",
-        "STAGE_OUT",
-    }
-)
 
 
 class CellState(StrEnum):
@@ -211,52 +194,6 @@ def _lock_held(folder: Path) -> bool | None:
         return None
 
 
-def _slurm_job_state(job_id: str) -> str | None:
-    """SLURM state of job ``job_id`` (``squeue``): a live state when any of its tasks has one, else
-    the state it ended in while the controller still lists it, ``""`` once it left the controller;
-    None when ``squeue`` cannot tell."""
-    try:
-        proc = subprocess.run(
-            ["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if proc.returncode != 0:
-        # squeue fails with "Invalid job id specified" once the job has left the controller
-        return "" if "invalid job id" in proc.stderr.lower() else None
-    states = [line.strip().split()[0] for line in proc.stdout.splitlines() if line.strip()]
-    return next((st for st in states if st in _SLURM_LIVE), states[0] if states else "")
-
-
-def _slurm_job_live(job_id: str) -> bool | None:
-    """Whether SLURM job ``job_id`` is still queued or running (None: ``squeue`` cannot tell)."""
-    state = _slurm_job_state(job_id)
-    return None if state is None else state in _SLURM_LIVE
-
-
-def _slurm_earlier_runs() -> list[str]:
-    """How the earlier runs of this process's SLURM job ended, when the scheduler restarted it.
-
-    ``sacct -D`` lists one line per run of a requeued job (e.g. ``NODE_FAIL`` after its node
-    went down, ``REQUEUED`` after ``scontrol requeue``), the last being this run. Empty for a
-    job's first run, outside SLURM, or when ``sacct`` cannot tell.
-    """
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job or os.environ.get("SLURM_RESTART_COUNT", "0") in ("", "0"):
-        return []
-    try:
-        proc = subprocess.run(
-            ["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return []
-    states = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
-    return states[:-1] if proc.returncode == 0 else []
-
-
 def _read_tmp_status(tmp: Path) -> Mapping[str, Any] | None:
     try:
         return read_status(tmp)
@@ -280,7 +217,7 @@ def _owner_alive(tmp: Path, status: Mapping[str, Any] | None) -> bool:
         if _lock_held(tmp):
             return True
         job = status.get("slurm_job_id")
-        return _slurm_job_live(job) is not False if job else True
+        return slurm_job_live(job) is not False if job else True
     try:
         pid = int(status["pid"])
     except (KeyError, ValueError, TypeError):
@@ -378,7 +315,7 @@ def scan_states(runs_dir: Path, ids: list[str]) -> dict[str, CellStatus]:
     for cid in pending:
         record = records.get(cid)
         state = job_states[str(record["job_id"])] if record else ""
-        if record and (state is None or state in _SLURM_LIVE):
+        if record and (state is None or state in SLURM_LIVE):
             out[cid] = CellStatus(
                 CellState.RUNNING,
                 note=_adopted_note(runs_dir, cid, record, state),
@@ -477,8 +414,9 @@ def _job_records(runs_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _job_states(records: Mapping[str, Mapping[str, Any]]) -> dict[str, str | None]:
-    """``squeue`` state (:func:`_slurm_job_state`) of each distinct job of ``records``, by job id."""
-    return {job: _slurm_job_state(job) for job in {str(r["job_id"]) for r in records.values()}}
+    """``squeue`` state (:func:`~runners.grid.slurm_query.slurm_job_state`) of each distinct job of
+    ``records``, by job id."""
+    return {job: slurm_job_state(job) for job in {str(r["job_id"]) for r in records.values()}}
 
 
 def _adopted_note(runs_dir: Path, cid: str, record: Mapping[str, Any], state: str | None) -> str:
@@ -525,7 +463,7 @@ def settle_jobs(runs_dir: str | os.PathLike[str], ids: list[str] | None = None) 
     for cid, record in sorted(waiting.items()):
         job = str(record["job_id"])
         state = job_states[job]
-        if state is None or state in _SLURM_LIVE:
+        if state is None or state in SLURM_LIVE:
             continue
         lost.append(cid)
         logger.warning(
@@ -705,7 +643,7 @@ def _execute_in(
 ) -> CellStatus:
     """Compute ``cell`` in ``tmp`` (owner lock held; ``resumed``: the attempt taken over) and publish it."""
     started, started_utc = time.time(), now_utc()
-    earlier = _slurm_earlier_runs()
+    earlier = slurm_earlier_runs()
     restarts = {"slurm_earlier_runs": earlier} if earlier else {}
     atomic_write_json(tmp / CELL_FILE, cell.to_json())
     write_status(tmp, _status(cell, RunState.RUNNING, started_utc, **restarts))
