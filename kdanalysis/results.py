@@ -137,26 +137,6 @@ TEACHER_KINDS: dict[str, str] = {
 }
 NO_TEACHER = "none"
 
-RESULT_COLUMNS: tuple[str, ...] = (
-    "study",
-    "domain",
-    "task",
-    "student",
-    "teacher",
-    "method",
-    "teacher_kind",
-    "temperature",
-    "teacher_noise",
-    "seed",
-    "metric",
-    "value",
-    "n",
-    "ci_low",
-    "ci_high",
-    "run_id",
-    "source",
-    "method_label",
-)
 KEY_COLUMNS: tuple[str, ...] = (
     "study",
     "domain",
@@ -169,6 +149,16 @@ KEY_COLUMNS: tuple[str, ...] = (
     "teacher_noise",
     "seed",
     "metric",
+)
+RESULT_COLUMNS: tuple[str, ...] = (
+    *KEY_COLUMNS,
+    "value",
+    "n",
+    "ci_low",
+    "ci_high",
+    "run_id",
+    "source",
+    "method_label",
 )
 _STR_COLS = (
     "study",
